@@ -1,0 +1,67 @@
+# mlkube — every target installs what it needs and is safe to run twice.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# Debian packages the tests and benchmarks start for real.
+DEBS   := gcc make redis-server prometheus wrk lua5.1 valgrind
+DEBS_STAMP := $(VENV)/.debs-stamp
+
+PYTEST_ARGS ?=
+
+.PHONY: help
+help:
+	@echo "make run    start the serving runtime on the embedded default"
+	@echo "make test   lint, type-check and run the whole test suite"
+	@echo "make bench  run the benchmarks and print the figures for docs/benchmarks.md"
+	@echo "make lint   ruff and mypy --strict only"
+
+$(STAMP): pyproject.toml setup.py native/betadist.c native/betadist.h
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+$(DEBS_STAMP): Makefile
+	./scripts/ensure-debs $(DEBS)
+	@mkdir -p $(VENV) && touch $@
+
+.PHONY: venv
+venv: $(STAMP)
+
+.PHONY: debs
+debs: $(DEBS_STAMP)
+
+# The shared library, rebuilt in place (what `pip install -e .` does).
+.PHONY: native
+native: $(STAMP)
+	$(BIN)/python setup.py -q build_ext --inplace
+
+.PHONY: lint
+lint: $(STAMP)
+	$(BIN)/ruff check mlkube tests bench setup.py
+	$(BIN)/ruff format --check mlkube tests bench setup.py
+	$(BIN)/mypy --strict mlkube
+
+.PHONY: native-check
+native-check: $(DEBS_STAMP)
+	$(MAKE) -C native check
+
+.PHONY: test
+test: $(DEBS_STAMP) lint native native-check
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: $(DEBS_STAMP) native
+	$(BIN)/python bench/sampler.py
+
+.PHONY: run
+run: $(STAMP) native
+	$(BIN)/python bench/sampler.py --demo
+
+.PHONY: clean
+clean:
+	rm -rf build dist *.egg-info mlkube/libbetadist.so native/build .pytest_cache .mypy_cache .ruff_cache

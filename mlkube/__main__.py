@@ -1,0 +1,3 @@
+from mlkube.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""The `mlkube` command: one entry point, one subcommand per part of the product.
+
+Each subcommand lives in the package that implements it and exposes
+``main(argv: list[str]) -> int``; this module only dispatches, so `mlkube --help` stays
+fast and importing the operator never drags in the serving runtime (or the reverse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from mlkube import __version__
+
+# subcommand -> (module that implements it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("mlkube.serving.cli", "run the serving runtime (model server) in this process"),
+    "operator": ("mlkube.operator.cli", "run the Kubernetes operator (kopf)"),
+    "crds": ("mlkube.api.crdgen", "print or write the CustomResourceDefinitions"),
+}
+
+
+def _load(module: str) -> Callable[[list[str]], int] | None:
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None
+        raise
+    entry: Callable[[list[str]], int] = mod.main
+    return entry
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mlkube",
+        description="Machine-learning model services and distributed training on Kubernetes.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    sub.add_parser("version", help="print the version and exit")
+
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "version":
+        print(f"mlkube {__version__}")
+        return 0
+    module, _ = COMMANDS[args.command]
+    entry = _load(module)
+    if entry is None:
+        print(
+            f"mlkube {args.command}: not available in this build ({module} has not landed yet)",
+            file=sys.stderr,
+        )
+        return 2
+    return entry(rest)
