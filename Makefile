@@ -9,6 +9,8 @@ STAMP  := $(VENV)/.installed-stamp
 # Debian packages the tests and benchmarks start for real.
 DEBS   := gcc make redis-server prometheus wrk lua5.1 valgrind
 DEBS_STAMP := $(VENV)/.debs-stamp
+# The real helm binary the chart tests run (scripts/install-helm pins the version).
+HELM   := $(BIN)/helm
 
 PYTEST_ARGS ?=
 
@@ -29,8 +31,15 @@ $(DEBS_STAMP): Makefile
 	./scripts/ensure-debs $(DEBS)
 	@mkdir -p $(VENV) && touch $@
 
+$(HELM): scripts/install-helm | $(STAMP)
+	./scripts/install-helm $(VENV)
+	@touch $@
+
 .PHONY: venv
 venv: $(STAMP)
+
+.PHONY: helm
+helm: $(HELM)
 
 .PHONY: debs
 debs: $(DEBS_STAMP)
@@ -51,7 +60,7 @@ native-check: $(DEBS_STAMP)
 	$(MAKE) -C native check
 
 .PHONY: test
-test: $(DEBS_STAMP) lint native native-check
+test: $(DEBS_STAMP) $(HELM) lint native native-check
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: bench
