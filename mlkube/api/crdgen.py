@@ -70,6 +70,7 @@ import argparse
 import difflib
 import importlib
 import pkgutil
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -198,6 +199,12 @@ def _resolve(node: JsonDict, defs: JsonDict, path: str) -> JsonDict:
         return node
 
 
+def _tidy(text: str) -> str:
+    """Unwrap docstring line breaks (keep paragraph breaks) so `kubectl explain` reflows."""
+    paragraphs = re.split(r"\n\s*\n", text.strip())
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
 def _structural(node: JsonDict, defs: JsonDict, path: str) -> JsonDict:
     node = _resolve(node, defs, path)
     node = {k: v for k, v in node.items() if k not in _DROP}
@@ -249,6 +256,8 @@ def _structural(node: JsonDict, defs: JsonDict, path: str) -> JsonDict:
         elif key == "format":
             if value in _KNOWN_FORMATS:
                 out[key] = value
+        elif key == "description":
+            out[key] = _tidy(value)
         elif key == "default":
             if value is not None:
                 out[key] = value
@@ -296,7 +305,7 @@ def _description(resource: CustomResource) -> str:
     if resource.description:
         return resource.description
     doc = (resource.spec.__doc__ or "").strip()
-    return doc.split("\n\n", 1)[0].replace("\n", " ") if doc else resource.kind
+    return _tidy(doc.split("\n\n", 1)[0]) if doc else resource.kind
 
 
 def build_crd(resource: CustomResource) -> JsonDict:

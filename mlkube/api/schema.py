@@ -207,7 +207,7 @@ IntOrString = Annotated[int | str, Kube.of(int_or_string=True)]
 Quantity = Annotated[
     int | str,
     AfterValidator(_normalise_quantity),
-    Kube.of(int_or_string=True, pattern=QUANTITY_PATTERN),
+    Kube.of(int_or_string=True, pattern=QUANTITY_PATTERN, maxLength=64),
 ]
 """A Kubernetes resource quantity (``2``, ``500m``, ``1.5Gi``); always a string in Python."""
 

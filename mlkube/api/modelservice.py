@@ -1,0 +1,570 @@
+"""The `ModelService` custom resource (`mlkube.dev/v1alpha1`): spec, status, CRD metadata.
+
+These models are the single source of truth: `mlkube crds` turns them into
+`crds/modelservices.mlkube.dev.yaml` and the operator parses live objects with them.
+Validation lives in two places on purpose: CEL rules in the schema so that `kubectl
+apply` refuses a bad object with a message a person understands, and the same checks in
+pure Python (`spec_problems`) so that an object that slipped past an older CRD (or an API
+server without the CEL `quantity` library) becomes a `Degraded` condition instead of a
+broken Deployment.
+
+The rollout/autoscaling blocks are declared in `mlkube.api.rollout` and plugged into
+`ModelServiceSpec` as plain optional fields.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from mlkube.api.schema import (
+    CustomResource,
+    Kube,
+    KubeModel,
+    PrinterColumn,
+    Quantity,
+    Scale,
+    kube,
+    parse_quantity,
+    register,
+    rule,
+)
+
+GROUP = "mlkube.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelService"
+PLURAL = "modelservices"
+
+DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+MAX_NAME_LENGTH = 56
+"""63 (a Service name, a label value) minus room for the `-canary` suffix."""
+
+DEFAULT_PORT = 8080
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+RESERVED_ENV = (
+    "MLKUBE_PORT",
+    "MLKUBE_MODEL_NAME",
+    "MLKUBE_MODEL_VERSION",
+    "MLKUBE_MODEL_FORMAT",
+    "MLKUBE_MODEL_CLASS",
+    "MLKUBE_MODEL_URI",
+    "MLKUBE_REVISION",
+    "MLKUBE_FEATURE_STORE",
+    "MLKUBE_REDIS_URL",
+    "MLKUBE_WORKERS",
+    "MLKUBE_BANDIT_PRIOR_ALPHA",
+    "MLKUBE_BANDIT_PRIOR_BETA",
+    "MLKUBE_MAX_ITEMS",
+)
+"""Variables the operator derives from the spec; setting them in `runtime.env` would
+make the pod disagree with the spec (and with the revision hash), so the schema refuses."""
+
+Name = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)]
+ShortString = Annotated[str, Field(max_length=253)]
+LabelMap = Annotated[
+    dict[str, Annotated[str, Field(max_length=63)]],
+    Kube.of(maxProperties=64),
+]
+AnnotationMap = Annotated[dict[str, str], Kube.of(maxProperties=64)]
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class ModelFormat(StrEnum):
+    """How the runtime loads the model; new formats are added here."""
+
+    BANDIT = "bandit"
+    CUSTOM = "custom"
+
+
+class BanditSpec(KubeModel):
+    """Thompson-sampling bandit parameters (format `bandit`)."""
+
+    prior_alpha: float = Field(default=1.0, gt=0, le=1e6)
+    """Alpha of the Beta prior every item starts from (successes + 1 in the classic form)."""
+    prior_beta: float = Field(default=1.0, gt=0, le=1e6)
+    """Beta of the Beta prior every item starts from (failures + 1 in the classic form)."""
+    max_items: int = Field(default=10_000, ge=1, le=10_000_000)
+    """Most items one request may ask to rank; larger requests get a 400."""
+
+
+class ModelSpec(KubeModel):
+    """Which model the pods serve."""
+
+    model_config = ConfigDict(
+        json_schema_extra=kube(
+            validations=[
+                rule(
+                    "self.format != 'custom' || has(self.className)",
+                    "format custom needs className (the module:Class to load)",
+                    field_path=".className",
+                    reason="FieldValueRequired",
+                ),
+                rule(
+                    "!has(self.bandit) || self.format == 'bandit'",
+                    "bandit settings apply only to format bandit",
+                    field_path=".bandit",
+                ),
+            ]
+        )
+    )
+
+    name: str = Field(
+        min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+    )
+    """Model name; reported by the inference API and in every metric's `model` label."""
+    version: str = Field(
+        min_length=1,
+        max_length=63,
+        json_schema_extra=kube(
+            validations=[
+                rule(
+                    f"self.matches('{LABEL_VALUE}')",
+                    "version must be a valid label value: letters, digits, '-', '_' or '.', "
+                    "starting and ending with a letter or digit",
+                )
+            ]
+        ),
+    )
+    """A free string the user bumps to roll out a new model (e.g. `2024-06-01` or `v3`)."""
+    format: ModelFormat = ModelFormat.BANDIT
+    """`bandit` (built in) or `custom` (a user's `module:Class`)."""
+    class_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
+    )
+    """Python `module:Class` of a custom model (format `custom` only)."""
+    uri: str | None = Field(
+        default=None,
+        max_length=2048,
+        json_schema_extra=kube(
+            validations=[
+                rule(
+                    "self.matches('^[a-z][a-z0-9+.-]*://')",
+                    "uri needs a scheme, e.g. s3://bucket/model or file:///models/m",
+                )
+            ]
+        ),
+    )
+    """Where the model's artefacts are stored (`s3://`, `gs://`, `file://`, ...)."""
+    bandit: BanditSpec | None = None
+    """Bandit parameters; defaults apply when omitted."""
+
+
+# --------------------------------------------------------------------- feature store
+
+
+class SecretKeyRef(KubeModel):
+    """A key in a Secret in the ModelService's namespace."""
+
+    name: Name
+    """Name of the Secret."""
+    key: str = Field(default="url", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    """Key in the Secret whose value is used."""
+
+
+class RedisSpec(KubeModel):
+    """Connection to Redis. The URL (it may carry a password) only ever comes from a Secret."""
+
+    url_secret_ref: SecretKeyRef
+    """Secret key holding the `redis://` or `rediss://` URL."""
+
+
+class FeatureStoreType(StrEnum):
+    MEMORY = "memory"
+    REDIS = "redis"
+
+
+class FeatureStoreSpec(KubeModel):
+    """Online feature store the runtime reads item statistics from."""
+
+    model_config = ConfigDict(
+        json_schema_extra=kube(
+            validations=[
+                rule(
+                    "self.type != 'redis' || has(self.redis)",
+                    "a redis feature store needs redis.urlSecretRef: the URL is read from a "
+                    "Secret, never written inline",
+                    field_path=".redis",
+                    reason="FieldValueRequired",
+                ),
+                rule(
+                    "self.type == 'redis' || !has(self.redis)",
+                    "redis settings need type: redis",
+                    field_path=".redis",
+                ),
+            ]
+        )
+    )
+
+    type: FeatureStoreType = FeatureStoreType.MEMORY
+    """`memory` (in-process, per pod) or `redis` (shared)."""
+    redis: RedisSpec | None = None
+    """Redis connection (type `redis` only)."""
+
+
+# ---------------------------------------------------------------------------- runtime
+
+
+def _limit_not_below_request(what: str) -> dict[str, Any]:
+    return rule(
+        f"!has(self.limits) || !has(self.requests) || !has(self.limits.{what}) || "
+        f"!has(self.requests.{what}) || "
+        f"quantity(string(self.limits.{what})).compareTo(quantity(string(self.requests.{what}))) >= 0",
+        f"{what} limit must be at least the {what} request",
+        field_path=f".limits.{what}",
+    )
+
+
+class ResourceList(KubeModel):
+    """CPU and memory amounts (Kubernetes quantities: `500m`, `2`, `1Gi`)."""
+
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class ResourcesSpec(KubeModel):
+    """Requests and limits of the model-server container (GPUs are set under `gpu`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=kube(
+            validations=[_limit_not_below_request("cpu"), _limit_not_below_request("memory")]
+        )
+    )
+
+    requests: ResourceList | None = None
+    """What the scheduler reserves."""
+    limits: ResourceList | None = None
+    """The most the container may use; must not be below the request."""
+
+
+class EnvVar(KubeModel):
+    """One environment variable: a literal value or a reference (Kubernetes `valueFrom`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=kube(
+            validations=[
+                rule(
+                    "!(has(self.value) && has(self.valueFrom))",
+                    "set value or valueFrom, not both",
+                )
+            ]
+        )
+    )
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    value: str | None = Field(default=None, max_length=32768)
+    value_from: dict[str, Any] | None = Field(
+        default=None, json_schema_extra=kube(preserve_unknown_fields=True)
+    )
+    """A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef)."""
+
+
+_RESERVED_ENV_CEL = "[" + ", ".join(f"'{n}'" for n in RESERVED_ENV) + "]"
+
+
+class RuntimeSpec(KubeModel):
+    """The model-server container."""
+
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    """Container image; defaults to the mlkube image of the operator's own version."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    args: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=64)
+    """Extra arguments after `mlkube serve`."""
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra=kube(
+            list_type="map",
+            list_map_keys=["name"],
+            validations=[
+                rule(
+                    f"self.all(e, !(e.name in {_RESERVED_ENV_CEL}))",
+                    "env must not set the MLKUBE_* variables the operator derives from the spec "
+                    "(model, port, workers, feature store, revision): set the spec fields instead",
+                )
+            ],
+        ),
+    )
+    """Extra environment variables (names are unique)."""
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    """CPU and memory requests and limits."""
+    workers: int | None = Field(default=None, ge=1, le=64)
+    """Worker processes per pod (default: one per CPU the runtime sees)."""
+    port: int = Field(default=DEFAULT_PORT, ge=1024, le=65535)
+    """Container port of the HTTP API and /metrics (1024-65535: the container runs as non-root)."""
+
+
+# ------------------------------------------------------------------ GPUs and placement
+
+
+class GPUSpec(KubeModel):
+    """Accelerators per pod, requested as an extended resource."""
+
+    count: int = Field(default=0, ge=0, le=16)
+    """GPUs per pod (0: CPU only)."""
+    resource_name: str = Field(
+        default=DEFAULT_GPU_RESOURCE,
+        max_length=253,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}/[a-zA-Z0-9]([-._a-zA-Z0-9]*[a-zA-Z0-9])?$",
+    )
+    """Extended resource name: `nvidia.com/gpu`, `amd.com/gpu`, `gpu.intel.com/i915`..."""
+
+
+class Toleration(KubeModel):
+    """A Kubernetes toleration."""
+
+    model_config = ConfigDict(
+        json_schema_extra=kube(
+            validations=[
+                rule(
+                    "!has(self.operator) || self.operator != 'Exists' || !has(self.value)",
+                    "a toleration with operator Exists must not have a value",
+                ),
+                rule(
+                    "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                    "tolerationSeconds applies only to effect NoExecute",
+                ),
+            ]
+        )
+    )
+
+    key: str | None = Field(default=None, max_length=316)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(default=None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class LocalObjectReference(KubeModel):
+    """A reference to an object in the same namespace."""
+
+    name: Name
+
+
+# ------------------------------------------------------------------------------ probes
+
+
+class ProbeSpec(KubeModel):
+    """Overrides of one HTTP probe; omitted fields keep the defaults of that probe."""
+
+    model_config = ConfigDict(
+        json_schema_extra=kube(
+            validations=[
+                rule(
+                    "!has(self.timeoutSeconds) || !has(self.periodSeconds) || "
+                    "self.timeoutSeconds <= self.periodSeconds",
+                    "timeoutSeconds must not exceed periodSeconds",
+                    field_path=".timeoutSeconds",
+                )
+            ]
+        )
+    )
+
+    enabled: bool = True
+    """False removes the probe (not recommended)."""
+    path: str | None = Field(default=None, max_length=1024, pattern=r"^/")
+    """HTTP path on the runtime's port."""
+    initial_delay_seconds: int | None = Field(default=None, ge=0, le=3600)
+    period_seconds: int | None = Field(default=None, ge=1, le=3600)
+    timeout_seconds: int | None = Field(default=None, ge=1, le=3600)
+    failure_threshold: int | None = Field(default=None, ge=1, le=1000)
+
+
+class ProbesSpec(KubeModel):
+    """Probe overrides. Defaults: startup GET /v2/health/live every 2 s for up to 3 minutes;
+    readiness GET /v2/health/ready every 5 s; liveness GET /v2/health/live every 10 s."""
+
+    startup: ProbeSpec | None = None
+    readiness: ProbeSpec | None = None
+    liveness: ProbeSpec | None = None
+
+
+# ------------------------------------------------------------------------------- spec
+
+
+class ModelServiceSpec(KubeModel):
+    """A model served over HTTP (Open Inference Protocol v2) by a Deployment of mlkube
+    runtime pods behind a ClusterIP Service."""
+
+    model: ModelSpec
+    """The model to serve."""
+    feature_store: FeatureStoreSpec = Field(default_factory=FeatureStoreSpec)
+    """Where per-item statistics live (memory by default)."""
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    """The model-server container."""
+    gpu: GPUSpec = Field(default_factory=GPUSpec)
+    """Accelerators per pod."""
+    replicas: int = Field(default=1, ge=0, le=1000, json_schema_extra={"format": "int32"})
+    """Pods to run when autoscaling is off (`kubectl scale` sets this)."""
+    probes: ProbesSpec = Field(default_factory=ProbesSpec)
+    """Startup, readiness and liveness probe overrides."""
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, json_schema_extra=kube(maxProperties=64)
+    )
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
+    """Extra tolerations (those for the GPU resource's taint are added automatically)."""
+    affinity: dict[str, Any] | None = Field(
+        default=None, json_schema_extra=kube(preserve_unknown_fields=True)
+    )
+    """A Kubernetes Affinity (nodeAffinity, podAffinity, podAntiAffinity)."""
+    priority_class_name: str | None = Field(default=None, max_length=253, pattern=DNS1123_SUBDOMAIN)
+    runtime_class_name: str | None = Field(default=None, max_length=253, pattern=DNS1123_SUBDOMAIN)
+    service_account_name: str | None = Field(
+        default=None, max_length=253, pattern=DNS1123_SUBDOMAIN
+    )
+    """Service account of the pods (default: the namespace's `default`)."""
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16)
+    pod_labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, json_schema_extra=kube(maxProperties=64)
+    )
+    """Extra pod labels; the operator's own labels (`app.kubernetes.io/*`, `mlkube.dev/*`) win."""
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, json_schema_extra=kube(maxProperties=64)
+    )
+    """Extra pod annotations."""
+
+
+# ----------------------------------------------------------------------------- status
+
+
+class Condition(KubeModel):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: str = Field(max_length=316)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(default="", max_length=1024)
+    """CamelCase reason for the last transition."""
+    message: str = Field(default="", max_length=32768)
+    """What a person should know, in a sentence."""
+    last_transition_time: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}
+    )
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+class ModelServiceStatus(KubeModel):
+    """What the operator observed, written only by the operator."""
+
+    observed_generation: int | None = None
+    """The `metadata.generation` this status describes."""
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra=kube(list_type="map", list_map_keys=["type"]),
+    )
+    """`Ready`, `Progressing` and `Degraded`."""
+    replicas: int | None = None
+    """Pods of every track that exist."""
+    ready_replicas: int | None = None
+    """Pods that pass their readiness probe."""
+    updated_replicas: int | None = None
+    """Pods that run the current revision."""
+    selector: str | None = None
+    """Label selector of the pods (what the scale subresource reports to autoscalers)."""
+    url: str | None = None
+    """In-cluster URL: `http://<name>.<namespace>.svc.cluster.local`."""
+    revision: str | None = None
+    """Hash of what the stable pods run."""
+    model_version: str | None = None
+    """Model version the stable pods serve."""
+
+
+# ------------------------------------------------------------------------ whole object
+
+
+class ObjectMeta(KubeModel):
+    """The parts of metadata the operator reads."""
+
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+    generation: int = 0
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelService(KubeModel):
+    """A whole ModelService object as the API server returns it."""
+
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: ObjectMeta
+    spec: ModelServiceSpec
+    status: ModelServiceStatus | None = None
+
+
+def spec_problems(spec: ModelServiceSpec) -> list[str]:
+    """Checks the CEL rules also make, in pure Python, for objects that got past the schema.
+
+    `quantity()` in CEL needs Kubernetes 1.28+; on older API servers the limit rules are
+    not enforced at admission, so the operator repeats them before it builds anything.
+    """
+    problems: list[str] = []
+    res = spec.runtime.resources
+    if res.limits and res.requests:
+        for what in ("cpu", "memory"):
+            limit, request = getattr(res.limits, what), getattr(res.requests, what)
+            if (
+                limit is not None
+                and request is not None
+                and parse_quantity(limit) < parse_quantity(request)
+            ):
+                problems.append(
+                    f"runtime.resources: {what} limit {limit} is below the request {request}"
+                )
+    if spec.feature_store.type is FeatureStoreType.REDIS and spec.feature_store.redis is None:
+        problems.append("featureStore: type redis needs redis.urlSecretRef")
+    if spec.model.format is ModelFormat.CUSTOM and not spec.model.class_name:
+        problems.append("model: format custom needs className")
+    reserved = sorted({e.name for e in spec.runtime.env} & set(RESERVED_ENV))
+    if reserved:
+        problems.append(f"runtime.env: {', '.join(reserved)} are set by the operator")
+    return problems
+
+
+MODELSERVICE = register(
+    CustomResource(
+        kind=KIND,
+        plural=PLURAL,
+        group=GROUP,
+        version=VERSION,
+        short_names=("msvc",),
+        categories=("mlkube",),
+        spec=ModelServiceSpec,
+        status=ModelServiceStatus,
+        description="ModelService runs a model behind an HTTP endpoint: a Deployment of "
+        "mlkube serving pods, a ClusterIP Service and a PodDisruptionBudget.",
+        printer_columns=(
+            PrinterColumn(
+                "Ready",
+                '.status.conditions[?(@.type=="Ready")].status',
+                description="Whether the service is ready",
+            ),
+            PrinterColumn("Version", ".status.modelVersion", description="Served model version"),
+            PrinterColumn("Replicas", ".status.replicas", type="integer"),
+            PrinterColumn("Age", ".metadata.creationTimestamp", type="date"),
+            PrinterColumn("URL", ".status.url", priority=1),
+            PrinterColumn("Revision", ".status.revision", priority=1),
+        ),
+        scale=Scale(".spec.replicas", ".status.replicas", ".status.selector"),
+        validations=(
+            rule(
+                f"self.metadata.name.matches('{DNS1035_LABEL}')",
+                "name must be a DNS-1035 label (lower-case letters, digits and '-', starting "
+                "with a letter) because it names the Service",
+            ),
+            rule(
+                f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+                f"name must be at most {MAX_NAME_LENGTH} characters so that derived names "
+                "(e.g. <name>-canary) stay within 63",
+            ),
+        ),
+    )
+)
