@@ -45,7 +45,6 @@ betadist_rng *betadist_rng_create(uint64_t seed);
 void betadist_rng_seed(betadist_rng *rng, uint64_t seed);
 void betadist_rng_free(betadist_rng *rng);
 void betadist_rng_jump(betadist_rng *rng);
-void betadist_rng_long_jump(betadist_rng *rng);
 betadist_rng *betadist_rng_split(betadist_rng *parent);
 void betadist_rng_reseed_mix(betadist_rng *rng, uint64_t salt);
 uint64_t betadist_rng_next_u64(betadist_rng *rng);
@@ -54,7 +53,6 @@ double betadist_rng_normal(betadist_rng *rng);
 double betadist_rng_gamma(betadist_rng *rng, double shape);
 int betadist_sample_batch(betadist_rng *rng, const double *alpha, const double *beta,
                           double *out, size_t n, size_t *bad_index);
-int betadist_sample_fill(betadist_rng *rng, double alpha, double beta, double *out, size_t n);
 const char *betadist_strerror(int code);
 int betadist_set_backend(int backend);
 int betadist_backend(void);
@@ -150,7 +148,7 @@ class BetaSampler:
     """Exact Beta(alpha[i], beta[i]) draws into numpy arrays, one generator per thread.
 
     ``BetaSampler(seed)`` makes the first thread that samples draw a reproducible stream;
-    every further thread takes the next split (2^128 draws apart).  ``seed=None`` seeds from
+    every further thread takes the next split (2^192 draws apart).  ``seed=None`` seeds from
     the OS.  After ``os.fork()`` the child reseeds from its parent's state mixed with its pid.
     """
 
