@@ -525,7 +525,7 @@ def spec_problems(spec: ModelServiceSpec) -> list[str]:
         problems.append("model: format custom needs className")
     reserved = sorted({e.name for e in spec.runtime.env} & set(RESERVED_ENV))
     if reserved:
-        problems.append(f"runtime.env: {', '.join(reserved)} are set by the operator")
+        problems.append(f"runtime.env: the operator sets {', '.join(reserved)} itself")
     return problems
 
 

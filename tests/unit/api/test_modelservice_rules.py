@@ -1,0 +1,180 @@
+"""Every CEL rule of the ModelService CRD, evaluated on objects it must accept and refuse.
+
+The rules are read from the generated CRD (not from the Python source), so what is tested
+is exactly what `kubectl apply` will enforce. `test_every_rule_is_tested` fails when a
+new rule appears without cases here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mlkube.api.crdgen import build_crd
+from mlkube.api.modelservice import MODELSERVICE
+
+SCHEMA: dict[str, Any] = build_crd(MODELSERVICE)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def _rules(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = [(path or "<root>", r) for r in node.get("x-kubernetes-validations", [])]
+    for name, child in node.get("properties", {}).items():
+        found += _rules(child, f"{path}.{name}" if path else name)
+    if "items" in node:
+        found += _rules(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        found += _rules(node["additionalProperties"], f"{path}{{}}")
+    return found
+
+
+RULES = _rules(SCHEMA)
+
+# message prefix -> (values the rule accepts, values it refuses). Values are `self` at the
+# node that carries the rule, after the API server has applied defaults.
+CASES: dict[str, tuple[list[Any], list[Any]]] = {
+    "name must be a DNS-1035 label": (
+        [{"metadata": {"name": "recs"}}, {"metadata": {"name": "a-1-b"}}],
+        [
+            {"metadata": {"name": "1recs"}},
+            {"metadata": {"name": "Recs"}},
+            {"metadata": {"name": "recs-"}},
+            {"metadata": {"name": "re.cs"}},
+        ],
+    ),
+    "name must be at most 56": (
+        [{"metadata": {"name": "a" * 56}}],
+        [{"metadata": {"name": "a" * 57}}],
+    ),
+    "version must be a valid label value": (
+        ["v1", "2024-06-01", "v1.2_rc3", "A"],
+        ["-v1", "v1.", "v 1", "v1/2", "v1:latest"],
+    ),
+    "format custom needs className": (
+        [
+            {"format": "bandit"},
+            {"format": "custom", "className": "pkg.mod:Model"},
+        ],
+        [{"format": "custom"}],
+    ),
+    "bandit settings apply only to format bandit": (
+        [{"format": "bandit", "bandit": {"priorAlpha": 2.0}}, {"format": "custom"}],
+        [{"format": "custom", "bandit": {"priorAlpha": 2.0}}],
+    ),
+    "uri needs a scheme": (
+        ["s3://bucket/model", "file:///models/m", "gs://b/m", "hf+git://x"],
+        ["/models/m", "bucket/model", "S3://bucket", "://x"],
+    ),
+    "a redis feature store needs redis.urlSecretRef": (
+        [
+            {"type": "memory"},
+            {"type": "redis", "redis": {"urlSecretRef": {"name": "redis", "key": "url"}}},
+        ],
+        [{"type": "redis"}],
+    ),
+    "redis settings need type: redis": (
+        [{"type": "memory"}, {"type": "redis", "redis": {"urlSecretRef": {"name": "r"}}}],
+        [{"type": "memory", "redis": {"urlSecretRef": {"name": "r", "key": "url"}}}],
+    ),
+    "set value or valueFrom, not both": (
+        [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"fieldRef": {}}}, {"name": "C"}],
+        [{"name": "A", "value": "1", "valueFrom": {"fieldRef": {}}}],
+    ),
+    "env must not set the MLKUBE_* variables": (
+        [[], [{"name": "LOG_LEVEL", "value": "debug"}, {"name": "MLKUBE_LOG_FORMAT"}]],
+        [[{"name": "A"}, {"name": "MLKUBE_REVISION", "value": "x"}], [{"name": "MLKUBE_PORT"}]],
+    ),
+    "cpu limit must be at least the cpu request": (
+        [
+            {},
+            {"requests": {"cpu": "500m"}},
+            {"limits": {"cpu": 1}},
+            {"requests": {"cpu": "500m"}, "limits": {"cpu": 1}},
+            {"requests": {"cpu": 2}, "limits": {"cpu": "2000m"}},
+            {"requests": {"memory": "1Gi"}, "limits": {"cpu": "1"}},
+        ],
+        [
+            {"requests": {"cpu": 2}, "limits": {"cpu": "1500m"}},
+            {"requests": {"cpu": "1.5"}, "limits": {"cpu": 1}},
+        ],
+    ),
+    "memory limit must be at least the memory request": (
+        [
+            {"requests": {"memory": "1Gi"}, "limits": {"memory": "1024Mi"}},
+            {"requests": {"memory": "1G"}, "limits": {"memory": "1Gi"}},
+            {"requests": {"cpu": "1"}, "limits": {"memory": "1Gi"}},
+        ],
+        [
+            {"requests": {"memory": "1Gi"}, "limits": {"memory": "1G"}},
+            {"requests": {"memory": "2Gi"}, "limits": {"memory": "1536Mi"}},
+        ],
+    ),
+    "timeoutSeconds must not exceed periodSeconds": (
+        [{}, {"timeoutSeconds": 5}, {"timeoutSeconds": 5, "periodSeconds": 5}],
+        [{"timeoutSeconds": 6, "periodSeconds": 5}],
+    ),
+    "a toleration with operator Exists must not have a value": (
+        [
+            {"key": "k", "operator": "Exists"},
+            {"key": "k", "operator": "Equal", "value": "v"},
+            {"key": "k", "value": "v"},
+        ],
+        [{"key": "k", "operator": "Exists", "value": "v"}],
+    ),
+    "tolerationSeconds applies only to effect NoExecute": (
+        [{"key": "k"}, {"key": "k", "effect": "NoExecute", "tolerationSeconds": 30}],
+        [
+            {"key": "k", "effect": "NoSchedule", "tolerationSeconds": 30},
+            {"key": "k", "tolerationSeconds": 30},
+        ],
+    ),
+}
+
+
+def _case_for(message: str) -> tuple[list[Any], list[Any]]:
+    matches = [key for key in CASES if message.startswith(key)]
+    assert matches, f"no test cases for the rule {message!r}"
+    return CASES[matches[0]]
+
+
+def test_every_rule_is_tested() -> None:
+    messages = {r["message"] for _, r in RULES}
+    assert len(messages) == len(CASES), sorted(messages)
+    for message in messages:
+        good, bad = _case_for(message)
+        assert good, message
+        assert bad, message
+
+
+@pytest.mark.parametrize(
+    ("path", "rule"), RULES, ids=[f"{p}:{r['message'][:40]}" for p, r in RULES]
+)
+def test_rule_accepts_good_and_refuses_bad(cel_eval: Any, path: str, rule: dict[str, Any]) -> None:
+    good, bad = _case_for(rule["message"])
+    for value in good:
+        assert cel_eval(rule["rule"], value), f"{path}: refused {value!r}"
+    for value in bad:
+        assert not cel_eval(rule["rule"], value), f"{path}: accepted {value!r}"
+
+
+def test_rules_carry_messages_people_can_read() -> None:
+    for path, rule in RULES:
+        assert len(rule["message"]) >= 20, (path, rule)
+        assert rule["message"][0].islower() or rule["message"][0].isdigit(), (path, rule)
+
+
+def test_field_paths_point_at_declared_fields() -> None:
+    """The API server rejects a CRD whose fieldPath names an undeclared field."""
+
+    def node_at(path: str) -> dict[str, Any]:
+        node = SCHEMA
+        for part in path.replace("[]", ".[]").split("."):
+            if not part:
+                continue
+            node = node["items"] if part == "[]" else node["properties"][part]
+        return node
+
+    for path, rule in RULES:
+        if "fieldPath" in rule:
+            base = "" if path == "<root>" else path
+            node_at(base + rule["fieldPath"])
