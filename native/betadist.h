@@ -3,11 +3,13 @@
  *
  * Random numbers
  * --------------
- * Every draw comes from a xoshiro256++ generator (period 2^256 - 1).  A 64-bit seed is
- * expanded into the 256-bit state with SplitMix64, so nearby seeds (0, 1, 2, ...) still
- * give unrelated streams.  betadist_rng_jump() advances a state by 2^128 draws and
- * betadist_rng_split() hands out non-overlapping streams built on it: every worker thread
- * or process takes its own split, so no two of them ever draw the same numbers.
+ * Every draw comes from xoshiro256++ (period 2^256 - 1).  A 64-bit seed is expanded into the
+ * 256-bit state with SplitMix64, so nearby seeds (0, 1, 2, ...) still give unrelated streams.
+ * One betadist_rng owns a block of 2^192 consecutive outputs of the sequence: its scalar
+ * stream starts at the block's offset 0 and its four AVX2 lane streams at offsets
+ * 1..4 * 2^128 (jump polynomials), so the five never overlap.  betadist_rng_jump() moves to
+ * the next block and betadist_rng_split() hands out successive blocks: every worker thread
+ * or process that takes its own split draws numbers no other one draws.
  *
  * Algorithms (all exact: no approximation is ever used)
  * -----------------------------------------------------
@@ -30,11 +32,17 @@
  * within half an ulp of 1 rounds to 1 (this is what happens for parameters around 1e-3); the
  * output is never NaN.
  *
- * Speed: the batch call runs 4 draws at a time with AVX2+FMA when the CPU has them (checked
- * at run time, the library itself is built for baseline x86-64) and a scalar loop otherwise.
- * Both paths run the same exact algorithms; they consume the random stream differently, so
- * the same seed gives different (equally valid) numbers on machines with and without AVX2.
- * betadist_set_backend() pins one path, e.g. for reproducing a run across machines.
+ * Speed: when the CPU has AVX2 and FMA (checked once at load time with
+ * __builtin_cpu_supports; the library itself is compiled for baseline x86-64 and only the
+ * vector functions carry target("avx2,fma")), batches of items with both shapes >= 1 run
+ * four items at a time: each lane makes one Marsaglia-Tsang attempt using the ziggurat's
+ * fast path (about 97% of attempts succeed there), and a lane that needs anything else -- a
+ * ziggurat edge or tail, v <= 0, the log test, a rejection -- is finished by the scalar code
+ * from the very same normal draw and uniform.  Every lane thus runs the exact algorithm; no
+ * approximation is involved.  Items with a shape < 1 and the last n mod 4 items use the
+ * scalar code.  The two backends consume random numbers differently, so one seed gives
+ * different (equally valid) streams with and without AVX2; betadist_set_backend() pins one,
+ * e.g. to reproduce a run on another machine.
  *
  * Thread safety: a betadist_rng must not be used by two threads at once; everything else is
  * thread-safe.  Python's mlkube.native keeps one state per thread.
@@ -78,20 +86,17 @@ BETADIST_API betadist_rng *betadist_rng_create(uint64_t seed);
 /* Reset `rng` to the state betadist_rng_create(seed) would give. */
 BETADIST_API void betadist_rng_seed(betadist_rng *rng, uint64_t seed);
 BETADIST_API void betadist_rng_free(betadist_rng *rng);
-/* Advance by 2^128 draws (2^128 non-overlapping sub-streams of length 2^128). */
+/* Move to the next block: 2^192 draws ahead, 2^64 blocks in the whole period. */
 BETADIST_API void betadist_rng_jump(betadist_rng *rng);
-/* Advance by 2^192 draws (for a level of splitting above betadist_rng_jump). */
-BETADIST_API void betadist_rng_long_jump(betadist_rng *rng);
-/* A new generator that starts at `parent`'s current state; `parent` then jumps by 2^128.
- * Successive splits therefore never overlap each other (for 2^128 draws each).
- * NULL when out of memory. */
+/* A new generator that takes over `parent`'s current block; `parent` then jumps to the next
+ * one.  Successive splits therefore never overlap.  NULL when out of memory. */
 BETADIST_API betadist_rng *betadist_rng_split(betadist_rng *parent);
 /* Replace the state by one derived from the current state and `salt` through SplitMix64.
  * Used after fork(): the child mixes in its pid, so it leaves its parent's sequence. */
 BETADIST_API void betadist_rng_reseed_mix(betadist_rng *rng, uint64_t salt);
 /* Raw draws, for tests and for callers that need a uniform next to their Beta draws. */
 BETADIST_API uint64_t betadist_rng_next_u64(betadist_rng *rng);
-/* Uniform on the open interval (0, 1), 53 bits. */
+/* Uniform on the open interval (0, 1): (k + 1/2) * 2^-52 for a 52-bit k. */
 BETADIST_API double betadist_rng_uniform(betadist_rng *rng);
 /* One standard normal from the ziggurat (exposed so the tests can check it directly). */
 BETADIST_API double betadist_rng_normal(betadist_rng *rng);
@@ -106,10 +111,6 @@ BETADIST_API double betadist_rng_gamma(betadist_rng *rng, double shape);
  * not overlap except that out may equal alpha or beta. */
 BETADIST_API int betadist_sample_batch(betadist_rng *rng, const double *alpha, const double *beta,
                                        double *out, size_t n, size_t *bad_index);
-
-/* Same with one (alpha, beta) pair shared by all n draws. */
-BETADIST_API int betadist_sample_fill(betadist_rng *rng, double alpha, double beta, double *out,
-                                      size_t n);
 
 /* A static, human-readable description of an error code. */
 BETADIST_API const char *betadist_strerror(int code);
