@@ -32,6 +32,7 @@ __all__ = [
     "beta_sample",
     "library_candidates",
     "load_library",
+    "open_library",
     "set_backend",
 ]
 
@@ -88,11 +89,10 @@ def library_candidates(env: dict[str, str] | None = None) -> list[Path]:
     return candidates
 
 
-@cache
-def load_library() -> Any:
-    """Open libbetadist once per process; raise :class:`NativeLibraryError` naming every path."""
+def open_library(candidates: list[Path]) -> Any:
+    """dlopen the first candidate that loads; the error lists why each one did not."""
     failures: list[str] = []
-    for path in library_candidates():
+    for path in candidates:
         if not path.is_file():
             failures.append(f"{path}: no such file")
             continue
@@ -100,8 +100,14 @@ def load_library() -> Any:
             return ffi.dlopen(str(path))
         except OSError as exc:
             failures.append(f"{path}: {exc}")
-    tried = "; ".join(failures)
+    tried = "; ".join(failures) if failures else "no candidate paths"
     raise NativeLibraryError(f"cannot load {LIBRARY_NAME} (tried {tried}); {BUILD_HINT}")
+
+
+@cache
+def load_library() -> Any:
+    """Open libbetadist once per process (see :func:`library_candidates` for where)."""
+    return open_library(library_candidates())
 
 
 def beta_sample(alpha: float, beta: float, seed: int) -> float:

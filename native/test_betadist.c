@@ -112,13 +112,14 @@ static void test_normal_and_gamma(void) {
     betadist_rng *rng = betadist_rng_create(11);
     const int n = 400000;
     double s1 = 0, s2 = 0, s4 = 0;
-    int tail = 0;
+    int tail = 0, far = 0;
     for (int i = 0; i < n; i++) {
         const double x = betadist_rng_normal(rng);
         s1 += x;
         s2 += x * x;
         s4 += x * x * x * x;
         tail += fabs(x) > 3.6541528853610088;
+        far += fabs(x) > 4.0;
     }
     const double mean = s1 / n, var = s2 / n - mean * mean, kurt = s4 / n;
     CHECK(fabs(mean) < 0.01, "normal mean %g", mean);
@@ -126,6 +127,8 @@ static void test_normal_and_gamma(void) {
     CHECK(fabs(kurt - 3.0) < 0.06, "normal fourth moment %g", kurt);
     /* P(|X| > r) = 2.58e-4: expect ~103 of 400000, the tail sampler must be reached. */
     CHECK(tail > 60 && tail < 150, "normal tail count %d", tail);
+    /* P(|X| > 4) = 6.3e-5: ~25 expected; only the exact tail sampler gets beyond the base strip. */
+    CHECK(far > 8 && far < 50, "normal count beyond 4: %d", far);
 
     const double shapes[] = {0.01, 0.5, 1.0, 2.5, 100.0, 1e6};
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
