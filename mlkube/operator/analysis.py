@@ -1,0 +1,479 @@
+"""Canary analysis: PromQL built from the runtime's metrics, and verdicts that never guess.
+
+Everything here except :class:`PrometheusQuerier` is pure.  The shell asks
+:func:`plan_queries` which PromQL to run, runs it (``run_queries``), and hands the raw
+outcomes to :func:`evaluate`, which decides pass / fail / wait for each metric and for the
+step as a whole.
+
+The rules that keep a rollout honest:
+
+* an empty result, ``NaN`` or a failed query is never read as zero or as success: it is
+  "no data", and the metric's ``onNoData`` (default ``wait``) decides;
+* a canary that served fewer than ``minSampleCount`` requests in the window is neither
+  promoted nor failed - every metric waits;
+* an unreachable Prometheus (connection error, timeout, 5xx) is ``wait`` and is reported,
+  while a query Prometheus rejects (HTTP 4xx, e.g. a typo in a custom query) is ``fail``:
+  waiting would only run into the progress deadline with a less useful message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mlkube.api.rollout import (
+    Analysis,
+    AnalysisMetric,
+    CompareMode,
+    MetricResult,
+    OnNoData,
+    Verdict,
+    format_duration,
+)
+
+REQUESTS_TOTAL = "mlkube_requests_total"
+REQUEST_DURATION = "mlkube_request_duration_seconds"
+INFLIGHT = "mlkube_inflight_requests"
+
+SAMPLES_KEY = "samples"
+
+
+class QueryStatus(StrEnum):
+    OK = "ok"
+    EMPTY = "empty"  # no series, or NaN/Inf: "no data"
+    UNAVAILABLE = "unavailable"  # Prometheus unreachable, timed out or 5xx
+    REJECTED = "rejected"  # Prometheus answered 4xx, or the result has the wrong shape
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    """What one instant query produced, before any interpretation."""
+
+    status: QueryStatus
+    value: float | None = None
+    error: str = ""
+
+    @staticmethod
+    def of(value: float | None) -> QueryOutcome:
+        if value is None or not math.isfinite(value):
+            return QueryOutcome(QueryStatus.EMPTY)
+        return QueryOutcome(QueryStatus.OK, value)
+
+
+@dataclass(frozen=True)
+class QueryContext:
+    """The values a query may refer to; ``{{ revision }}`` is the revision being measured."""
+
+    namespace: str
+    name: str
+    model: str
+    stable_revision: str
+    canary_revision: str
+    window_seconds: int
+
+
+@dataclass(frozen=True)
+class AnalysisReport:
+    """The judgement of one analysis run: the step's verdict and each metric's result."""
+
+    verdict: Verdict
+    results: tuple[MetricResult, ...]
+    samples: int | None
+    message: str
+    prometheus_unavailable: bool = False
+
+    @property
+    def failed(self) -> tuple[MetricResult, ...]:
+        return tuple(r for r in self.results if r.verdict is Verdict.FAIL)
+
+
+# ------------------------------------------------------------------------------ queries
+
+
+def promql_string(value: str) -> str:
+    """A PromQL double-quoted string literal; user-controlled names cannot break out of it."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def revision_selector(revision: str, extra: str = "") -> str:
+    selector = f"revision={promql_string(revision)}"
+    return f"{{{selector},{extra}}}" if extra else f"{{{selector}}}"
+
+
+def samples_query(revision: str, window_seconds: int) -> str:
+    """Requests the revision answered in the window (any code)."""
+    window = format_duration(window_seconds)
+    return f"sum(increase({REQUESTS_TOTAL}{revision_selector(revision)}[{window}]))"
+
+
+def success_rate_query(revision: str, window_seconds: int) -> str:
+    """Share of non-5xx answers.
+
+    Written as ``1 - errors/total`` with ``or vector(0)`` on the errors so that a revision
+    with no 5xx series reads 1.0 and, more importantly, a revision that answers *only* 5xx
+    reads 0.0 instead of an empty result (a ``non-5xx / total`` form would yield no data
+    exactly when the canary is at its worst).  No requests at all is still empty (0/0).
+    """
+    window = format_duration(window_seconds)
+    five_xx = revision_selector(revision, 'code=~"5.."')
+    errors = f"sum(rate({REQUESTS_TOTAL}{five_xx}[{window}]))"
+    total = f"sum(rate({REQUESTS_TOTAL}{revision_selector(revision)}[{window}]))"
+    return f"1 - (({errors}) or vector(0)) / {total}"
+
+
+def latency_p99_query(revision: str, window_seconds: int) -> str:
+    """99th percentile request latency in milliseconds (NaN, i.e. no data, without traffic)."""
+    window = format_duration(window_seconds)
+    buckets = f"{REQUEST_DURATION}_bucket{revision_selector(revision)}"
+    return f"histogram_quantile(0.99, sum by (le) (rate({buckets}[{window}]))) * 1000"
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z]+)\s*\}\}")
+
+
+def render_custom_query(template: str, ctx: QueryContext, revision: str) -> str:
+    """Substitute ``{{ placeholders }}``; string values are inserted bare (users quote them).
+
+    ``{{ window }}`` becomes a range such as ``60s``.  Unknown placeholders are rejected by
+    the API model before a query is ever built; here they raise to make misuse loud.
+    """
+    values = {
+        "revision": revision,
+        "stableRevision": ctx.stable_revision,
+        "canaryRevision": ctx.canary_revision,
+        "namespace": ctx.namespace,
+        "name": ctx.name,
+        "model": ctx.model,
+        "window": format_duration(ctx.window_seconds),
+    }
+
+    def substitute(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise ValueError(f"unknown placeholder {{{{ {key} }}}}")
+        return values[key].replace("\\", "\\\\").replace('"', '\\"')
+
+    return _PLACEHOLDER.sub(substitute, template)
+
+
+def metric_query(metric: AnalysisMetric, ctx: QueryContext, revision: str) -> str:
+    if metric.query is not None:
+        return render_custom_query(metric.query, ctx, revision)
+    if metric.name == "successRate":
+        return success_rate_query(revision, ctx.window_seconds)
+    if metric.name == "latencyP99":
+        return latency_p99_query(revision, ctx.window_seconds)
+    raise ValueError(f"metric {metric.name!r} is not built in and has no query")
+
+
+def canary_key(metric: AnalysisMetric) -> str:
+    return f"{metric.name}/canary"
+
+
+def stable_key(metric: AnalysisMetric) -> str:
+    return f"{metric.name}/stable"
+
+
+def plan_queries(analysis: Analysis, ctx: QueryContext) -> dict[str, str]:
+    """Every PromQL query one analysis run needs, keyed for :func:`evaluate`.
+
+    The sample count comes first: if Prometheus cannot answer it, the shell skips the rest.
+    """
+    plan = {SAMPLES_KEY: samples_query(ctx.canary_revision, ctx.window_seconds)}
+    for metric in analysis.metrics:
+        plan[canary_key(metric)] = metric_query(metric, ctx, ctx.canary_revision)
+        if metric.compare is not None:
+            plan[stable_key(metric)] = metric_query(metric, ctx, ctx.stable_revision)
+    return plan
+
+
+# ------------------------------------------------------------------------ interpretation
+
+
+def parse_vector(result: object) -> QueryOutcome:
+    """Read an instant-query result (the ``data.result`` list, or a scalar pair).
+
+    One series is a value, none is no data, several are an error: silently summing or
+    picking one would judge the canary on numbers the user did not ask for.
+    """
+    if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
+        # resultType scalar: [time, "value"]
+        return _parse_sample(result[1])
+    if not isinstance(result, list):
+        return QueryOutcome(QueryStatus.REJECTED, error="unexpected result type")
+    if not result:
+        return QueryOutcome(QueryStatus.EMPTY)
+    if len(result) > 1:
+        return QueryOutcome(
+            QueryStatus.REJECTED,
+            error=f"query returned {len(result)} series; aggregate it to one (e.g. sum(...))",
+        )
+    series = result[0]
+    if not isinstance(series, dict) or "value" not in series:
+        return QueryOutcome(QueryStatus.REJECTED, error="result is not an instant vector")
+    pair = series["value"]
+    if not isinstance(pair, list | tuple) or len(pair) != 2:
+        return QueryOutcome(QueryStatus.REJECTED, error="malformed sample")
+    return _parse_sample(pair[1])
+
+
+def _parse_sample(raw: object) -> QueryOutcome:
+    try:
+        value = float(str(raw))
+    except ValueError:
+        return QueryOutcome(QueryStatus.REJECTED, error=f"not a number: {raw!r}")
+    return QueryOutcome.of(value)
+
+
+def format_value(metric: AnalysisMetric, value: float) -> str:
+    if metric.builtin and metric.name == "latencyP99":
+        return f"{value:.0f}ms"
+    if metric.builtin and metric.name == "successRate":
+        return f"{value * 100:.2f}%"
+    return f"{value:.4g}"
+
+
+def _bounds_text(metric: AnalysisMetric, low: float | None, high: float | None) -> str:
+    parts = []
+    if low is not None:
+        parts.append(f">= {format_value(metric, low)}")
+    if high is not None:
+        parts.append(f"<= {format_value(metric, high)}")
+    return " and ".join(parts)
+
+
+def threshold_text(metric: AnalysisMetric) -> str:
+    parts = []
+    absolute = _bounds_text(metric, metric.min, metric.max)
+    if absolute:
+        parts.append(absolute)
+    if metric.compare is not None:
+        op = "/" if metric.compare.mode is CompareMode.RATIO else "-"
+        bounds = []
+        if metric.compare.min is not None:
+            bounds.append(f">= {metric.compare.min:g}")
+        if metric.compare.max is not None:
+            bounds.append(f"<= {metric.compare.max:g}")
+        parts.append(f"canary {op} stable {' and '.join(bounds)}")
+    return "; ".join(parts)
+
+
+_NO_DATA_VERDICT = {
+    OnNoData.WAIT: Verdict.WAIT,
+    OnNoData.FAIL: Verdict.FAIL,
+    OnNoData.PASS: Verdict.PASS,
+}
+
+
+def judge_metric(
+    metric: AnalysisMetric,
+    canary: QueryOutcome,
+    stable: QueryOutcome | None,
+    samples: int | None,
+    min_samples: int,
+) -> MetricResult:
+    """The verdict on one metric, with a message fit for an Event."""
+    threshold = threshold_text(metric)
+
+    def result(
+        verdict: Verdict, message: str, value: float | None = None, stable: float | None = None
+    ) -> MetricResult:
+        return MetricResult(
+            name=metric.name,
+            verdict=verdict,
+            value=value,
+            stable_value=stable,
+            threshold=threshold,
+            samples=samples,
+            message=message,
+        )
+
+    def no_data(what: str, value: float | None = None) -> MetricResult:
+        return result(
+            _NO_DATA_VERDICT[metric.on_no_data],
+            f"metric {metric.name}{what}: no data (onNoData {metric.on_no_data.value})",
+            value,
+        )
+
+    for label, outcome in (("canary", canary), ("stable", stable)):
+        if outcome is None:
+            continue
+        if outcome.status is QueryStatus.UNAVAILABLE:
+            return result(Verdict.WAIT, f"Prometheus unavailable: {outcome.error}")
+        if outcome.status is QueryStatus.REJECTED:
+            return result(
+                Verdict.FAIL, f"metric {metric.name}: {label} query failed: {outcome.error}"
+            )
+
+    if samples is not None and samples < min_samples:
+        return result(
+            Verdict.WAIT,
+            f"canary served {samples} requests in the window, needs {min_samples}",
+            canary.value,
+        )
+    if canary.value is None:
+        return no_data("")
+
+    value = canary.value
+    failures = []
+    if metric.min is not None and value < metric.min:
+        failures.append(
+            f"metric {metric.name} {format_value(metric, value)} < {format_value(metric, metric.min)}"
+        )
+    if metric.max is not None and value > metric.max:
+        failures.append(
+            f"metric {metric.name} {format_value(metric, value)} > {format_value(metric, metric.max)}"
+        )
+
+    stable_value: float | None = None
+    if metric.compare is not None:
+        assert stable is not None, "compare needs the stable outcome"
+        if stable.value is None:
+            return no_data(" (stable)", value)
+        stable_value = stable.value
+        if metric.compare.mode is CompareMode.RATIO:
+            if stable_value == 0.0:
+                relative = 1.0 if value == 0.0 else math.inf
+            else:
+                relative = value / stable_value
+            op = "/"
+        else:
+            relative = value - stable_value
+            op = "-"
+        shown = f"canary {op} stable = {relative:.4g}"
+        if metric.compare.min is not None and relative < metric.compare.min:
+            failures.append(f"metric {metric.name} {shown} < {metric.compare.min:g}")
+        if metric.compare.max is not None and relative > metric.compare.max:
+            failures.append(f"metric {metric.name} {shown} > {metric.compare.max:g}")
+
+    if failures:
+        return result(Verdict.FAIL, "; ".join(failures), value, stable_value)
+    return result(
+        Verdict.PASS,
+        f"metric {metric.name} {format_value(metric, value)} within {threshold}",
+        value,
+        stable_value,
+    )
+
+
+def evaluate(analysis: Analysis, outcomes: Mapping[str, QueryOutcome]) -> AnalysisReport:
+    """Judge one analysis run from the outcomes of :func:`plan_queries`' queries.
+
+    Missing keys mean the shell did not run that query (it stops after Prometheus is found
+    unreachable): they count as unavailable, never as data.
+    """
+    if not analysis.metrics:
+        return AnalysisReport(Verdict.PASS, (), None, "no analysis metrics: step passes on time")
+
+    unavailable = QueryOutcome(QueryStatus.UNAVAILABLE, error="query not run")
+    samples_outcome = outcomes.get(SAMPLES_KEY, unavailable)
+    if samples_outcome.status is QueryStatus.UNAVAILABLE:
+        reason = samples_outcome.error or "unreachable"
+        results = tuple(
+            MetricResult(
+                name=m.name,
+                verdict=Verdict.WAIT,
+                threshold=threshold_text(m),
+                message=f"Prometheus unavailable: {reason}",
+            )
+            for m in analysis.metrics
+        )
+        return AnalysisReport(
+            Verdict.WAIT, results, None, f"Prometheus unavailable: {reason}", True
+        )
+    samples: int | None
+    if samples_outcome.status is QueryStatus.REJECTED:
+        samples = None
+    else:
+        samples = round(samples_outcome.value) if samples_outcome.value is not None else 0
+
+    results = tuple(
+        judge_metric(
+            metric,
+            outcomes.get(canary_key(metric), unavailable),
+            outcomes.get(stable_key(metric), unavailable) if metric.compare else None,
+            samples,
+            analysis.min_sample_count,
+        )
+        for metric in analysis.metrics
+    )
+    prometheus_down = any(r.message.startswith("Prometheus unavailable") for r in results)
+    failed = [r for r in results if r.verdict is Verdict.FAIL]
+    waiting = [r for r in results if r.verdict is Verdict.WAIT]
+    if failed:
+        return AnalysisReport(
+            Verdict.FAIL, results, samples, "; ".join(r.message for r in failed), prometheus_down
+        )
+    if waiting:
+        return AnalysisReport(
+            Verdict.WAIT, results, samples, "; ".join(r.message for r in waiting), prometheus_down
+        )
+    return AnalysisReport(Verdict.PASS, results, samples, "all metrics within thresholds")
+
+
+# ---------------------------------------------------------------------------- the shell
+
+
+class PrometheusQuerier:
+    """A thin wrapper over prometheus-api-client: bounded time, outcomes instead of raises.
+
+    prometheus-api-client is synchronous (requests); queries run in a worker thread so the
+    operator's event loop keeps serving other resources.  Retries are limited to one so a
+    down Prometheus costs at most about two timeouts per analysis run.
+    """
+
+    def __init__(self, url: str, timeout_seconds: float = 10.0) -> None:
+        from prometheus_api_client import PrometheusConnect
+        from urllib3.util.retry import Retry
+
+        self.url = url.rstrip("/")
+        self.timeout_seconds = timeout_seconds
+        self._client = PrometheusConnect(
+            url=self.url,
+            disable_ssl=False,
+            retry=Retry(total=1, backoff_factor=0.1, status_forcelist=(502, 503, 504)),
+            timeout=timeout_seconds,
+        )
+
+    def query(self, promql: str) -> QueryOutcome:
+        from prometheus_api_client.exceptions import PrometheusApiClientException
+        from requests import RequestException
+
+        try:
+            result = self._client.custom_query(
+                promql,
+                params={"timeout": f"{max(1, int(self.timeout_seconds))}s"},
+                timeout=self.timeout_seconds,
+            )
+        except PrometheusApiClientException as exc:
+            text = str(exc)
+            match = re.search(r"HTTP Status Code (\d+)", text)
+            code = int(match.group(1)) if match else 500
+            if 400 <= code < 500 and code not in (408, 429):
+                return QueryOutcome(QueryStatus.REJECTED, error=_short(text))
+            return QueryOutcome(QueryStatus.UNAVAILABLE, error=_short(text))
+        except (RequestException, OSError, ValueError) as exc:
+            return QueryOutcome(
+                QueryStatus.UNAVAILABLE, error=_short(f"{type(exc).__name__}: {exc}")
+            )
+        return parse_vector(result)
+
+    async def run(self, plan: Mapping[str, str]) -> dict[str, QueryOutcome]:
+        """Run a plan; stop at the first unreachable answer (the rest would time out too)."""
+        outcomes: dict[str, QueryOutcome] = {}
+        for key, promql in plan.items():
+            outcome = await asyncio.to_thread(self.query, promql)
+            outcomes[key] = outcome
+            if outcome.status is QueryStatus.UNAVAILABLE:
+                break
+        return outcomes
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
