@@ -1,0 +1,347 @@
+"""The aiohttp application: OIP v2 REST, KServe v1, health, metrics.
+
+Handlers are thin: decode with :mod:`mlkube.serving.protocol`, call the model, encode. Every
+failure that is the client's fault is a :class:`ClientError` and becomes a 4xx with
+``{"error": "<field>: <problem>"}``; nothing a client sends can produce a 5xx or end the
+worker. There are no middlewares on purpose: each one costs microseconds on every request, so
+error mapping and metrics live in one wrapper per route, and 404/405 come from catch-all
+routes instead of a middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from mlkube import __version__
+from mlkube.serving.batcher import DynamicBatcher
+from mlkube.serving.config import ServeConfig
+from mlkube.serving.context import RuntimeContext
+from mlkube.serving.metrics import CONTENT_TYPE, Metrics
+from mlkube.serving.model import Model, SupportsFeedback, build_model
+from mlkube.serving.protocol import (
+    ClientError,
+    InferenceResponse,
+    parse_feedback,
+    parse_v1_predict,
+    parse_v2_infer,
+    render_error,
+    render_v1,
+    render_v2,
+)
+from mlkube.serving.store import StoreUnavailable
+
+log = logging.getLogger("mlkube.serving")
+access_log = logging.getLogger("mlkube.serving.access")
+
+JSON = "application/json"
+DEGRADED_HEADER = "Mlkube-Degraded"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class ServerState:
+    """Mutable per-worker state shared by the handlers."""
+
+    config: ServeConfig
+    metrics: Metrics
+    model: Model[Any] | None = None
+    batcher: DynamicBatcher[Any, InferenceResponse] | None = None
+    draining: bool = False
+    load_error: BaseException | None = None
+    load_task: asyncio.Task[None] | None = None
+    on_fatal: Callable[[BaseException], None] | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining and self.model is not None and self.model.ready
+
+
+STATE = web.AppKey("mlkube_state", ServerState)
+CONTEXT = web.AppKey("mlkube_context", RuntimeContext)
+
+
+def _json(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=body, content_type=JSON, headers=headers)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return _json(status, render_error(message), headers)
+
+
+def _instrument(state: ServerState, endpoint: str, handler: Handler, inflight: bool) -> Handler:
+    """Error mapping, metrics and the sampled access log around one route's handler."""
+    metrics = state.metrics
+    gauge = metrics.inflight_child
+    sample_rate = state.config.server.access_log_sample_rate
+    max_body = state.config.server.max_body_bytes
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        start = time.perf_counter()
+        if inflight:
+            gauge.inc()
+        try:
+            response = await handler(request)
+        except ClientError as exc:
+            response = _error(exc.status, exc.message, exc.headers or None)
+        except StoreUnavailable as exc:
+            response = _error(503, f"feature store: {exc}", {"Retry-After": str(exc.retry_after)})
+        except web.HTTPRequestEntityTooLarge:
+            response = _error(413, f"body: larger than the limit of {max_body} bytes")
+        except web.HTTPException as exc:
+            response = _error(exc.status, f"request: {exc.reason}")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unhandled error in %s", endpoint)
+            response = _error(500, "internal error (logged by the server)")
+        finally:
+            if inflight:
+                gauge.dec()
+        elapsed = time.perf_counter() - start
+        metrics.observe_request(endpoint, response.status, elapsed)
+        if sample_rate and random.random() < sample_rate:
+            access_log.info(
+                "access",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "remote": request.remote,
+                },
+            )
+        return response
+
+    return wrapped
+
+
+def _check_model(state: ServerState, request: web.Request) -> Model[Any]:
+    name = request.match_info["name"]
+    model = state.model
+    config = state.config.model
+    if name != config.name:
+        raise ClientError(404, f"name: model {name!r} is not served here (serving {config.name!r})")
+    version = request.match_info.get("version")
+    if version is not None and version != config.version:
+        raise ClientError(
+            404, f"version: model {name!r} has no version {version!r} (serving {config.version!r})"
+        )
+    if model is None or not model.ready:
+        raise ClientError(503, f"model {name!r} is not ready yet", {"Retry-After": "1"})
+    return model
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ClientError(413, f"body: {length} bytes exceed the limit of {limit} bytes")
+    return await request.read()
+
+
+async def _predict(state: ServerState, model: Model[Any], prepared: Any) -> InferenceResponse:
+    if state.batcher is not None:
+        return await state.batcher.submit(prepared)
+    responses = await model.predict([prepared])
+    return responses[0]
+
+
+def _answer(state: ServerState, response: InferenceResponse, body: bytes) -> web.Response:
+    if response.degraded is None:
+        return web.Response(body=body, content_type=JSON)
+    state.metrics.mark_degraded(response.degraded)
+    return web.Response(body=body, content_type=JSON, headers={DEGRADED_HEADER: response.degraded})
+
+
+def _routes(app: web.Application, state: ServerState) -> None:
+    config = state.config
+    max_body = config.server.max_body_bytes
+    max_items = config.bandit.max_items
+    model_name, model_version = config.model.name, config.model.version
+
+    async def live(request: web.Request) -> web.Response:
+        return _json(200, b'{"live":true}')
+
+    async def ready(request: web.Request) -> web.Response:
+        if state.ready:
+            return _json(200, b'{"ready":true}')
+        return _json(503, b'{"ready":false}')
+
+    async def server_metadata(request: web.Request) -> web.Response:
+        return _json(
+            200, orjson.dumps({"name": "mlkube", "version": __version__, "extensions": []})
+        )
+
+    async def model_metadata(request: web.Request) -> web.Response:
+        model = _model_or_404(request)
+        meta = model.metadata()
+        body: dict[str, Any] = {
+            "name": model_name,
+            "versions": [model_version],
+            "platform": meta.platform,
+            "inputs": [t.as_json() for t in meta.inputs],
+            "outputs": [t.as_json() for t in meta.outputs],
+        }
+        if meta.parameters:
+            body["parameters"] = meta.parameters
+        return _json(200, orjson.dumps(body))
+
+    def _model_or_404(request: web.Request) -> Model[Any]:
+        name = request.match_info["name"]
+        if name != model_name:
+            raise ClientError(404, f"name: model {name!r} is not served here")
+        version = request.match_info.get("version")
+        if version is not None and version != model_version:
+            raise ClientError(404, f"version: model {name!r} has no version {version!r}")
+        if state.model is None:
+            raise ClientError(503, "model is still being created", {"Retry-After": "1"})
+        return state.model
+
+    async def model_ready(request: web.Request) -> web.Response:
+        model = _model_or_404(request)
+        ok = model.ready and not state.draining
+        return _json(200 if ok else 503, orjson.dumps({"name": model_name, "ready": ok}))
+
+    async def v1_models(request: web.Request) -> web.Response:
+        return _json(200, orjson.dumps({"models": [model_name]}))
+
+    async def infer(request: web.Request) -> web.Response:
+        model = _check_model(state, request)
+        body = await _read_body(request, max_body)
+        parsed = parse_v2_infer(body, max_items)
+        prepared = model.prepare(parsed)
+        response = await _predict(state, model, prepared)
+        return _answer(state, response, render_v2(response, model_name, model_version, parsed.id))
+
+    async def predict(request: web.Request) -> web.Response:
+        model = _check_model(state, request)
+        body = await _read_body(request, max_body)
+        spec = model.v1_input
+        parsed = parse_v1_predict(body, spec.name, spec.datatype, max_items)
+        prepared = model.prepare(parsed)
+        response = await _predict(state, model, prepared)
+        return _answer(state, response, render_v1(response))
+
+    async def feedback(request: web.Request) -> web.Response:
+        model = _check_model(state, request)
+        if not isinstance(model, SupportsFeedback):
+            raise ClientError(404, f"name: model {model_name!r} does not accept feedback")
+        body = await _read_body(request, max_body)
+        parsed = parse_feedback(
+            body,
+            max_items,
+            config.bandit.max_item_id_length,
+            request.headers.get("Idempotency-Key"),
+        )
+        result = await model.feedback(parsed)
+        return _json(
+            200, orjson.dumps({"accepted": result.accepted, "duplicate": result.duplicate})
+        )
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = await asyncio.get_running_loop().run_in_executor(None, state.metrics.exposition)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    def method_not_allowed(allowed: str) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            return _error(
+                405,
+                f"method: {request.method} is not allowed on {request.path} (use {allowed})",
+                {"Allow": allowed},
+            )
+
+        return handler
+
+    async def not_found(request: web.Request) -> web.Response:
+        return _error(404, f"path: no endpoint {request.path}")
+
+    routes: list[tuple[str, str, str, Handler, bool]] = [
+        ("GET", "/v2/health/live", "live", live, False),
+        ("GET", "/v2/health/ready", "ready", ready, False),
+        ("GET", "/v2", "server_metadata", server_metadata, False),
+        ("GET", "/v2/models/{name}", "model_metadata", model_metadata, False),
+        ("GET", "/v2/models/{name}/versions/{version}", "model_metadata", model_metadata, False),
+        ("GET", "/v2/models/{name}/ready", "model_ready", model_ready, False),
+        ("GET", "/v2/models/{name}/versions/{version}/ready", "model_ready", model_ready, False),
+        ("POST", "/v2/models/{name}/infer", "infer", infer, True),
+        ("POST", "/v2/models/{name}/versions/{version}/infer", "infer", infer, True),
+        ("GET", "/v1/models", "v1_models", v1_models, False),
+        # ":verb" routes before "/v1/models/{name}", whose {name} would also match them.
+        ("POST", "/v1/models/{name}:predict", "predict", predict, True),
+        ("POST", "/v1/models/{name}:feedback", "feedback", feedback, True),
+        ("GET", "/v1/models/{name}", "model_ready", model_ready, False),
+        ("GET", "/metrics", "metrics", metrics, False),
+    ]
+    router = app.router
+    for method, path, endpoint, handler, inflight in routes:
+        router.add_route(method, path, _instrument(state, endpoint, handler, inflight))
+        allowed = "GET, HEAD" if method == "GET" else method
+        router.add_route("*", path, _instrument(state, "other", method_not_allowed(allowed), False))
+    router.add_route("*", "/{tail:.*}", _instrument(state, "other", not_found, False))
+
+
+async def _lifecycle(app: web.Application) -> Any:
+    """Build and load the model (in the background: liveness answers meanwhile), then close."""
+    state = app[STATE]
+    context = app[CONTEXT]
+    config = state.config
+    state.metrics.set_staleness_bound(config.feature_store.max_staleness)
+    model = build_model(config, context)
+    state.model = model
+    if config.batching.enabled:
+        state.batcher = DynamicBatcher(
+            model.predict,
+            max_batch_size=config.batching.max_batch_size,
+            max_delay=config.batching.max_delay,
+            on_batch=state.metrics.batch_child.observe,
+        )
+
+    async def load() -> None:
+        try:
+            await model.load()
+        except Exception as exc:
+            state.load_error = exc
+            log.exception("model %r failed to load", config.model.name)
+            if state.on_fatal is not None:
+                state.on_fatal(exc)
+            return
+        log.info(
+            "model loaded",
+            extra={"model": config.model.name, "version": config.model.version},
+        )
+
+    state.load_task = asyncio.create_task(load(), name="mlkube-model-load")
+    yield
+    if state.batcher is not None:
+        await state.batcher.close()
+    if not state.load_task.done():
+        state.load_task.cancel()
+    await asyncio.gather(state.load_task, return_exceptions=True)
+    await model.close()
+
+
+def create_app(
+    config: ServeConfig,
+    context: RuntimeContext | None = None,
+) -> web.Application:
+    """The application for one worker; ``context`` carries test/embedding overrides."""
+    if context is None:
+        context = RuntimeContext(
+            metrics=Metrics(config.model.name, config.model.version, config.revision)
+        )
+    state = ServerState(config=config, metrics=context.metrics)
+    app = web.Application(client_max_size=config.server.max_body_bytes)
+    app[STATE] = state
+    app[CONTEXT] = context
+    _routes(app, state)
+    app.cleanup_ctx.append(_lifecycle)
+    return app

@@ -1,0 +1,155 @@
+"""`mlkube serve`: validate the configuration, prepare metrics, start the workers.
+
+Order matters: ``PROMETHEUS_MULTIPROC_DIR`` must be in the environment before anything
+imports prometheus_client (it picks its value storage at import time), so the runtime is
+imported only after the directory is set up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlkube.serving.config import (
+    ConfigError,
+    ServeConfig,
+    effective_workers,
+    load_config,
+    read_config_file,
+)
+
+log = logging.getLogger("mlkube.serving")
+
+_FLAGS: dict[str, tuple[str, ...]] = {
+    "host": ("server", "host"),
+    "port": ("server", "port"),
+    "workers": ("server", "workers"),
+    "model_name": ("model", "name"),
+    "model_version": ("model", "version"),
+    "model_format": ("model", "format"),
+    "model_class": ("model", "class"),
+    "feature_store": ("feature_store", "kind"),
+    "redis_url": ("feature_store", "redis_url"),
+    "log_level": ("server", "log_level"),
+    "log_format": ("server", "log_format"),
+    "access_log_sample_rate": ("server", "access_log_sample_rate"),
+    "drain_seconds": ("server", "drain_seconds"),
+    "grace_seconds": ("server", "grace_seconds"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlkube serve",
+        description="Run the mlkube model server (OIP v2 + KServe v1) on this machine.",
+        epilog="Every option can also be set with MLKUBE_* variables; see docs/serving.md.",
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON configuration file")
+    p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    p.add_argument("--model-name")
+    p.add_argument("--model-version")
+    p.add_argument("--model-format", choices=["bandit", "custom"])
+    p.add_argument("--model-class", metavar="MODULE:CLASS")
+    p.add_argument("--feature-store", choices=["memory", "redis"])
+    p.add_argument("--redis-url")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-format", choices=["json", "text"])
+    p.add_argument("--access-log-sample-rate", type=float, metavar="FRACTION")
+    p.add_argument("--drain-seconds", type=float)
+    p.add_argument("--grace-seconds", type=float)
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration, print it as JSON and exit",
+    )
+    return p
+
+
+def resolve_config(args: argparse.Namespace, env: dict[str, str]) -> ServeConfig:
+    file_data: dict[str, Any] = {}
+    file_name = "config file"
+    if args.config:
+        file_data = read_config_file(args.config)
+        file_name = f"--config {args.config}"
+    overrides = {
+        path: getattr(args, flag)
+        for flag, path in _FLAGS.items()
+        if getattr(args, flag) is not None
+    }
+    return load_config(file_data, env, overrides, file_name=file_name)
+
+
+def prepare_metrics_dir(env: dict[str, str]) -> tuple[str, bool]:
+    """The prometheus multiprocess directory, emptied; (path, created by us)."""
+    configured = env.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if configured:
+        path = Path(configured)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):  # values of a previous run would be summed in
+            stale.unlink()
+        return str(path), False
+    return tempfile.mkdtemp(prefix="mlkube-prometheus-", dir="/tmp"), True
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    env = dict(os.environ)
+    try:
+        config = resolve_config(args, env)
+    except ConfigError as exc:
+        print(f"mlkube serve: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(config.model_dump_json(indent=2, by_alias=True))
+        return 0
+
+    from mlkube.serving.logs import setup_logging
+
+    setup_logging(config.server.log_level, config.server.log_format)
+
+    if config.model.format == "custom":
+        from mlkube.serving.model import ModelLoadError, resolve_class
+
+        try:
+            resolve_class(config.model.class_path or "")
+        except ModelLoadError as exc:
+            print(f"mlkube serve: {exc}", file=sys.stderr)
+            return 2
+
+    workers = effective_workers(config)
+    if config.feature_store.kind == "memory" and workers > 1:
+        log.warning(
+            "feature_store.kind is memory with %d workers: each worker keeps its own counts; "
+            "use --workers 1 or the redis store for one shared view",
+            workers,
+        )
+
+    from mlkube.serving.server import check_bind
+
+    try:
+        check_bind(config.server.host, config.server.port)
+    except OSError as exc:
+        print(
+            f"mlkube serve: server.port: cannot listen on "
+            f"{config.server.host}:{config.server.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
+
+    metrics_dir, created = prepare_metrics_dir(env)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from mlkube.serving.server import run_master
+
+    try:
+        return run_master(config, workers, metrics_dir)
+    finally:
+        if created:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,0 +1,281 @@
+"""Configuration of the serving runtime: one pydantic model, three sources.
+
+Precedence (last wins): built-in defaults < ``--config FILE`` (YAML or JSON) < ``MLKUBE_*``
+environment variables < command-line flags. Everything is validated once, in the master
+process, before any worker starts: a bad value stops ``mlkube serve`` with a message that
+names the field (and the variable or file it came from) instead of a crash loop later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+_CLASS_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    """HTTP server and process settings."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=1, le=65535)
+    # None: one worker per CPU core available to this process.
+    workers: int | None = Field(default=None, ge=1, le=256)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # After SIGTERM: keep serving (readiness already false) for drain_seconds so load
+    # balancers notice, then stop accepting and give in-flight requests grace_seconds.
+    drain_seconds: float = Field(default=0.0, ge=0, le=300)
+    grace_seconds: float = Field(default=20.0, gt=0, le=3600)
+    # Fraction of requests written to the access log (0 = none; the default because a
+    # log line costs about half of the per-request CPU budget).
+    access_log_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    backlog: int = Field(default=1024, ge=16, le=65535)
+
+
+class ModelConfig(_Strict):
+    """Which model this server runs."""
+
+    name: str = "bandit"
+    version: str = "1"
+    format: Literal["bandit", "custom"] = "bandit"
+    # module:Class of a user model (format custom).
+    class_path: str | None = Field(default=None, alias="class")
+    uri: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(
+                "must be 1-63 lower-case letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _check_version(cls, value: str) -> str:
+        if not value or len(value) > 63 or "/" in value:
+            raise ValueError("must be 1-63 characters without '/'")
+        return value
+
+    @field_validator("class_path")
+    @classmethod
+    def _check_class(cls, value: str | None) -> str | None:
+        if value is not None and not _CLASS_RE.match(value):
+            raise ValueError("must look like 'package.module:ClassName'")
+        return value
+
+    @model_validator(mode="after")
+    def _custom_needs_class(self) -> ModelConfig:
+        if self.format == "custom" and self.class_path is None:
+            raise ValueError("model.class is required when model.format is 'custom'")
+        return self
+
+
+class BanditConfig(_Strict):
+    """Thompson-sampling bandit settings."""
+
+    prior_alpha: float = Field(default=1.0, gt=0, le=1e9)
+    prior_beta: float = Field(default=1.0, gt=0, le=1e9)
+    max_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_item_id_length: int = Field(default=256, ge=1, le=4096)
+    default_segment: str = "default"
+    # Segments read before the server reports ready (the default segment always is).
+    preload_segments: tuple[str, ...] = ()
+    # Distinct segments one worker keeps a snapshot of; further ones are read per request.
+    max_segments: int = Field(default=1024, ge=1)
+    # Items one segment's snapshot may hold (items with feedback plus items seen in requests).
+    max_snapshot_items: int = Field(default=5_000_000, ge=1)
+    seed: int | None = Field(default=None, ge=0)
+
+
+class FeatureStoreConfig(_Strict):
+    """Where the bandit's counts live and how often each worker re-reads them."""
+
+    kind: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field(default="mlkube", min_length=1, max_length=64)
+    refresh_interval: float = Field(default=0.5, gt=0, le=3600)
+    # A prediction made from a snapshot older than this is marked degraded.
+    max_staleness: float = Field(default=5.0, gt=0)
+    timeout: float = Field(default=0.5, gt=0, le=60)
+    idempotency_ttl: int = Field(default=86_400, ge=1)
+    circuit_failure_threshold: int = Field(default=3, ge=1)
+    circuit_reset_timeout: float = Field(default=1.0, gt=0, le=600)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _staleness_above_interval(self) -> FeatureStoreConfig:
+        if self.max_staleness <= self.refresh_interval:
+            raise ValueError(
+                "feature_store.max_staleness must be greater than feature_store.refresh_interval"
+            )
+        return self
+
+
+class BatchingConfig(_Strict):
+    """Dynamic batching of predict calls (off by default: it does not pay for the bandit)."""
+
+    enabled: bool = False
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    max_delay: float = Field(default=0.001, ge=0, le=1)
+
+
+class ServeConfig(_Strict):
+    """Everything `mlkube serve` needs."""
+
+    server: ServerConfig = ServerConfig()
+    model: ModelConfig = ModelConfig()
+    bandit: BanditConfig = BanditConfig()
+    feature_store: FeatureStoreConfig = FeatureStoreConfig()
+    batching: BatchingConfig = BatchingConfig()
+    # Revision hash the operator stamps on the pod; a constant label on every metric.
+    revision: str = ""
+
+
+# environment variable -> path in the configuration tree
+ENV_VARS: dict[str, tuple[str, ...]] = {
+    "MLKUBE_HOST": ("server", "host"),
+    "MLKUBE_PORT": ("server", "port"),
+    "MLKUBE_WORKERS": ("server", "workers"),
+    "MLKUBE_MAX_BODY_BYTES": ("server", "max_body_bytes"),
+    "MLKUBE_DRAIN_SECONDS": ("server", "drain_seconds"),
+    "MLKUBE_GRACE_SECONDS": ("server", "grace_seconds"),
+    "MLKUBE_ACCESS_LOG_SAMPLE_RATE": ("server", "access_log_sample_rate"),
+    "MLKUBE_LOG_LEVEL": ("server", "log_level"),
+    "MLKUBE_LOG_FORMAT": ("server", "log_format"),
+    "MLKUBE_MODEL_NAME": ("model", "name"),
+    "MLKUBE_MODEL_VERSION": ("model", "version"),
+    "MLKUBE_MODEL_FORMAT": ("model", "format"),
+    "MLKUBE_MODEL_CLASS": ("model", "class"),
+    "MLKUBE_MODEL_URI": ("model", "uri"),
+    "MLKUBE_REVISION": ("revision",),
+    "MLKUBE_FEATURE_STORE": ("feature_store", "kind"),
+    "MLKUBE_REDIS_URL": ("feature_store", "redis_url"),
+    "MLKUBE_REDIS_KEY_PREFIX": ("feature_store", "key_prefix"),
+    "MLKUBE_REFRESH_INTERVAL": ("feature_store", "refresh_interval"),
+    "MLKUBE_MAX_STALENESS": ("feature_store", "max_staleness"),
+    "MLKUBE_BANDIT_PRIOR_ALPHA": ("bandit", "prior_alpha"),
+    "MLKUBE_BANDIT_PRIOR_BETA": ("bandit", "prior_beta"),
+    "MLKUBE_BANDIT_SEED": ("bandit", "seed"),
+    "MLKUBE_MAX_ITEMS": ("bandit", "max_items"),
+    "MLKUBE_BATCHING": ("batching", "enabled"),
+    "MLKUBE_BATCH_MAX_SIZE": ("batching", "max_batch_size"),
+    "MLKUBE_BATCH_MAX_DELAY": ("batching", "max_delay"),
+}
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the field and its source."""
+
+
+def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML or JSON file into a mapping (JSON is YAML, but its errors read better)."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--config {file}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--config {file}: not valid YAML/JSON: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {file}: the top level must be a mapping")
+    return data
+
+
+def _format_errors(exc: ValidationError, sources: Mapping[tuple[str, ...], str]) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        field = ".".join(loc) or "config"
+        source = next(
+            (src for path, src in sources.items() if loc[: len(path)] == path),
+            None,
+        )
+        where = f" (from {source})" if source else ""
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{field}{where}: {message}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def load_config(
+    file_data: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[tuple[str, ...], Any] | None = None,
+    *,
+    file_name: str = "config file",
+) -> ServeConfig:
+    """Merge the sources and validate; pure (the caller reads the file and the environment)."""
+    tree: dict[str, Any] = json.loads(json.dumps(dict(file_data or {})))
+    sources: dict[tuple[str, ...], str] = {}
+    env_sources: dict[tuple[str, ...], str] = {}
+    for var, path in ENV_VARS.items():
+        if env is not None and var in env:
+            raw = env[var]
+            value: Any = raw
+            if (var == "MLKUBE_WORKERS" and raw.strip().lower() in ("", "auto")) or (
+                var == "MLKUBE_MODEL_URI" and raw == ""
+            ):
+                value = None
+            _set_path(tree, path, value)
+            env_sources[path] = var
+    for path, value in (overrides or {}).items():
+        _set_path(tree, path, value)
+        sources[path] = "command line"
+    for path, var in env_sources.items():
+        sources.setdefault(path, var)
+    for key in tree:
+        sources.setdefault((key,), file_name)
+    try:
+        return ServeConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, sources)) from exc
+
+
+def effective_workers(config: ServeConfig) -> int:
+    """Worker processes to start: the configured number, else one per usable core."""
+    if config.server.workers is not None:
+        return config.server.workers
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,193 @@
+"""Prometheus metrics of the serving runtime, correct across worker processes.
+
+``mlkube serve`` runs several worker processes; prometheus-client's multiprocess mode (every
+process writes its values to mmap'd files under ``PROMETHEUS_MULTIPROC_DIR``, ``/metrics``
+merges them) makes one scrape see all of them. The directory must be set in the environment
+before prometheus_client is imported, which the CLI's master process does first thing.
+
+Label children for the hot path are resolved once and cached: ``labels()`` is a dict lookup
+plus tuple building that is not worth paying per request.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    """All runtime metrics, with the constant labels model/version/revision bound."""
+
+    def __init__(self, model: str, version: str, revision: str) -> None:
+        self.model, self.version, self.revision = model, version, revision
+        # Metrics always live in a private registry: in multiprocess mode the values go to the
+        # mmap files anyway and /metrics reads those; in single-process mode (tests) each app
+        # gets its own registry so several apps can coexist in one interpreter.
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        base = ["model", "version", "revision"]
+        self.requests = Counter(
+            "mlkube_requests_total",
+            "Requests answered, by endpoint and HTTP status code.",
+            [*base, "endpoint", "code"],
+            registry=reg,
+        )
+        self.duration = Histogram(
+            "mlkube_request_duration_seconds",
+            "Time from request start to response ready, by endpoint.",
+            [*base, "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.inflight = Gauge(
+            "mlkube_inflight_requests",
+            "Requests being processed now (summed over workers).",
+            ["model", "revision"],
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
+        self.items_scored = Counter(
+            "mlkube_items_scored_total",
+            "Candidate items scored by predictions.",
+            base,
+            registry=reg,
+        )
+        self.feedback_items = Counter(
+            "mlkube_feedback_items_total",
+            "Feedback (item, reward) pairs applied to the feature store.",
+            base,
+            registry=reg,
+        )
+        self.degraded = Counter(
+            "mlkube_degraded_responses_total",
+            "Predictions answered in degraded mode (stale snapshot or open circuit).",
+            [*base, "reason"],
+            registry=reg,
+        )
+        self.store_duration = Histogram(
+            "mlkube_feature_store_duration_seconds",
+            "Feature-store call latency, by operation.",
+            ["model", "revision", "operation"],
+            buckets=STORE_BUCKETS,
+            registry=reg,
+        )
+        self.store_errors = Counter(
+            "mlkube_feature_store_errors_total",
+            "Feature-store calls that failed (or were refused by the open circuit).",
+            ["model", "revision", "operation"],
+            registry=reg,
+        )
+        self.staleness = Gauge(
+            "mlkube_feature_store_staleness_seconds",
+            "Age of the oldest feature snapshot a worker serves from (max over workers).",
+            ["model", "revision"],
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
+        self.staleness_bound = Gauge(
+            "mlkube_feature_store_staleness_bound_seconds",
+            "Configured staleness bound; older snapshots make predictions degraded.",
+            ["model", "revision"],
+            multiprocess_mode="max",
+            registry=reg,
+        )
+        self.circuit = Gauge(
+            "mlkube_circuit_state",
+            "Feature-store circuit breaker: 0 closed, 1 open, 2 half-open (max over workers).",
+            ["model", "revision"],
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
+        self.batch_size = Histogram(
+            "mlkube_batch_size",
+            "Requests per predict call made by the dynamic batcher.",
+            ["model", "revision"],
+            buckets=BATCH_BUCKETS,
+            registry=reg,
+        )
+        self.snapshot_items = Gauge(
+            "mlkube_feature_snapshot_items",
+            "Items held in a worker's feature snapshot (summed over workers).",
+            ["model", "revision"],
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
+        self._request_children: dict[tuple[str, int], Any] = {}
+        self._duration_children: dict[str, Any] = {}
+        self.inflight_child = self.inflight.labels(model, revision)
+        self.items_child = self.items_scored.labels(model, version, revision)
+        self.feedback_child = self.feedback_items.labels(model, version, revision)
+        self.staleness_child = self.staleness.labels(model, revision)
+        self.circuit_child = self.circuit.labels(model, revision)
+        self.batch_child = self.batch_size.labels(model, revision)
+        self.snapshot_items_child = self.snapshot_items.labels(model, revision)
+        self.circuit_child.set(0)
+        self.staleness_child.set(0)
+
+    def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
+        key = (endpoint, code)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.requests.labels(self.model, self.version, self.revision, endpoint, code)
+            self._request_children[key] = child
+        child.inc()
+        hist = self._duration_children.get(endpoint)
+        if hist is None:
+            hist = self.duration.labels(self.model, self.version, self.revision, endpoint)
+            self._duration_children[endpoint] = hist
+        hist.observe(seconds)
+
+    def observe_store(self, operation: str, seconds: float | None) -> None:
+        """Record one store call; ``seconds=None`` records a failure."""
+        if seconds is None:
+            self.store_errors.labels(self.model, self.revision, operation).inc()
+        else:
+            self.store_duration.labels(self.model, self.revision, operation).observe(seconds)
+
+    def mark_degraded(self, reason: str) -> None:
+        self.degraded.labels(self.model, self.version, self.revision, reason).inc()
+
+    def set_staleness_bound(self, seconds: float) -> None:
+        self.staleness_bound.labels(self.model, self.revision).set(seconds)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format, merged over all workers in multiprocess mode."""
+        if multiprocess_dir() is not None:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)

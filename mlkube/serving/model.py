@@ -1,0 +1,173 @@
+"""The model interface the runtime serves, and the registry that builds one from config.
+
+A model is anything with ``load``, ``ready`` and ``predict`` on a batch; the bandit is one
+implementation and a user's class (``model.format: custom``, ``model.class: pkg.mod:Class``)
+is served through exactly the same handlers, metrics, batching and shutdown logic.
+
+``prepare`` runs per request *before* batching: it validates and decodes the request so that
+one bad request is answered 4xx on its own instead of failing the batch it would have joined.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from mlkube.serving.protocol import FeedbackRequest, InferenceRequest, InferenceResponse
+
+if TYPE_CHECKING:
+    from mlkube.serving.config import ServeConfig
+    from mlkube.serving.context import RuntimeContext
+
+P = TypeVar("P")
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    optional: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "datatype": self.datatype, "shape": self.shape}
+        if self.optional:
+            out["parameters"] = {"optional": True}
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    """OIP v2 model metadata (``GET /v2/models/{name}``)."""
+
+    platform: str
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    """What a model is told about itself: from the ``model`` section of the config."""
+
+    name: str
+    version: str
+    uri: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackResult:
+    accepted: int
+    duplicate: bool
+
+
+class Model(ABC, Generic[P]):
+    """Base class of served models. Subclass it for your own model (see docs/serving.md)."""
+
+    def __init__(self, settings: ModelSettings) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.version = settings.version
+
+    @abstractmethod
+    async def load(self) -> None:
+        """Load weights / state. The server is not ready until this returns."""
+
+    @property
+    @abstractmethod
+    def ready(self) -> bool:
+        """True once the model can answer predictions."""
+
+    def metadata(self) -> ModelMetadata:
+        return ModelMetadata(platform="mlkube-python")
+
+    @property
+    def v1_input(self) -> TensorSpec:
+        """The input that KServe v1 ``instances`` map to (the first declared input)."""
+        inputs = self.metadata().inputs
+        return inputs[0] if inputs else TensorSpec("instances", "BYTES", (-1,))
+
+    @abstractmethod
+    def prepare(self, request: InferenceRequest) -> P:
+        """Validate and decode one request; raise ClientError (4xx) for bad input."""
+
+    @abstractmethod
+    async def predict(self, batch: Sequence[P]) -> Sequence[InferenceResponse]:
+        """Answer a batch of prepared requests, one response each, in order."""
+
+    async def close(self) -> None:
+        """Release resources at shutdown."""
+
+
+class SimpleModel(Model[InferenceRequest]):
+    """Convenience base for user models that want the raw request in ``predict``."""
+
+    def prepare(self, request: InferenceRequest) -> InferenceRequest:
+        return request
+
+
+class SupportsFeedback(ABC):
+    """A model that learns online from ``:feedback`` requests."""
+
+    @abstractmethod
+    async def feedback(self, request: FeedbackRequest) -> FeedbackResult:
+        """Apply rewards durably; raise StoreUnavailable when that cannot be done now."""
+
+
+ModelFactory = Callable[["ServeConfig", "RuntimeContext"], Model[Any]]
+_REGISTRY: dict[str, ModelFactory] = {}
+
+
+def register_format(name: str, factory: ModelFactory) -> None:
+    """Make ``model.format: name`` build models with ``factory``."""
+    _REGISTRY[name] = factory
+
+
+def settings_from(config: ServeConfig) -> ModelSettings:
+    m = config.model
+    return ModelSettings(m.name, m.version, m.uri, dict(m.parameters))
+
+
+class ModelLoadError(Exception):
+    """The configured model cannot be built; the message names the config field."""
+
+
+def resolve_class(path: str) -> type[Model[Any]]:
+    """Import ``pkg.module:Class`` (dotted attribute paths allowed after the colon)."""
+    module_name, _, attr = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelLoadError(f"model.class: cannot import {module_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise ModelLoadError(f"model.class: {module_name!r} has no {attr!r}") from exc
+    if not isinstance(obj, type) or not issubclass(obj, Model):
+        raise ModelLoadError(f"model.class: {path!r} is not a subclass of mlkube.serving.Model")
+    return obj
+
+
+def _custom_factory(config: ServeConfig, context: RuntimeContext) -> Model[Any]:
+    assert config.model.class_path is not None  # guaranteed by config validation
+    cls = resolve_class(config.model.class_path)
+    return cls(settings_from(config))
+
+
+register_format("custom", _custom_factory)
+
+
+def build_model(config: ServeConfig, context: RuntimeContext) -> Model[Any]:
+    if config.model.format == "bandit":
+        # Imported here so that registering the bandit does not load numpy/cffi for
+        # commands that never serve it.
+        import mlkube.serving.bandit  # noqa: F401
+    factory = _REGISTRY.get(config.model.format)
+    if factory is None:
+        raise ModelLoadError(f"model.format: no model registered as {config.model.format!r}")
+    return factory(config, context)

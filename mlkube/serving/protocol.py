@@ -1,0 +1,342 @@
+"""Wire formats: Open Inference Protocol v2 (REST/JSON) and KServe v1, parsed and rendered.
+
+Everything here is a pure function from bytes to typed requests (or from responses to bytes),
+so the HTTP handlers stay thin and every bad-input case is testable without a server. A
+request that does not follow the protocol raises :class:`ClientError`, whose message starts
+with the JSON path of the offending field (``inputs[0].shape: ...``); the handler turns it
+into a 4xx ``{"error": ...}`` answer.
+
+Validation is per request or per tensor, never per element, wherever the data allow it:
+element checks run as C-level ``map``/``set`` passes, not Python loops.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+# OIP v2 tensor datatypes and the numpy dtype each one decodes to (BYTES stays a list of str).
+DATATYPES: dict[str, np.dtype[Any] | None] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": None,
+}
+
+_REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
+_TENSOR_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+_V1_KEYS = frozenset({"instances", "inputs", "parameters"})
+_FEEDBACK_KEYS = frozenset({"feedback", "segment", "idempotency_key", "parameters"})
+_MAX_DIMS = 8
+
+
+class ClientError(Exception):
+    """Bad input from the client: answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def bad_request(message: str) -> ClientError:
+    return ClientError(400, message)
+
+
+def unprocessable(message: str) -> ClientError:
+    return ClientError(422, message)
+
+
+@dataclass(slots=True)
+class Tensor:
+    """One named input or output tensor; ``data`` is flat, row-major."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: Any  # list for decoded input; list or np.ndarray for output
+    parameters: dict[str, Any] | None = None
+
+    def numpy(self, where: str = "") -> np.ndarray[Any, Any]:
+        """Decode numeric data into an array of the declared datatype and shape."""
+        label = where or self.name
+        dtype = DATATYPES[self.datatype]
+        if dtype is None:
+            raise bad_request(f"{label}.datatype: BYTES data cannot be read as numbers")
+        try:
+            array = np.asarray(self.data, dtype=dtype)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise bad_request(f"{label}.data: not valid {self.datatype} values ({exc})") from exc
+        return array.reshape(self.shape)
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    """A protocol-neutral inference request, as both v1 and v2 decode to it."""
+
+    inputs: dict[str, Tensor]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    # "inputs[0]" style labels for error messages, by input name.
+    labels: dict[str, str] = field(default_factory=dict)
+    protocol: str = "v2"
+
+    def label(self, name: str) -> str:
+        return self.labels.get(name, name)
+
+
+@dataclass(slots=True)
+class InferenceResponse:
+    """What a model returns for one request."""
+
+    outputs: list[Tensor]
+    parameters: dict[str, Any] | None = None
+    # Why this answer is degraded (e.g. served from a stale snapshot), or None.
+    degraded: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class FeedbackRequest:
+    """Rewards for items, in [0, 1]; applied at most once per idempotency key."""
+
+    items: list[str]
+    rewards: np.ndarray[Any, np.dtype[np.float64]]
+    segment: str | None
+    idempotency_key: str | None
+
+
+def decode_json(body: bytes) -> Any:
+    if not body:
+        raise bad_request("body: empty; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"body: malformed JSON ({exc})") from exc
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise bad_request(f"{where}: expected a JSON object, got {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _unknown_keys(obj: dict[str, Any], allowed: frozenset[str], where: str) -> None:
+    extra = obj.keys() - allowed
+    if extra:
+        name = sorted(extra)[0]
+        prefix = f"{where}." if where else ""
+        raise bad_request(f"{prefix}{name}: unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
+def _flatten(data: list[Any], depth: int, where: str) -> list[Any]:
+    """Flatten nested JSON arrays (OIP allows them) by one C-level pass per level."""
+    flat = data
+    for _ in range(depth):
+        if not flat or not isinstance(flat[0], list):
+            break
+        if set(map(type, flat)) != {list}:
+            raise bad_request(f"{where}.data: nested arrays must have the same depth everywhere")
+        flat = [x for row in flat for x in row]
+    return flat
+
+
+def _parse_tensor(raw: Any, where: str, max_elements: int) -> Tensor:
+    obj = _object(raw, where)
+    _unknown_keys(obj, _TENSOR_KEYS, where)
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        raise bad_request(f"{where}.name: required, a non-empty string")
+    datatype = obj.get("datatype")
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise bad_request(
+            f"{where}.datatype: expected one of {', '.join(DATATYPES)}, got {datatype!r}"
+        )
+    shape_raw = obj.get("shape")
+    if (
+        not isinstance(shape_raw, list)
+        or len(shape_raw) > _MAX_DIMS
+        or not all(type(d) is int and d >= 0 for d in shape_raw)
+    ):
+        raise bad_request(
+            f"{where}.shape: expected an array of at most {_MAX_DIMS} non-negative integers"
+        )
+    shape = tuple(shape_raw)
+    count = math.prod(shape)
+    if count > max_elements:
+        raise ClientError(
+            422, f"{where}.shape: {count} elements exceed the limit of {max_elements}"
+        )
+    data = obj.get("data")
+    if not isinstance(data, list):
+        raise bad_request(f"{where}.data: required, an array")
+    if len(shape) > 1 or (data and isinstance(data[0], list)):
+        data = _flatten(data, max(len(shape) - 1, 1), where)
+    if len(data) != count:
+        raise bad_request(f"{where}.data: {len(data)} elements do not match shape {list(shape)}")
+    params = obj.get("parameters")
+    if params is not None:
+        _object(params, f"{where}.parameters")
+    return Tensor(name, datatype, shape, data, params)
+
+
+def parse_v2_infer(body: bytes, max_elements: int) -> InferenceRequest:
+    """Decode an OIP v2 ``/infer`` body."""
+    obj = _object(decode_json(body), "body")
+    _unknown_keys(obj, _REQUEST_KEYS, "")
+    inputs_raw = obj.get("inputs")
+    if not isinstance(inputs_raw, list) or not inputs_raw:
+        raise bad_request("inputs: required, a non-empty array of tensors")
+    inputs: dict[str, Tensor] = {}
+    labels: dict[str, str] = {}
+    for i, raw in enumerate(inputs_raw):
+        where = f"inputs[{i}]"
+        tensor = _parse_tensor(raw, where, max_elements)
+        if tensor.name in inputs:
+            raise bad_request(f"{where}.name: duplicate input {tensor.name!r}")
+        inputs[tensor.name] = tensor
+        labels[tensor.name] = where
+    params = obj.get("parameters")
+    parameters = _object(params, "parameters") if params is not None else {}
+    request_id = obj.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise bad_request("id: expected a string")
+    outputs = obj.get("outputs")
+    if outputs is not None and not isinstance(outputs, list):
+        raise bad_request("outputs: expected an array")
+    return InferenceRequest(inputs, parameters, request_id, labels, "v2")
+
+
+def parse_v1_predict(
+    body: bytes, input_name: str, datatype: str, max_elements: int
+) -> InferenceRequest:
+    """Decode a KServe v1 ``:predict`` body; ``instances`` become the model's first input."""
+    obj = _object(decode_json(body), "body")
+    _unknown_keys(obj, _V1_KEYS, "")
+    key = "instances" if "instances" in obj else "inputs"
+    instances = obj.get(key)
+    if not isinstance(instances, list):
+        raise bad_request("instances: required, an array")
+    if len(instances) > max_elements:
+        raise ClientError(
+            422, f"{key}: {len(instances)} instances exceed the limit of {max_elements}"
+        )
+    params = obj.get("parameters")
+    parameters = _object(params, "parameters") if params is not None else {}
+    tensor = Tensor(input_name, datatype, (len(instances),), instances)
+    return InferenceRequest({input_name: tensor}, parameters, None, {input_name: key}, "v1")
+
+
+def parse_feedback(
+    body: bytes, max_items: int, max_id_length: int, header_key: str | None
+) -> FeedbackRequest:
+    """Decode a ``:feedback`` body: ``{"feedback": [{"item": ..., "reward": ...}], ...}``."""
+    obj = _object(decode_json(body), "body")
+    _unknown_keys(obj, _FEEDBACK_KEYS, "")
+    entries = obj.get("feedback")
+    if not isinstance(entries, list) or not entries:
+        raise bad_request("feedback: required, a non-empty array of {item, reward} objects")
+    if len(entries) > max_items:
+        raise ClientError(422, f"feedback: {len(entries)} entries exceed the limit of {max_items}")
+    items: list[str] = []
+    rewards = np.empty(len(entries), dtype=np.float64)
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise bad_request(f"feedback[{i}]: expected an object with item and reward")
+        if entry.keys() - {"item", "reward"}:
+            extra = sorted(entry.keys() - {"item", "reward"})[0]
+            raise bad_request(f"feedback[{i}].{extra}: unknown field (allowed: item, reward)")
+        item = entry.get("item")
+        if not isinstance(item, str) or not item or len(item) > max_id_length:
+            raise bad_request(
+                f"feedback[{i}].item: required, a string of 1-{max_id_length} characters"
+            )
+        reward = entry.get("reward")
+        if (
+            isinstance(reward, bool)
+            or not isinstance(reward, int | float)
+            or not 0.0 <= reward <= 1.0
+        ):
+            raise bad_request(f"feedback[{i}].reward: required, a number in [0, 1]")
+        items.append(item)
+        rewards[i] = reward
+    segment = obj.get("segment")
+    if segment is not None and (not isinstance(segment, str) or not 0 < len(segment) <= 128):
+        raise bad_request("segment: expected a string of 1-128 characters")
+    body_key = obj.get("idempotency_key")
+    if body_key is not None and (not isinstance(body_key, str) or not 0 < len(body_key) <= 256):
+        raise bad_request("idempotency_key: expected a string of 1-256 characters")
+    if header_key is not None and not 0 < len(header_key) <= 256:
+        raise bad_request("Idempotency-Key: header must be 1-256 characters")
+    if header_key is not None and body_key is not None and header_key != body_key:
+        raise bad_request("idempotency_key: differs from the Idempotency-Key header")
+    return FeedbackRequest(items, rewards, segment, body_key or header_key)
+
+
+def _tensor_json(tensor: Tensor) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": tensor.name,
+        "datatype": tensor.datatype,
+        "shape": tensor.shape,
+        "data": tensor.data,
+    }
+    if tensor.parameters:
+        out["parameters"] = tensor.parameters
+    return out
+
+
+_DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def render_v2(
+    response: InferenceResponse, model: str, version: str, request_id: str | None
+) -> bytes:
+    body: dict[str, Any] = {
+        "model_name": model,
+        "model_version": version,
+        "outputs": [_tensor_json(t) for t in response.outputs],
+    }
+    if request_id is not None:
+        body["id"] = request_id
+    if response.parameters:
+        body["parameters"] = response.parameters
+    return orjson.dumps(body, option=_DUMPS_OPTS)
+
+
+def render_v1(response: InferenceResponse) -> bytes:
+    """KServe v1: the first output is ``predictions``; further outputs keep their names."""
+    body: dict[str, Any] = {}
+    for i, tensor in enumerate(response.outputs):
+        body["predictions" if i == 0 else tensor.name] = tensor.data
+    return orjson.dumps(body, option=_DUMPS_OPTS)
+
+
+def render_error(message: str) -> bytes:
+    return orjson.dumps({"error": message})
