@@ -142,7 +142,7 @@ def run_master(config: ServeConfig, workers: int, prometheus_dir: str | None) ->
         from prometheus_client import multiprocess
 
         def mark_dead(pid: int) -> None:
-            multiprocess.mark_process_dead(pid, prometheus_dir)
+            multiprocess.mark_process_dead(pid, prometheus_dir)  # type: ignore[no-untyped-call]
 
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     children: dict[int, int] = {}
