@@ -40,6 +40,10 @@ REQUEST_DURATION = "mlkube_request_duration_seconds"
 INFLIGHT = "mlkube_inflight_requests"
 
 SAMPLES_KEY = "samples"
+#: Endpoints that carry user traffic; health probes, metadata and /metrics scrapes are
+#: answered by every pod all the time and would drown the signal (and flatter latency).
+TRAFFIC_ENDPOINTS = ("infer", "predict", "feedback")
+TRAFFIC_MATCHER = f'endpoint=~"{"|".join(TRAFFIC_ENDPOINTS)}"'
 
 
 class QueryStatus(StrEnum):
@@ -106,9 +110,10 @@ def revision_selector(revision: str, extra: str = "") -> str:
 
 
 def samples_query(revision: str, window_seconds: int) -> str:
-    """Requests the revision answered in the window (any code)."""
+    """Inference requests the revision answered in the window (any code)."""
     window = format_duration(window_seconds)
-    return f"sum(increase({REQUESTS_TOTAL}{revision_selector(revision)}[{window}]))"
+    selector = revision_selector(revision, TRAFFIC_MATCHER)
+    return f"sum(increase({REQUESTS_TOTAL}{selector}[{window}]))"
 
 
 def success_rate_query(revision: str, window_seconds: int) -> str:
@@ -120,16 +125,16 @@ def success_rate_query(revision: str, window_seconds: int) -> str:
     exactly when the canary is at its worst).  No requests at all is still empty (0/0).
     """
     window = format_duration(window_seconds)
-    five_xx = revision_selector(revision, 'code=~"5.."')
+    five_xx = revision_selector(revision, f'{TRAFFIC_MATCHER},code=~"5.."')
     errors = f"sum(rate({REQUESTS_TOTAL}{five_xx}[{window}]))"
-    total = f"sum(rate({REQUESTS_TOTAL}{revision_selector(revision)}[{window}]))"
+    total = f"sum(rate({REQUESTS_TOTAL}{revision_selector(revision, TRAFFIC_MATCHER)}[{window}]))"
     return f"1 - (({errors}) or vector(0)) / {total}"
 
 
 def latency_p99_query(revision: str, window_seconds: int) -> str:
     """99th percentile request latency in milliseconds (NaN, i.e. no data, without traffic)."""
     window = format_duration(window_seconds)
-    buckets = f"{REQUEST_DURATION}_bucket{revision_selector(revision)}"
+    buckets = f"{REQUEST_DURATION}_bucket{revision_selector(revision, TRAFFIC_MATCHER)}"
     return f"histogram_quantile(0.99, sum by (le) (rate({buckets}[{window}]))) * 1000"
 
 
