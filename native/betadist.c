@@ -224,15 +224,33 @@ double betadist_rng_normal(betadist_rng *rng) { return normal_draw(rng->s); }
 
 /* ---------------------------------------------------------------- gamma ---- */
 
+/*
+ * Squeezes for the Marsaglia-Tsang test log(u) < h, h = x^2/2 + d (1 - v + log v), both
+ * implying it (so acceptance stays exact):
+ *  - Marsaglia & Tsang's u < 1 - 0.0331 x^4, tuned for small d;
+ *  - u < 1 - c^2 x^4 / 6 when |c x| <= 1/2.  With t = c x and 9 d c^2 = 1,
+ *    h / d = 1 - (1 + t)^3 + 3 log(1 + t) + 9 t^2 / 2 = 3 sum_{k>=4} (-1)^(k+1) t^k / k,
+ *    so |h| <= (3/4) d t^4 / (1 - |t|) <= (3/2) d t^4 = c^2 x^4 / 6 for |t| <= 1/2, and
+ *    u < 1 + h <= e^h.  For large shapes h is tiny and this squeeze catches nearly every
+ *    accepted draw, where the first one misses about one in ten.
+ */
+static inline double squeeze_bound(double c, double x) {
+    const double x2 = x * x;
+    const double mt = 1.0 - 0.0331 * x2 * x2;
+    const double t = c * x;
+    if (t < -0.5 || t > 0.5) return mt;
+    const double ours = 1.0 - c * c * (1.0 / 6.0) * x2 * x2;
+    return ours > mt ? ours : mt;
+}
+
 /* The acceptance test of Marsaglia-Tsang for normal x and uniform u; *g gets d v^3. */
 static inline int mt_accept(double d, double c, double x, double u, double *g) {
     double v = 1.0 + c * x;
     if (v <= 0.0) return 0;
     v = v * v * v;
-    const double x2 = x * x;
     *g = d * v;
-    if (u < 1.0 - 0.0331 * x2 * x2) return 1;
-    return log(u) < 0.5 * x2 + d * (1.0 - v + log(v));
+    if (u < squeeze_bound(c, x)) return 1;
+    return log(u) < 0.5 * x * x + d * (1.0 - v + log(v));
 }
 
 /* Marsaglia-Tsang for shape >= 1 with d = shape - 1/3, c = 1 / sqrt(9 d). */
@@ -354,7 +372,14 @@ AVX2 static inline __m256d gamma4(lanes4 *l, uint64_t s[4], __m256d shape) {
     const __m256d v1 = _mm256_fmadd_pd(c, x, one);
     const __m256d v = _mm256_mul_pd(_mm256_mul_pd(v1, v1), v1);
     const __m256d x2 = _mm256_mul_pd(x, x);
-    const __m256d squeeze = _mm256_fnmadd_pd(_mm256_mul_pd(_mm256_set1_pd(0.0331), x2), x2, one);
+    const __m256d x4 = _mm256_mul_pd(x2, x2);
+    /* squeeze_bound(), both squeezes: the second holds where |c x| <= 1/2 */
+    const __m256d sq_mt = _mm256_fnmadd_pd(_mm256_set1_pd(0.0331), x4, one);
+    const __m256d q = _mm256_mul_pd(_mm256_mul_pd(c, c), _mm256_set1_pd(1.0 / 6.0));
+    const __m256d sq_ours = _mm256_max_pd(_mm256_fnmadd_pd(q, x4, one), sq_mt);
+    const __m256d abs_t = _mm256_andnot_pd(_mm256_set1_pd(-0.0), _mm256_mul_pd(c, x));
+    const __m256d squeeze =
+        _mm256_blendv_pd(sq_mt, sq_ours, _mm256_cmp_pd(abs_t, _mm256_set1_pd(0.5), _CMP_LE_OQ));
     const __m256d ok = _mm256_and_pd(
         _mm256_and_pd(_mm256_cmp_pd(m, k, _CMP_LT_OQ), _mm256_cmp_pd(v1, _mm256_setzero_pd(), _CMP_GT_OQ)),
         _mm256_cmp_pd(u, squeeze, _CMP_LT_OQ));
