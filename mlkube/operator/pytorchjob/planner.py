@@ -73,16 +73,16 @@ def plan(
 ) -> Plan:
     """The whole reconcile of ``job`` (see the module docstring)."""
     verdict = assess(job, pods, now)
+    if verdict.delete_job:
+        # Garbage collection removes the children with the job.
+        return Plan(status=verdict.status, delete_job=True, events=list(verdict.events))
     out = Plan(
         status=verdict.status,
         delete_pods=list(verdict.delete),
         force_delete_pods=list(verdict.force_delete),
-        delete_job=verdict.delete_job,
         events=list(verdict.events),
         requeue_after=verdict.requeue_after,
     )
-    if verdict.delete_job:
-        return out  # garbage collection removes the children with the job
 
     pod_names = {_name(pod) for pod in pods}
     service_names = [_name(svc) for svc in services]

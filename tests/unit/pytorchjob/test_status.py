@@ -1,0 +1,472 @@
+"""``job_status`` / ``assess`` over pod phase combinations and every policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from ptj_builders import T0, at, make_job, pod, stamp
+
+from mlkube.api.pytorchjob import ConditionType, PyTorchJobStatus, RestartPolicy
+from mlkube.operator.pytorchjob.status import (
+    Assessment,
+    assess,
+    invalid_spec_status,
+    is_retryable,
+    job_status,
+    set_condition,
+)
+
+
+def conds(status: PyTorchJobStatus) -> dict[str, str]:
+    return {c.type.value: c.status for c in status.conditions}
+
+
+def latest(status: PyTorchJobStatus) -> str:
+    """What the State printer column shows."""
+    return status.conditions[-1].type.value
+
+
+def running_status(**extra: Any) -> dict[str, Any]:
+    """A job that has been Running since T0."""
+    return {
+        "conditions": [
+            {"type": "Created", "status": "True", "reason": "PyTorchJobCreated"},
+            {"type": "Running", "status": "True", "reason": "PyTorchJobRunning"},
+        ],
+        "startTime": stamp(T0),
+        **extra,
+    }
+
+
+def all_running(job: str = "mnist", workers: int = 2) -> list[dict[str, Any]]:
+    return [pod(job, "Master", 0)] + [pod(job, "Worker", i) for i in range(workers)]
+
+
+# ---------------------------------------------------------------------------- lifecycle
+
+
+def test_a_new_job_is_created_and_started() -> None:
+    status = job_status(make_job(), [], at(0))
+    assert conds(status) == {"Created": "True"}
+    assert status.conditions[0].reason == "PyTorchJobCreated"
+    assert status.conditions[0].message == "PyTorchJob mnist is created."
+    assert status.start_time == T0
+    assert status.observed_generation == 1
+    worker = status.replica_statuses["Worker"]
+    assert (worker.active, worker.succeeded, worker.failed) == (0, 0, 0)
+    assert (
+        worker.selector
+        == "training.kubeflow.org/job-name=mnist,training.kubeflow.org/replica-type=worker"
+    )
+
+
+def test_running_when_the_master_runs() -> None:
+    status = job_status(make_job(), all_running(), at(5))
+    assert latest(status) == "Running"
+    assert status.conditions[-1].reason == "PyTorchJobRunning"
+    assert status.replica_statuses["Master"].active == 1
+    assert status.replica_statuses["Worker"].active == 2
+
+
+def test_not_running_while_the_master_is_pending() -> None:
+    pods = [
+        pod("mnist", "Master", 0, "Pending"),
+        pod("mnist", "Worker", 0),
+        pod("mnist", "Worker", 1),
+    ]
+    assert "Running" not in conds(job_status(make_job(), pods, at(5)))
+
+
+def test_without_master_running_when_any_worker_runs() -> None:
+    pods = [pod("mnist", "Worker", 0, "Pending"), pod("mnist", "Worker", 1)]
+    assert latest(job_status(make_job(master=None), pods, at(5))) == "Running"
+
+
+def test_succeeded_when_master_and_workers_succeeded() -> None:
+    job = make_job(status=running_status())
+    pods = [
+        pod("mnist", "Master", 0, "Succeeded", exit_code=0),
+        pod("mnist", "Worker", 0, "Succeeded", exit_code=0),
+        pod("mnist", "Worker", 1, "Succeeded", exit_code=0),
+    ]
+    out = assess(job, pods, at(100))
+    assert latest(out.status) == "Succeeded"
+    assert conds(out.status)["Running"] == "False"
+    assert out.status.completion_time == at(100)
+    assert out.status.conditions[-1].message == "PyTorchJob mnist is successfully completed."
+    assert out.delete == []  # cleanPodPolicy None keeps finished pods
+    assert [e.reason for e in out.events] == ["PyTorchJobSucceeded"]
+
+
+def test_master_success_stops_running_workers_before_succeeding() -> None:
+    """kubeflow/trainer #1982: not Succeeded while workers still run; they are stopped."""
+    job = make_job(status=running_status())
+    pods = [
+        pod("mnist", "Master", 0, "Succeeded", exit_code=0),
+        pod("mnist", "Worker", 0, "Succeeded", exit_code=0),
+        pod("mnist", "Worker", 1, "Running"),
+    ]
+    out = assess(job, pods, at(100))
+    assert "Succeeded" not in conds(out.status)
+    assert out.delete == ["mnist-worker-1"]
+    assert not out.create_pods
+    # Once the worker is gone, the job succeeds.
+    out = assess(job, pods[:2], at(110))
+    assert latest(out.status) == "Succeeded"
+
+
+def test_worker_only_job_succeeds_when_all_workers_do() -> None:
+    job = make_job(master=None, status=running_status())
+    half = [pod("mnist", "Worker", 0, "Succeeded", exit_code=0), pod("mnist", "Worker", 1)]
+    assert latest(job_status(job, half, at(50))) == "Running"
+    done = [
+        pod("mnist", "Worker", 0, "Succeeded", exit_code=0),
+        pod("mnist", "Worker", 1, "Succeeded", exit_code=0),
+    ]
+    assert latest(job_status(job, done, at(60))) == "Succeeded"
+
+
+def test_elastic_job_succeeds_when_any_worker_does_and_stops_the_rest() -> None:
+    job = make_job(
+        master=None, workers=3, elasticPolicy={"minReplicas": 1}, status=running_status()
+    )
+    pods = [
+        pod("mnist", "Worker", 0, "Succeeded", exit_code=0),
+        pod("mnist", "Worker", 1),
+        pod("mnist", "Worker", 2),
+    ]
+    out = assess(job, pods, at(60))
+    assert latest(out.status) == "Succeeded"
+    assert out.delete == ["mnist-worker-1", "mnist-worker-2"]
+
+
+# ------------------------------------------------------------------------ restart policies
+
+
+@pytest.mark.parametrize(
+    ("policy", "exit_code", "retryable"),
+    [
+        (RestartPolicy.NEVER, 1, False),
+        (RestartPolicy.NEVER, 137, False),
+        (RestartPolicy.ON_FAILURE, 1, True),
+        (RestartPolicy.ALWAYS, 1, True),
+        (RestartPolicy.EXIT_CODE, 1, False),
+        (RestartPolicy.EXIT_CODE, 127, False),
+        (RestartPolicy.EXIT_CODE, 128, True),
+        (RestartPolicy.EXIT_CODE, 137, True),
+        (RestartPolicy.EXIT_CODE, None, True),
+    ],
+)
+def test_retryable(policy: RestartPolicy, exit_code: int | None, retryable: bool) -> None:
+    assert is_retryable(policy, exit_code) is retryable
+
+
+def _one_worker_fails(restart: str, exit_code: int | None, **spec: Any) -> Assessment:
+    job = make_job(restart=restart, status=running_status(), **spec)
+    pods = [
+        pod("mnist", "Master", 0),
+        pod("mnist", "Worker", 0),
+        pod("mnist", "Worker", 1, "Failed", exit_code=exit_code),
+    ]
+    return assess(job, pods, at(30))
+
+
+@pytest.mark.parametrize(
+    ("restart", "exit_code", "state"),
+    [
+        ("OnFailure", 1, "Restarting"),
+        ("Always", 1, "Restarting"),
+        ("ExitCode", 137, "Restarting"),
+        ("ExitCode", None, "Restarting"),
+        ("ExitCode", 2, "Failed"),
+        ("Never", 137, "Failed"),
+    ],
+)
+def test_a_failed_worker_is_restarted_or_fails_the_job(
+    restart: str, exit_code: int | None, state: str
+) -> None:
+    out = _one_worker_fails(restart, exit_code)
+    assert latest(out.status) == state
+    if state == "Restarting":
+        assert out.delete == ["mnist-worker-1"]
+        assert out.status.restart_count == 1
+        assert "Running" not in conds(out.status)  # Restarting replaces Running
+        assert (
+            out.status.conditions[-1].message
+            == "PyTorchJob mnist is restarting because 1 Worker replica(s) failed."
+        )
+        assert not out.create_pods  # the replacement comes once the old pod is gone
+    else:
+        assert (
+            out.status.conditions[-1].message
+            == "PyTorchJob mnist is failed because 1 Worker replica(s) failed."
+        )
+        assert out.status.completion_time == at(30)
+        # #1579: the pods still running are stopped; the failed one stays for its logs.
+        assert out.delete == ["mnist-master-0", "mnist-worker-0"]
+
+
+def test_exit_code_events_name_the_pod() -> None:
+    out = _one_worker_fails("ExitCode", 137)
+    assert any(
+        e.reason == "ExitedWithCode" and "mnist-worker-1 exited with code 137" in e.message
+        for e in out.events
+    )
+
+
+def test_restart_all_restarts_every_pod_together() -> None:
+    out = _one_worker_fails("OnFailure", 1, runPolicy={"restartPolicy": "RestartAll"})
+    assert latest(out.status) == "Restarting"
+    assert sorted(out.delete) == ["mnist-master-0", "mnist-worker-0", "mnist-worker-1"]
+    assert out.status.restart_count == 1
+    assert "RestartAll" in (out.status.conditions[-1].message or "")
+
+
+def test_restart_all_creates_nothing_while_old_pods_terminate() -> None:
+    job = make_job(runPolicy={"restartPolicy": "RestartAll"}, status=running_status(restartCount=1))
+    pods = [pod("mnist", "Master", 0, deleting=at(40))]
+    out = assess(job, pods, at(30))
+    assert not out.create_pods
+    assert assess(job, [], at(45)).create_pods
+    # Per-pod restarts do not wait for unrelated pods.
+    per_pod = make_job(status=running_status(restartCount=1))
+    assert assess(per_pod, pods, at(30)).create_pods
+
+
+def test_running_again_after_a_restart() -> None:
+    job = make_job(status=running_status(restartCount=1))
+    restarting = assess(
+        job,
+        [
+            pod("mnist", "Master", 0),
+            pod("mnist", "Worker", 0),
+            pod("mnist", "Worker", 1, "Failed", exit_code=1),
+        ],
+        at(30),
+    )
+    job.status = restarting.status
+    status = job_status(job, all_running(), at(60))
+    assert latest(status) == "Running"
+    assert "Restarting" not in conds(status)
+
+
+# --------------------------------------------------------------------------- backoffLimit
+
+
+def test_backoff_limit_counts_operator_restarts() -> None:
+    """#3419: the backoffLimit failure honours cleanPodPolicy (None keeps the failed pod)."""
+    job = make_job(runPolicy={"backoffLimit": 2}, status=running_status(restartCount=2))
+    pods = [
+        pod("mnist", "Master", 0),
+        pod("mnist", "Worker", 0),
+        pod("mnist", "Worker", 1, "Failed", exit_code=1),
+    ]
+    out = assess(job, pods, at(30))
+    assert latest(out.status) == "Failed"
+    assert (
+        out.status.conditions[-1].message
+        == "Job mnist has failed because it has reached the specified backoff limit"
+    )
+    assert out.delete == ["mnist-master-0", "mnist-worker-0"]
+    # One restart below the limit, the same failure is retried.
+    job = make_job(runPolicy={"backoffLimit": 3}, status=running_status(restartCount=2))
+    assert latest(job_status(job, pods, at(30))) == "Restarting"
+
+
+def test_backoff_limit_zero_fails_on_the_first_failure() -> None:
+    out = _one_worker_fails("OnFailure", 1, runPolicy={"backoffLimit": 0})
+    assert latest(out.status) == "Failed"
+
+
+@pytest.mark.parametrize(("restarts", "state"), [(2, "Running"), (3, "Failed")])
+def test_backoff_limit_counts_in_place_container_restarts(restarts: int, state: str) -> None:
+    job = make_job(runPolicy={"backoffLimit": 2}, status=running_status())
+    pods = [
+        pod("mnist", "Master", 0),
+        pod("mnist", "Worker", 0, restarts=restarts),
+        pod("mnist", "Worker", 1),
+    ]
+    assert latest(job_status(job, pods, at(30))) == state
+
+
+@pytest.mark.parametrize(
+    ("policy", "deleted"),
+    [
+        ("None", ["mnist-master-0"]),
+        ("Running", ["mnist-master-0"]),
+        ("All", ["mnist-master-0", "mnist-worker-0"]),
+    ],
+)
+def test_clean_pod_policy_on_backoff_failure(policy: str, deleted: list[str]) -> None:
+    job = make_job(
+        workers=1, runPolicy={"backoffLimit": 0, "cleanPodPolicy": policy}, status=running_status()
+    )
+    pods = [pod("mnist", "Master", 0), pod("mnist", "Worker", 0, "Failed", exit_code=1)]
+    out = assess(job, pods, at(30))
+    assert latest(out.status) == "Failed"
+    assert out.delete == deleted
+
+
+# ------------------------------------------------------------------ activeDeadlineSeconds
+
+
+def test_active_deadline() -> None:
+    job = make_job(runPolicy={"activeDeadlineSeconds": 60}, status=running_status())
+    before = assess(job, all_running(), at(10))
+    assert latest(before.status) == "Running"
+    assert before.requeue_after == 50
+    after = assess(job, all_running(), at(60))
+    assert latest(after.status) == "Failed"
+    assert (
+        after.status.conditions[-1].message
+        == "Job mnist has failed because it was active longer than specified deadline"
+    )
+    assert sorted(after.delete) == ["mnist-master-0", "mnist-worker-0", "mnist-worker-1"]
+
+
+# -------------------------------------------------------------------------- suspend/resume
+
+
+def test_suspend_deletes_pods_and_holds_the_job() -> None:
+    job = make_job(runPolicy={"suspend": True}, status=running_status())
+    out = assess(job, all_running(), at(30))
+    assert out.suspended
+    assert sorted(out.delete) == ["mnist-master-0", "mnist-worker-0", "mnist-worker-1"]
+    assert conds(out.status) == {"Created": "True", "Running": "False", "Suspended": "True"}
+    assert latest(out.status) == "Suspended"
+    assert out.status.replica_statuses["Worker"].active == 0
+    assert not out.create_pods
+
+
+def test_a_job_created_suspended_has_no_start_time() -> None:
+    status = job_status(make_job(runPolicy={"suspend": True}), [], at(0))
+    assert status.start_time is None
+    assert conds(status) == {"Created": "True", "Suspended": "True"}
+
+
+def test_resume_restarts_the_deadline_clock() -> None:
+    suspended = job_status(
+        make_job(runPolicy={"suspend": True}, status=running_status()), [], at(30)
+    )
+    job = make_job(
+        runPolicy={"activeDeadlineSeconds": 60}, status=suspended.model_dump(by_alias=True)
+    )
+    out = assess(job, [], at(1000))
+    assert conds(out.status)["Suspended"] == "False"
+    assert (
+        next(c for c in out.status.conditions if c.type is ConditionType.SUSPENDED).reason
+        == "PyTorchJobResumed"
+    )
+    assert out.status.start_time == at(1000)
+    assert out.create_pods
+    assert latest(out.status) != "Failed"
+
+
+# -------------------------------------------------------------- finished jobs: cleanup, TTL
+
+
+def _finished(**run: Any) -> dict[str, Any]:
+    status = running_status()
+    status["conditions"] = [
+        {"type": "Created", "status": "True"},
+        {"type": "Running", "status": "False"},
+        {"type": "Succeeded", "status": "True", "reason": "PyTorchJobSucceeded"},
+    ]
+    status["completionTime"] = stamp(T0)
+    return status
+
+
+FINISHED_PODS = [
+    pod("mnist", "Master", 0, "Succeeded", exit_code=0),
+    pod("mnist", "Worker", 0, "Failed", exit_code=1),
+    pod("mnist", "Worker", 1, "Running"),
+]
+
+
+@pytest.mark.parametrize(
+    ("policy", "deleted"),
+    [
+        ("None", ["mnist-worker-1"]),
+        ("Running", ["mnist-worker-1"]),
+        ("All", ["mnist-master-0", "mnist-worker-0", "mnist-worker-1"]),
+    ],
+)
+def test_finished_job_cleanup(policy: str, deleted: list[str]) -> None:
+    job = make_job(runPolicy={"cleanPodPolicy": policy}, status=_finished())
+    out = assess(job, FINISHED_PODS, at(10))
+    assert out.finished
+    assert sorted(out.delete) == deleted
+    assert not out.create_pods
+    assert out.status.conditions == job.status.conditions  # frozen once finished
+
+
+def test_ttl_after_finished() -> None:
+    job = make_job(runPolicy={"ttlSecondsAfterFinished": 100}, status=_finished())
+    early = assess(job, [], at(40))
+    assert not early.delete_job
+    assert early.requeue_after == 60
+    assert assess(job, [], at(100)).delete_job
+
+
+def test_failed_is_final() -> None:
+    status = _finished()
+    status["conditions"][-1] = {"type": "Failed", "status": "True", "reason": "PyTorchJobFailed"}
+    job = make_job(status=status)
+    out = job_status(job, all_running(), at(10))
+    assert latest(out) == "Failed"
+    assert "Succeeded" not in conds(out)
+
+
+# ------------------------------------------------------------------ stuck Terminating pods
+
+
+def test_a_pod_stuck_terminating_is_force_deleted_after_the_timeout() -> None:
+    """#2072: a node is lost; its pod stays Terminating (phase Running) forever."""
+    job = make_job(status=running_status())
+    pods = [
+        pod("mnist", "Master", 0),
+        pod("mnist", "Worker", 0),
+        pod("mnist", "Worker", 1, deleting=at(0)),
+    ]
+    waiting = assess(job, pods, at(60))
+    assert waiting.force_delete == []
+    assert waiting.requeue_after == 60  # 120 s timeout past the deadline
+    assert waiting.status.replica_statuses["Worker"].failed == 1  # Kubeflow's count
+    stuck = assess(job, pods, at(120))
+    assert stuck.force_delete == ["mnist-worker-1"]
+    assert latest(stuck.status) == "Restarting"
+    assert stuck.status.restart_count == 1
+    assert any(e.reason == "PodStuckTerminating" for e in stuck.events)
+
+
+def test_stuck_pod_of_a_never_replica_fails_the_job() -> None:
+    job = make_job(
+        restart="Never", runPolicy={"terminatingTimeoutSeconds": 10}, status=running_status()
+    )
+    pods = [pod("mnist", "Master", 0), pod("mnist", "Worker", 0, deleting=at(0))]
+    out = assess(job, pods, at(10))
+    assert latest(out.status) == "Failed"
+    assert out.force_delete == ["mnist-worker-0"]
+    assert "mnist-worker-0" not in out.delete
+
+
+# ----------------------------------------------------------------------------- conditions
+
+
+def test_condition_transition_time_is_kept_when_only_the_reason_changes() -> None:
+    conditions, changed = set_condition([], ConditionType.RUNNING, "True", "A", "m", at(0))
+    assert changed
+    conditions, changed = set_condition(conditions, ConditionType.RUNNING, "True", "A", "m", at(5))
+    assert not changed
+    conditions, changed = set_condition(conditions, ConditionType.RUNNING, "True", "B", "m", at(9))
+    assert changed
+    assert conditions[0].last_transition_time == at(0)
+    assert conditions[0].last_update_time == at(9)
+
+
+def test_invalid_spec_becomes_a_failed_condition() -> None:
+    status = invalid_spec_status(PyTorchJobStatus(), "mnist", "no pytorch container", at(3))
+    assert latest(status) == "Failed"
+    assert status.conditions[-1].reason == "PyTorchJobInvalidSpec"
+    assert "no pytorch container" in (status.conditions[-1].message or "")
