@@ -106,6 +106,15 @@ def parse_query(
         if longest > max_id_length or min(map(len, items)) == 0:
             raise bad_request(f"{where}.data: item ids must be 1-{max_id_length} characters long")
 
+    if "top_k" in request.inputs and request.inputs["top_k"].datatype not in (
+        "INT32",
+        "INT64",
+        "UINT32",
+        "UINT64",
+    ):
+        raise bad_request(f"{request.label('top_k')}.datatype: top_k must be an integer type")
+    if "segment" in request.inputs and request.inputs["segment"].datatype != "BYTES":
+        raise bad_request(f"{request.label('segment')}.datatype: segment must be BYTES")
     segment, seg_where = _scalar(request, "segment")
     if segment is None:
         segment = default_segment
@@ -119,15 +128,6 @@ def parse_query(
         raise bad_request(f"{k_where}: top_k must be a positive integer")
     else:
         k = min(top_k, n)
-    if "top_k" in request.inputs and request.inputs["top_k"].datatype not in (
-        "INT32",
-        "INT64",
-        "UINT32",
-        "UINT64",
-    ):
-        raise bad_request(f"{request.label('top_k')}.datatype: top_k must be an integer type")
-    if "segment" in request.inputs and request.inputs["segment"].datatype != "BYTES":
-        raise bad_request(f"{request.label('segment')}.datatype: segment must be BYTES")
     return BanditQuery(items, segment, k)
 
 

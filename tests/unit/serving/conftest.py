@@ -1,0 +1,75 @@
+"""Fixtures for the serving unit tests: an in-process app behind aiohttp's test client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from mlkube.serving.app import STATE, create_app
+from mlkube.serving.config import ServeConfig, load_config
+from mlkube.serving.context import RuntimeContext
+from mlkube.serving.metrics import Metrics
+from mlkube.serving.store import FeatureStore
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+def make_config(**sections: dict[str, Any]) -> ServeConfig:
+    data: dict[str, Any] = {"bandit": {"seed": 7}}
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return load_config(data, {})
+
+
+async def wait_ready(client: TestClient[Any, Any]) -> None:
+    import asyncio
+
+    for _ in range(200):
+        resp = await client.get("/v2/health/ready")
+        if resp.status == 200:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("server never became ready")
+
+
+@pytest.fixture
+def config() -> Callable[..., ServeConfig]:
+    """``config(server={...}, bandit={...})``: a validated config with test defaults."""
+    return make_config
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[ClientFactory]:
+    clients: list[TestClient[Any, Any]] = []
+
+    async def factory(
+        config: ServeConfig | None = None,
+        store: FeatureStore | None = None,
+        ready: bool = True,
+    ) -> TestClient[Any, Any]:
+        cfg = config or make_config()
+        metrics = Metrics(cfg.model.name, cfg.model.version, cfg.revision)
+        app = create_app(cfg, RuntimeContext(metrics=metrics, store=store))
+        client: TestClient[Any, Any] = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        if ready:
+            await wait_ready(client)
+        return client
+
+    yield factory
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def client(make_client: ClientFactory) -> TestClient[Any, Any]:
+    return await make_client()
+
+
+@pytest.fixture
+def state_of() -> Callable[[TestClient[Any, Any]], Any]:
+    return lambda client: client.server.app[STATE]
