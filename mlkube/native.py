@@ -179,20 +179,25 @@ class BetaSampler:
         self._lib.betadist_rng_reseed_mix(self._root, salt & _U64_MASK)
         self._generation += 1  # thread states copied from the parent are stale now
 
-    def _thread_rng(self) -> Any:
+    def _thread_state(self) -> tuple[Any, Any]:
+        """This thread's generator and its error-index cell, split off the root on first use.
+
+        Cached per thread so that a call costs no allocation; a stale state (inherited
+        through fork) is replaced.
+        """
         local = self._local
-        rng = getattr(local, "rng", None)
-        if rng is not None and local.generation == self._generation:
-            return rng
+        state: tuple[Any, Any] | None = getattr(local, "state", None)
+        if state is not None and local.generation == self._generation:
+            return state
         with self._lock:
             raw = self._lib.betadist_rng_split(self._root)
             generation = self._generation
         if raw == ffi.NULL:
             raise MemoryError("betadist_rng_split failed")
-        rng = ffi.gc(raw, self._lib.betadist_rng_free)
-        local.rng = rng
+        state = (ffi.gc(raw, self._lib.betadist_rng_free), ffi.new("size_t *"))
+        local.state = state
         local.generation = generation
-        return rng
+        return state
 
     def sample(
         self,
@@ -221,8 +226,7 @@ class BetaSampler:
                 raise ValueError("out must be writeable")
         if n == 0:
             return out
-        rng = self._thread_rng()
-        bad = ffi.new("size_t *")
+        rng, bad = self._thread_state()
         code = self._lib.betadist_sample_batch(
             rng,
             ffi.from_buffer("double[]", alpha),
