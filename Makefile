@@ -20,6 +20,7 @@ help:
 	@echo "make test   lint, type-check and run the whole test suite"
 	@echo "make bench  run the benchmarks and print the figures for docs/benchmarks.md"
 	@echo "make lint   ruff and mypy --strict only"
+	@echo "make e2e-cluster  start etcd + kube-apiserver on loopback (Ctrl-C stops)"
 
 $(STAMP): pyproject.toml setup.py native/betadist.c native/betadist.h
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,8 +61,19 @@ native-check: $(DEBS_STAMP)
 	$(MAKE) -C native check
 
 .PHONY: test
-test: $(DEBS_STAMP) $(HELM) lint native native-check
+test: $(DEBS_STAMP) $(HELM) lint native native-check e2e-build
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# kube-apiserver, kubectl and etcd for the e2e tier (tests/e2e): built once per
+# machine from the Go module proxy, cached outside the repository by version.
+.PHONY: e2e-build
+e2e-build:
+	./scripts/e2e-build >/dev/null
+
+# A real control plane on loopback for hands-on use; prints the kubeconfig, Ctrl-C stops it.
+.PHONY: e2e-cluster
+e2e-cluster: $(STAMP) e2e-build
+	$(BIN)/python tests/e2e/controlplane.py
 
 .PHONY: bench
 bench: $(DEBS_STAMP) native
