@@ -1,0 +1,478 @@
+"""Pure builders: a ModelService (plus operator settings) in, Kubernetes manifests out.
+
+Nothing here talks to the API server or reads the clock, so every decision about what the
+children look like is unit-tested on plain data, and running the reconcile twice yields
+byte-identical manifests (which server-side apply then turns into no-ops).
+
+Names and labels follow the contract shared with the rollout code: the stable Deployment is
+``N``, a canary Deployment is ``N-canary`` (``build_deployment(..., track="canary")``), the
+Service ``N`` selects every track, the PodDisruptionBudget ``N`` exists when replicas > 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mlkube.api.modelservice import (
+    API_VERSION,
+    KIND,
+    BanditSpec,
+    FeatureStoreType,
+    ModelFormat,
+    ModelService,
+    ModelServiceSpec,
+    ProbeSpec,
+)
+
+JsonDict = dict[str, Any]
+Track = Literal["stable", "canary"]
+
+FIELD_MANAGER = "mlkube"
+CONTAINER_NAME = "model-server"
+PORT_NAME = "http"
+SERVICE_PORT = 80
+TMP_MOUNT = "/tmp"
+PRESTOP_SLEEP_SECONDS = 5
+TERMINATION_GRACE_SECONDS = 30
+RUN_AS_USER = 65532
+"""The image's numeric non-root user (see the Dockerfile)."""
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_VERSION = "app.kubernetes.io/version"
+LABEL_MODELSERVICE = "mlkube.dev/modelservice"
+LABEL_REVISION = "mlkube.dev/revision"
+LABEL_TRACK = "mlkube.dev/track"
+ANNOTATION_REVISION = "mlkube.dev/revision"
+
+# Per-probe defaults. Startup gives a slow model load up to 3 minutes before liveness may
+# restart the container; readiness gates traffic on the model being loaded; liveness only
+# checks that the process answers, so a slow feature store never causes restarts.
+PROBE_DEFAULTS: dict[str, ProbeSpec] = {
+    "startup": ProbeSpec(
+        path="/v2/health/live",
+        initial_delay_seconds=0,
+        period_seconds=2,
+        timeout_seconds=2,
+        failure_threshold=90,
+    ),
+    "readiness": ProbeSpec(
+        path="/v2/health/ready",
+        initial_delay_seconds=0,
+        period_seconds=5,
+        timeout_seconds=2,
+        failure_threshold=3,
+    ),
+    "liveness": ProbeSpec(
+        path="/v2/health/live",
+        initial_delay_seconds=0,
+        period_seconds=10,
+        timeout_seconds=2,
+        failure_threshold=3,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Operator-level inputs to the builders (from flags / environment)."""
+
+    default_image: str
+    image_pull_policy: str | None = None
+
+
+def child_name(name: str, track: Track = "stable") -> str:
+    """``N`` for the stable track, ``N-canary`` for the canary."""
+    return name if track == "stable" else f"{name}-{track}"
+
+
+def selector_labels(name: str, track: Track = "stable") -> dict[str, str]:
+    """The Deployment selector (immutable in Kubernetes, so it must never change)."""
+    return {LABEL_MODELSERVICE: name, LABEL_TRACK: track}
+
+
+def common_labels(name: str) -> dict[str, str]:
+    """Labels on every child of a ModelService."""
+    return {
+        LABEL_NAME: "mlkube-model",
+        LABEL_INSTANCE: name,
+        LABEL_COMPONENT: "model-server",
+        LABEL_MANAGED_BY: "mlkube",
+        LABEL_MODELSERVICE: name,
+    }
+
+
+def pod_selector(name: str) -> str:
+    """String form of the selector of every pod of a ModelService (all tracks): what the
+    scale subresource reports and what the Service selects."""
+    return f"{LABEL_MODELSERVICE}={name}"
+
+
+def service_url(name: str, namespace: str) -> str:
+    return f"http://{name}.{namespace}.svc.cluster.local"
+
+
+def resolve_image(spec: ModelServiceSpec, settings: BuildSettings) -> str:
+    return spec.runtime.image or settings.default_image
+
+
+def compute_revision(spec: ModelServiceSpec, image: str) -> str:
+    """A short hash of everything that ends up in the pod template.
+
+    Replicas are left out (scaling is not a new revision); the image is resolved first, so
+    upgrading the operator's default image is a new revision, as it should be.
+    """
+    essence = spec.to_kube()
+    essence.pop("replicas", None)
+    for block in ("rollout", "autoscaling"):  # traffic/scaling policy, not pod content
+        essence.pop(block, None)
+    essence["image"] = image
+    blob = json.dumps(essence, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def owner_reference(ms: ModelService) -> JsonDict:
+    """Controller reference: children are garbage-collected with the ModelService, and
+    ``kubectl get deploy -o yaml`` shows who owns them."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": ms.metadata.name,
+        "uid": ms.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(ms: ModelService, name: str, labels: dict[str, str]) -> JsonDict:
+    return {
+        "name": name,
+        "namespace": ms.metadata.namespace,
+        "labels": labels,
+        "ownerReferences": [owner_reference(ms)],
+    }
+
+
+def build_env(ms: ModelService, revision: str) -> list[JsonDict]:
+    """The runtime's configuration, per the serving contract (MLKUBE_* variables)."""
+    spec = ms.spec
+    model = spec.model
+    env: list[JsonDict] = [
+        {"name": "MLKUBE_PORT", "value": str(spec.runtime.port)},
+        {"name": "MLKUBE_HOST", "value": "0.0.0.0"},
+        {"name": "MLKUBE_MODEL_NAME", "value": model.name},
+        {"name": "MLKUBE_MODEL_VERSION", "value": model.version},
+        {"name": "MLKUBE_MODEL_FORMAT", "value": model.format.value},
+        {"name": "MLKUBE_REVISION", "value": revision},
+    ]
+    if model.class_name:
+        env.append({"name": "MLKUBE_MODEL_CLASS", "value": model.class_name})
+    if model.uri:
+        env.append({"name": "MLKUBE_MODEL_URI", "value": model.uri})
+    if model.format is ModelFormat.BANDIT:
+        bandit = model.bandit or BanditSpec()
+        env += [
+            {"name": "MLKUBE_BANDIT_PRIOR_ALPHA", "value": repr(bandit.prior_alpha)},
+            {"name": "MLKUBE_BANDIT_PRIOR_BETA", "value": repr(bandit.prior_beta)},
+            {"name": "MLKUBE_MAX_ITEMS", "value": str(bandit.max_items)},
+        ]
+    if spec.runtime.workers is not None:
+        env.append({"name": "MLKUBE_WORKERS", "value": str(spec.runtime.workers)})
+    store = spec.feature_store
+    env.append({"name": "MLKUBE_FEATURE_STORE", "value": store.type.value})
+    if store.type is FeatureStoreType.REDIS and store.redis is not None:
+        ref = store.redis.url_secret_ref
+        env.append(
+            {
+                "name": "MLKUBE_REDIS_URL",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    env += [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    for var in spec.runtime.env:
+        entry: JsonDict = {"name": var.name}
+        if var.value_from is not None:
+            entry["valueFrom"] = var.value_from
+        else:
+            entry["value"] = var.value or ""
+        env.append(entry)
+    return env
+
+
+def build_probe(
+    kind: str, override: ProbeSpec | None, port_name: str = PORT_NAME
+) -> JsonDict | None:
+    """One HTTP probe: the defaults for ``kind`` with the user's overrides on top."""
+    if override is not None and not override.enabled:
+        return None
+    base = PROBE_DEFAULTS[kind]
+    merged = base.model_copy(
+        update={
+            k: v for k, v in (override.model_dump() if override else {}).items() if v is not None
+        }
+    )
+    probe: JsonDict = {
+        "httpGet": {"path": merged.path, "port": port_name, "scheme": "HTTP"},
+        "initialDelaySeconds": merged.initial_delay_seconds,
+        "periodSeconds": merged.period_seconds,
+        "timeoutSeconds": merged.timeout_seconds,
+        "failureThreshold": merged.failure_threshold,
+    }
+    if kind != "readiness":
+        probe["successThreshold"] = 1  # Kubernetes requires 1 for startup and liveness
+    return probe
+
+
+def build_resources(spec: ModelServiceSpec) -> JsonDict:
+    """Requests/limits, with GPUs as a limit on the extended resource (Kubernetes sets the
+    request equal to the limit for extended resources)."""
+    res = spec.runtime.resources
+    out: JsonDict = {}
+    requests = res.requests.to_kube() if res.requests else {}
+    limits = res.limits.to_kube() if res.limits else {}
+    if spec.gpu.count > 0:
+        limits[spec.gpu.resource_name] = str(spec.gpu.count)
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def build_tolerations(spec: ModelServiceSpec) -> list[JsonDict]:
+    """The user's tolerations plus one for the GPU resource's taint.
+
+    GPU node pools are tainted ``<resource>:NoSchedule`` (GKE, AKS and the NVIDIA GPU
+    operator's convention) so that CPU pods stay off them; a pod asking for GPUs must
+    tolerate that taint or it never schedules.
+    """
+    out = [t.to_kube() for t in spec.tolerations]
+    if spec.gpu.count > 0:
+        gpu = {"key": spec.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"}
+        if gpu not in out:
+            out.append(gpu)
+    return out
+
+
+def container_security_context() -> JsonDict:
+    """Kubernetes' "restricted" Pod Security Standard, met in full."""
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security_context() -> JsonDict:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_labels(ms: ModelService, revision: str, track: Track) -> dict[str, str]:
+    """User pod labels first, ours last so they cannot be overridden."""
+    name = ms.metadata.name
+    return {
+        **ms.spec.pod_labels,
+        **common_labels(name),
+        LABEL_VERSION: ms.spec.model.version,
+        LABEL_REVISION: revision,
+        LABEL_TRACK: track,
+    }
+
+
+def build_pod_template(
+    ms: ModelService, *, image: str, revision: str, track: Track, settings: BuildSettings
+) -> JsonDict:
+    spec = ms.spec
+    port = spec.runtime.port
+    container: JsonDict = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "command": ["mlkube", "serve"],
+        "args": list(spec.runtime.args),
+        "ports": [{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}],
+        "env": build_env(ms, revision),
+        "resources": build_resources(spec),
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": TMP_MOUNT}],
+        "lifecycle": {
+            # Endpoints are removed asynchronously; keep serving while kube-proxy and
+            # ingress controllers catch up, then let SIGTERM start the graceful shutdown.
+            "preStop": {"exec": {"command": ["sleep", str(PRESTOP_SLEEP_SECONDS)]}}
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pull_policy = spec.runtime.image_pull_policy or settings.image_pull_policy
+    if pull_policy:
+        container["imagePullPolicy"] = pull_policy
+    for kind in ("startup", "readiness", "liveness"):
+        probe = build_probe(kind, getattr(spec.probes, kind))
+        if probe is not None:
+            container[f"{kind}Probe"] = probe
+
+    annotations = {
+        **spec.pod_annotations,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+        ANNOTATION_REVISION: revision,
+    }
+    pod_spec: JsonDict = {
+        "containers": [container],
+        "securityContext": pod_security_context(),
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+    }
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    tolerations = build_tolerations(spec)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if spec.affinity:
+        pod_spec["affinity"] = spec.affinity
+    if spec.priority_class_name:
+        pod_spec["priorityClassName"] = spec.priority_class_name
+    if spec.runtime_class_name:
+        pod_spec["runtimeClassName"] = spec.runtime_class_name
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s.name} for s in spec.image_pull_secrets]
+    return {
+        "metadata": {"labels": pod_labels(ms, revision, track), "annotations": annotations},
+        "spec": pod_spec,
+    }
+
+
+def build_deployment(
+    ms: ModelService,
+    settings: BuildSettings,
+    *,
+    revision: str | None = None,
+    track: Track = "stable",
+    replicas: int | None = None,
+) -> JsonDict:
+    """The Deployment of one track.
+
+    ``revision`` defaults to the spec's own (the stable track during a canary keeps the old
+    revision's template, which the rollout code passes in); ``replicas`` defaults to
+    ``spec.replicas``.
+    """
+    image = resolve_image(ms.spec, settings)
+    rev = revision or compute_revision(ms.spec, image)
+    name = ms.metadata.name
+    labels = {
+        **common_labels(name),
+        LABEL_VERSION: ms.spec.model.version,
+        LABEL_REVISION: rev,
+        LABEL_TRACK: track,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            **_metadata(ms, child_name(name, track), labels),
+            "annotations": {ANNOTATION_REVISION: rev},
+        },
+        "spec": {
+            "replicas": ms.spec.replicas if replicas is None else replicas,
+            "selector": {"matchLabels": selector_labels(name, track)},
+            "strategy": {
+                "type": "RollingUpdate",
+                # Capacity never dips during an update: new pods come up before old ones go.
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+            },
+            "revisionHistoryLimit": 5,
+            "progressDeadlineSeconds": 600,
+            "template": build_pod_template(
+                ms, image=image, revision=rev, track=track, settings=settings
+            ),
+        },
+    }
+
+
+def build_service(ms: ModelService) -> JsonDict:
+    """ClusterIP Service ``N`` on port 80, selecting the pods of every track."""
+    name = ms.metadata.name
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(ms, name, common_labels(name)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {LABEL_MODELSERVICE: name},
+            "ports": [
+                {
+                    "name": PORT_NAME,
+                    "port": SERVICE_PORT,
+                    "targetPort": PORT_NAME,
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ],
+        },
+    }
+
+
+def build_pdb(ms: ModelService, replicas: int | None = None) -> JsonDict | None:
+    """At most one pod voluntarily disrupted at a time; none for a single replica (a PDB
+    that forbids evicting the only pod blocks node drains forever)."""
+    count = ms.spec.replicas if replicas is None else replicas
+    if count <= 1:
+        return None
+    name = ms.metadata.name
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(ms, name, common_labels(name)),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {LABEL_MODELSERVICE: name}},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Everything one reconcile converges to."""
+
+    revision: str
+    image: str
+    deployment: JsonDict
+    service: JsonDict
+    pdb: JsonDict | None
+
+    @property
+    def objects(self) -> list[JsonDict]:
+        """What to apply, in dependency order (Service before pods appear, PDB last)."""
+        return [self.service, self.deployment, *([self.pdb] if self.pdb else [])]
+
+
+def desired_state(ms: ModelService, settings: BuildSettings) -> DesiredState:
+    image = resolve_image(ms.spec, settings)
+    revision = compute_revision(ms.spec, image)
+    return DesiredState(
+        revision=revision,
+        image=image,
+        deployment=build_deployment(ms, settings, revision=revision),
+        service=build_service(ms),
+        pdb=build_pdb(ms),
+    )

@@ -1,0 +1,155 @@
+"""Operator configuration: command-line flags over environment variables over defaults.
+
+Every setting has an environment variable (what the Helm chart sets) and a flag (what a
+person types); flags win. Parsing is pure (argv and an environment mapping in, a frozen
+config out) so it is unit-tested without touching the process environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from mlkube import __version__
+
+DEFAULT_IMAGE_REPOSITORY = "ghcr.io/mlkube/mlkube"
+
+
+def default_image(version: str = __version__) -> str:
+    """The mlkube image of this operator's own version (`mlkube serve` is in it)."""
+    return f"{DEFAULT_IMAGE_REPOSITORY}:{version.split('+', 1)[0]}"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty means cluster-wide."""
+    peering: str = ""
+    """kopf peering object name; empty runs standalone (one replica, no leader election)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "text"
+    default_image: str = default_image()
+    image_pull_policy: str | None = None
+    prometheus_url: str | None = None
+    """Prometheus the rollout analysis and autoscaler query (read by those components)."""
+    health_host: str = "0.0.0.0"
+    health_port: int = 8081
+    reconcile_interval: float = 60.0
+    """Seconds between drift checks per ModelService (recreates deleted or edited children)."""
+    watch_server_timeout: int = 300
+    """Ask the API server to end each watch after this many seconds (then it is renewed)."""
+    watch_client_timeout: float = 330.0
+    """Give up on a watch connection that outlives the server timeout: a silent stall."""
+    request_timeout: float = 60.0
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+    @property
+    def standalone(self) -> bool:
+        return not self.peering
+
+    @property
+    def liveness_endpoint(self) -> str:
+        return f"http://{self.health_host}:{self.health_port}/healthz"
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> OperatorConfig:
+    """Flags over ``MLKUBE_*`` environment variables over defaults."""
+    parser = argparse.ArgumentParser(
+        prog="mlkube operator",
+        description="Run the mlkube operator (ModelService and PyTorchJob controllers).",
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="watch this namespace (repeatable, or comma-separated); default: "
+        "MLKUBE_WATCH_NAMESPACES, or cluster-wide when empty",
+    )
+    parser.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    parser.add_argument(
+        "--peering",
+        default=env.get("MLKUBE_PEERING", ""),
+        help="kopf peering name for leader election between replicas (MLKUBE_PEERING); "
+        "empty: standalone",
+    )
+    parser.add_argument("--standalone", action="store_true", help="ignore peering")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging (MLKUBE_LOG_LEVEL=DEBUG)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default=env.get("MLKUBE_LOG_LEVEL", "INFO").upper(),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    )
+    parser.add_argument(
+        "--log-format",
+        default=env.get("MLKUBE_LOG_FORMAT", "text").lower(),
+        choices=["json", "text"],
+    )
+    parser.add_argument(
+        "--default-image",
+        default=env.get("MLKUBE_DEFAULT_IMAGE") or default_image(),
+        help="model-server image when a ModelService names none (MLKUBE_DEFAULT_IMAGE)",
+    )
+    parser.add_argument(
+        "--image-pull-policy",
+        default=env.get("MLKUBE_IMAGE_PULL_POLICY") or None,
+        choices=["Always", "IfNotPresent", "Never"],
+    )
+    parser.add_argument("--prometheus-url", default=env.get("MLKUBE_PROMETHEUS_URL") or None)
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=int(env.get("MLKUBE_HEALTH_PORT", "8081")),
+        help="port of the liveness endpoint /healthz",
+    )
+    parser.add_argument("--health-host", default=env.get("MLKUBE_HEALTH_HOST", "0.0.0.0"))
+    parser.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=float(env.get("MLKUBE_RECONCILE_INTERVAL", "60")),
+        help="seconds between drift checks of each ModelService",
+    )
+    parser.add_argument(
+        "--watch-timeout",
+        type=int,
+        default=int(env.get("MLKUBE_WATCH_TIMEOUT", "300")),
+        help="server-side watch timeout in seconds (the client gives up 30 s later)",
+    )
+    args = parser.parse_args(list(argv))
+
+    namespaces: tuple[str, ...] = ()
+    if not args.all_namespaces:
+        if args.namespaces:
+            namespaces = tuple(ns for item in args.namespaces for ns in _split(item))
+        else:
+            namespaces = _split(env.get("MLKUBE_WATCH_NAMESPACES", ""))
+    if args.reconcile_interval <= 0:
+        parser.error("--reconcile-interval must be positive")
+    if args.watch_timeout <= 0:
+        parser.error("--watch-timeout must be positive")
+    return OperatorConfig(
+        namespaces=namespaces,
+        peering="" if args.standalone else args.peering,
+        log_level="DEBUG" if args.verbose else args.log_level,
+        log_format=args.log_format,
+        default_image=args.default_image,
+        image_pull_policy=args.image_pull_policy,
+        prometheus_url=args.prometheus_url,
+        health_host=args.health_host,
+        health_port=args.health_port,
+        reconcile_interval=args.reconcile_interval,
+        watch_server_timeout=args.watch_timeout,
+        watch_client_timeout=args.watch_timeout + 30.0,
+    )

@@ -1,0 +1,209 @@
+"""kopf wiring of the ModelService controller: one level-based reconcile.
+
+Every trigger (create, resume after an operator restart, spec update, the drift timer)
+runs the same ``reconcile``: read the object fresh, compute the whole desired state with
+the pure builders, server-side apply it, read the children back, compute the status with
+the pure status code, and write it only if it changed, with one Event per transition.
+Changes of the children (a Deployment's status moving) only refresh the status; they never
+re-apply, so the operator's own writes cannot feed back into an endless loop.
+
+Handlers return nothing (kopf would otherwise litter ``status.<handler>``) and never let a
+bad object crash the operator: an invalid spec becomes a ``Degraded`` condition and a
+Warning Event, and only transient API failures are retried (``kopf.TemporaryError``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from mlkube.api.modelservice import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    ModelService,
+    ModelServiceStatus,
+    ObjectMeta,
+    spec_problems,
+)
+from mlkube.operator.builders import (
+    LABEL_MANAGED_BY,
+    LABEL_MODELSERVICE,
+    desired_state,
+    pod_selector,
+)
+from mlkube.operator.kube import ApiError, KubeAPI
+from mlkube.operator.status import (
+    Observed,
+    compute_status,
+    status_changed,
+    status_patch,
+    transitions,
+)
+
+if TYPE_CHECKING:
+    from mlkube.operator.app import OperatorContext
+
+JsonDict = dict[str, Any]
+AnyLogger = logging.Logger | logging.LoggerAdapter[Any]
+log = logging.getLogger("mlkube.operator.modelservice")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A ModelService as read, or why it cannot be used."""
+
+    meta: ObjectMeta
+    status: ModelServiceStatus | None
+    model: ModelService | None
+    problems: list[str]
+    replicas: int
+
+
+def _format_error(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        out.append(f"{where}: {err['msg']}" if where else err["msg"])
+    return out
+
+
+def parse(body: JsonDict) -> Parsed:
+    """Pure: a raw object -> the parsed model and the problems that block applying it."""
+    meta = ObjectMeta.model_validate(body.get("metadata") or {})
+    try:
+        status = ModelServiceStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        status = None  # a status we cannot read is rewritten from scratch
+    raw_replicas = (body.get("spec") or {}).get("replicas", 1)
+    replicas = raw_replicas if isinstance(raw_replicas, int) and raw_replicas >= 0 else 0
+    try:
+        model = ModelService.model_validate(body)
+    except ValidationError as exc:
+        return Parsed(meta, status, None, [f"spec.{p}" for p in _format_error(exc)], replicas)
+    return Parsed(meta, status, model, spec_problems(model.spec), model.spec.replicas)
+
+
+def now_iso() -> str:
+    return (
+        datetime.datetime.now(datetime.UTC)
+        .replace(microsecond=0)
+        .isoformat()
+        .replace("+00:00", "Z")
+    )
+
+
+async def observe(api: KubeAPI, namespace: str, name: str) -> Observed:
+    deployment = await api.get("Deployment", namespace, name)
+    pods = await api.list("Pod", namespace, pod_selector(name))
+    return Observed(deployment=deployment, pods=pods)
+
+
+async def converge(
+    ctx: OperatorContext, namespace: str, name: str, *, apply: bool, logger: AnyLogger = log
+) -> None:
+    """Reconcile one ModelService (``apply=False``: refresh its status only)."""
+    async with ctx.lock("ModelService", namespace, name):
+        api = ctx.api
+        try:
+            body = await api.get("ModelService", namespace, name)
+        except ApiError as exc:
+            raise kopf.TemporaryError(f"cannot read ModelService: {exc}", delay=5) from exc
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return  # gone: owner references let the garbage collector remove the children
+        parsed = parse(body)
+        problems = list(parsed.problems)
+        problem_reason = "InvalidSpec"
+        revision = (parsed.status.revision if parsed.status else None) or ""
+        try:
+            if parsed.model is not None and not problems:
+                desired = desired_state(parsed.model, ctx.build)
+                revision = desired.revision
+                if apply:
+                    for obj in desired.objects:
+                        await api.apply(obj)
+                    if desired.pdb is None:
+                        await api.delete_owned(
+                            "PodDisruptionBudget", namespace, name, parsed.meta.uid
+                        )
+            observed = await observe(api, namespace, name)
+        except ApiError as exc:
+            if exc.status >= 500 or exc.status == 429:
+                raise kopf.TemporaryError(f"API server: {exc}", delay=10) from exc
+            # The server refused what we built (admission policy, quota, RBAC): say so.
+            problems = [f"the API server refused a child object: {exc}"]
+            problem_reason = "ApplyFailed"
+            observed = Observed(deployment=None)
+        new = compute_status(
+            parsed.meta,
+            parsed.status,
+            observed,
+            replicas=parsed.replicas,
+            revision=revision,
+            problems=problems,
+            now=now_iso(),
+            problem_reason=problem_reason,
+        )
+        if not status_changed(parsed.status, new):
+            return
+        try:
+            await api.patch_status("ModelService", namespace, name, status_patch(new))
+        except ApiError as exc:
+            if exc.status == 404:
+                return
+            raise kopf.TemporaryError(f"cannot write status: {exc}", delay=5) from exc
+        for event in transitions(parsed.status, new):
+            kopf.event(
+                kopf.Body(cast(kopf.RawBody, body)),
+                type=event.type,
+                reason=event.reason,
+                message=event.message,
+            )
+            level = logging.WARNING if event.type == "Warning" else logging.INFO
+            logger.log(level, "%s/%s: %s", namespace, name, event.message)
+
+
+def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+    """Add the ModelService handlers to ``registry``."""
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    async def reconcile_modelservice(
+        name: str, namespace: str | None, logger: AnyLogger, **_: Any
+    ) -> None:
+        await converge(ctx, namespace or "default", name, apply=True, logger=logger)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=ctx.config.reconcile_interval,
+        initial_delay=ctx.config.reconcile_interval,
+        registry=registry,
+    )
+    async def drift_check(name: str, namespace: str | None, logger: AnyLogger, **_: Any) -> None:
+        await converge(ctx, namespace or "default", name, apply=True, logger=logger)
+
+    @kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        labels={LABEL_MANAGED_BY: "mlkube", LABEL_MODELSERVICE: kopf.PRESENT},
+        registry=registry,
+    )
+    async def deployment_changed(
+        labels: Mapping[str, str], namespace: str | None, **_: Any
+    ) -> None:
+        owner = labels.get(LABEL_MODELSERVICE)
+        if owner and namespace:
+            try:
+                await converge(ctx, namespace, owner, apply=False)
+            except kopf.TemporaryError as exc:
+                log.warning("status refresh of %s/%s postponed: %s", namespace, owner, exc)

@@ -1,0 +1,367 @@
+"""Pure status computation: what the children really look like -> ModelService status.
+
+The reconcile reads the stable Deployment and the pods, and this module decides the
+conditions, counts and messages. Rules:
+
+* ``Ready`` is True only when the Deployment has observed its latest spec, every desired
+  pod runs the current revision and passes readiness, and no pod crash-loops.
+* ``Progressing`` is True while a rollout or scale is under way.
+* ``Degraded`` is True for an invalid spec, crash-looping or unpullable pods, or a
+  Deployment that exceeded its progress deadline; the message says which pod and why.
+* ``lastTransitionTime`` changes only when a condition's status flips, so writing the same
+  observation twice changes nothing and the reconcile can skip the status write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mlkube.api.modelservice import Condition, ModelServiceStatus, ObjectMeta
+from mlkube.operator.builders import (
+    LABEL_MODELSERVICE,
+    LABEL_REVISION,
+    LABEL_VERSION,
+    pod_selector,
+    service_url,
+)
+
+JsonDict = dict[str, Any]
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
+
+# Waiting reasons that do not fix themselves: the pod needs a person (or a new spec).
+STUCK_WAITING_REASONS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The children as last read from the API server."""
+
+    deployment: JsonDict | None
+    pods: list[JsonDict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PodTrouble:
+    pod: str
+    container: str
+    reason: str
+    restarts: int
+    detail: str
+
+    def describe(self) -> str:
+        text = f"pod {self.pod} container {self.container} is in {self.reason}"
+        if self.restarts:
+            text += f" (restarted {self.restarts} times)"
+        if self.detail:
+            text += f": {self.detail}"
+        return text
+
+
+def _labels_match(obj: JsonDict, selector: dict[str, str]) -> bool:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def pod_troubles(pods: list[JsonDict], name: str) -> list[PodTrouble]:
+    """Containers stuck in a state that will not resolve by waiting, sorted by pod name."""
+    found: list[PodTrouble] = []
+    for pod in pods:
+        if not _labels_match(pod, {LABEL_MODELSERVICE: name}):
+            continue
+        if pod.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        status = pod.get("status") or {}
+        for cs in [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason", "")
+            if reason in STUCK_WAITING_REASONS:
+                last = (cs.get("lastState") or {}).get("terminated") or {}
+                detail = waiting.get("message") or (
+                    f"last exit code {last['exitCode']}"
+                    + (f" ({last['reason']})" if last.get("reason") else "")
+                    if "exitCode" in last
+                    else ""
+                )
+                found.append(
+                    PodTrouble(
+                        pod=pod.get("metadata", {}).get("name", "?"),
+                        container=cs.get("name", "?"),
+                        reason=reason,
+                        restarts=int(cs.get("restartCount", 0)),
+                        detail=detail,
+                    )
+                )
+    return sorted(found, key=lambda t: (t.pod, t.container))
+
+
+def _deployment_condition(deployment: JsonDict, kind: str) -> JsonDict | None:
+    for cond in (deployment.get("status") or {}).get("conditions", []) or []:
+        if cond.get("type") == kind:
+            return dict(cond)
+    return None
+
+
+def _cond(
+    kind: str, status: Literal["True", "False", "Unknown"], reason: str, message: str
+) -> Condition:
+    return Condition(type=kind, status=status, reason=reason, message=message)
+
+
+def desired_conditions(
+    name: str,
+    observed: Observed,
+    *,
+    replicas: int,
+    revision: str,
+    problems: list[str],
+    problem_reason: str = "InvalidSpec",
+) -> list[Condition]:
+    """Ready / Progressing / Degraded for what was observed (no timestamps yet).
+
+    ``problems`` are reasons the desired state could not be applied (``problem_reason``:
+    ``InvalidSpec`` for a spec the schema let through, ``ApplyFailed`` for a child the API
+    server refused); they make the object Degraded whatever the children look like.
+    """
+    desired = replicas
+    dep = observed.deployment
+    troubles = pod_troubles(observed.pods, name)
+
+    if problems:
+        prefix = "invalid spec: " if problem_reason == "InvalidSpec" else ""
+        message = prefix + "; ".join(problems)
+        ready = _cond("Ready", "False", problem_reason, message)
+        if dep is not None and (dep.get("status") or {}).get("readyReplicas", 0):
+            ready = _cond(
+                "Ready",
+                "True",
+                problem_reason,
+                "the previous revision keeps serving; " + message,
+            )
+        return [
+            ready,
+            _cond(
+                "Progressing", "False", problem_reason, "nothing is rolled out until this is fixed"
+            ),
+            _cond("Degraded", "True", problem_reason, message),
+        ]
+
+    if dep is None:
+        return [
+            _cond("Ready", "False", "DeploymentMissing", f"Deployment {name} does not exist yet"),
+            _cond("Progressing", "True", "Creating", f"creating Deployment {name}"),
+            _cond("Degraded", "False", "AsExpected", ""),
+        ]
+
+    status = dep.get("status") or {}
+    dep_generation = dep.get("metadata", {}).get("generation", 0)
+    seen = status.get("observedGeneration", 0) >= dep_generation
+    dep_revision = (
+        dep.get("spec", {}).get("template", {}).get("metadata", {}).get("labels") or {}
+    ).get(LABEL_REVISION)
+    updated = int(status.get("updatedReplicas", 0) or 0)
+    ready_count = int(status.get("readyReplicas", 0) or 0)
+    available = int(status.get("availableReplicas", 0) or 0)
+    total = int(status.get("replicas", 0) or 0)
+    progress = _deployment_condition(dep, "Progressing") or {}
+    deadline = progress.get("reason") == "ProgressDeadlineExceeded"
+
+    settled = (
+        seen
+        and dep_revision == revision
+        and updated >= desired
+        and available >= desired
+        and total == updated
+    )
+
+    if troubles:
+        first = troubles[0]
+        more = f" (and {len(troubles) - 1} more)" if len(troubles) > 1 else ""
+        message = first.describe() + more
+        degraded = _cond("Degraded", "True", first.reason, message)
+    elif deadline:
+        degraded = _cond(
+            "Degraded",
+            "True",
+            "ProgressDeadlineExceeded",
+            progress.get("message") or f"Deployment {name} exceeded its progress deadline",
+        )
+    else:
+        degraded = _cond("Degraded", "False", "AsExpected", "")
+
+    if desired == 0:
+        ready = _cond("Ready", "False", "ScaledToZero", "replicas is 0: nothing serves requests")
+    elif troubles:
+        ready = _cond("Ready", "False", troubles[0].reason, degraded.message)
+    elif settled and ready_count >= desired:
+        ready = _cond("Ready", "True", "Available", f"{ready_count}/{desired} pods ready")
+    else:
+        ready = _cond(
+            "Ready",
+            "False",
+            "PodsNotReady",
+            f"{ready_count}/{desired} pods ready, {updated}/{desired} on revision {revision}",
+        )
+
+    if settled:
+        progressing = _cond(
+            "Progressing", "False", "Complete", f"revision {revision} is rolled out"
+        )
+    elif deadline:
+        progressing = _cond("Progressing", "False", "ProgressDeadlineExceeded", degraded.message)
+    else:
+        progressing = _cond(
+            "Progressing",
+            "True",
+            "RollingOut",
+            f"rolling out revision {revision}: {updated}/{desired} updated, {available} available",
+        )
+    return [ready, progressing, degraded]
+
+
+def merge_conditions(
+    old: list[Condition], new: list[Condition], *, now: str, generation: int
+) -> list[Condition]:
+    """Stamp ``lastTransitionTime`` (kept unless the status flipped) and the generation.
+
+    Conditions of other types (written by the rollout code) are kept untouched.
+    """
+    previous = {c.type: c for c in old}
+    merged: list[Condition] = []
+    for cond in new:
+        before = previous.get(cond.type)
+        stamp = (
+            before.last_transition_time
+            if before is not None and before.status == cond.status and before.last_transition_time
+            else now
+        )
+        merged.append(
+            cond.model_copy(
+                update={"last_transition_time": stamp, "observed_generation": generation}
+            )
+        )
+    ours = {c.type for c in new}
+    merged += [c for c in old if c.type not in ours]
+    return merged
+
+
+def compute_status(
+    meta: ObjectMeta,
+    old: ModelServiceStatus | None,
+    observed: Observed,
+    *,
+    replicas: int,
+    revision: str,
+    problems: list[str],
+    now: str,
+    problem_reason: str = "InvalidSpec",
+) -> ModelServiceStatus:
+    """The whole status block the operator owns, from the observation.
+
+    Takes the metadata and the previous status rather than a parsed ModelService so that
+    an object whose spec does not even parse still gets a truthful status.
+    """
+    old = old or ModelServiceStatus()
+    generation = meta.generation
+    conditions = merge_conditions(
+        old.conditions,
+        desired_conditions(
+            meta.name,
+            observed,
+            replicas=replicas,
+            revision=revision,
+            problems=problems,
+            problem_reason=problem_reason,
+        ),
+        now=now,
+        generation=generation,
+    )
+    dep = observed.deployment
+    dep_status = (dep or {}).get("status") or {}
+    template_labels = (dep or {}).get("spec", {}).get("template", {}).get("metadata", {}).get(
+        "labels"
+    ) or {}
+    return old.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": conditions,
+            "replicas": int(dep_status.get("replicas", 0) or 0),
+            "ready_replicas": int(dep_status.get("readyReplicas", 0) or 0),
+            "updated_replicas": int(dep_status.get("updatedReplicas", 0) or 0),
+            "selector": pod_selector(meta.name),
+            "url": service_url(meta.name, meta.namespace),
+            "revision": template_labels.get(LABEL_REVISION) or old.revision,
+            "model_version": template_labels.get(LABEL_VERSION) or old.model_version,
+        }
+    )
+
+
+def status_patch(status: ModelServiceStatus) -> JsonDict:
+    """A merge patch for ``/status`` that sets every field we own (null removes it)."""
+    body = status.model_dump(mode="json", by_alias=True)
+    body["conditions"] = [c.to_kube() for c in status.conditions]
+    owned = {
+        "observedGeneration",
+        "conditions",
+        "replicas",
+        "readyReplicas",
+        "updatedReplicas",
+        "selector",
+        "url",
+        "revision",
+        "modelVersion",
+    }
+    return {key: value for key, value in body.items() if key in owned}
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One Kubernetes Event to emit."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def transitions(old: ModelServiceStatus | None, new: ModelServiceStatus) -> list[Transition]:
+    """Events for every condition whose status or reason changed, and for a new revision."""
+    before = {c.type: c for c in (old.conditions if old else [])}
+    events: list[Transition] = []
+    for cond in new.conditions:
+        if cond.type not in CONDITION_TYPES:
+            continue
+        prev = before.get(cond.type)
+        if prev is not None and prev.status == cond.status and prev.reason == cond.reason:
+            continue
+        bad = (cond.type == "Degraded" and cond.status == "True") or (
+            cond.type == "Ready" and cond.status == "False" and prev is not None
+        )
+        text = f"{cond.type} is {cond.status} ({cond.reason})"
+        if cond.message:
+            text += f": {cond.message}"
+        events.append(Transition("Warning" if bad else "Normal", cond.reason or cond.type, text))
+    if new.revision and old is not None and old.revision and old.revision != new.revision:
+        events.append(
+            Transition(
+                "Normal",
+                "RevisionChanged",
+                f"revision {old.revision} -> {new.revision} (model version {new.model_version})",
+            )
+        )
+    return events
+
+
+def status_changed(old: ModelServiceStatus | None, new: ModelServiceStatus) -> bool:
+    if old is None:
+        return True
+    return status_patch(old) != status_patch(new)
