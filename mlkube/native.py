@@ -114,7 +114,8 @@ def beta_sample(alpha: float, beta: float, seed: int) -> float:
     """One draw via the C ``beta_sample`` compatibility call (same seed, same value)."""
     if not (np.isfinite(alpha) and np.isfinite(beta) and alpha > 0 and beta > 0):
         raise ValueError(f"alpha and beta must be finite and > 0, got alpha={alpha}, beta={beta}")
-    return float(load_library().beta_sample(float(alpha), float(beta), int(seed)))
+    signed = ((int(seed) + 2**63) % 2**64) - 2**63  # C long: any int, taken modulo 2^64
+    return float(load_library().beta_sample(float(alpha), float(beta), signed))
 
 
 def set_backend(name: str) -> None:

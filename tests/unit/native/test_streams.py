@@ -108,3 +108,4 @@ def test_beta_sample_compatibility_call() -> None:
     assert beta_sample(3.0, 4.0, 123) == beta_sample(3.0, 4.0, 123)
     assert beta_sample(3.0, 4.0, 123) != beta_sample(3.0, 4.0, 124)
     assert 0.0 < beta_sample(500.0, 5000.0, -9) < 1.0
+    assert beta_sample(2.0, 2.0, 2**64 - 1) == beta_sample(2.0, 2.0, -1)
