@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from mlkube.api.rollout import AutoscalingSpec, AutoscalingStatus, RolloutSpec, RolloutStatus
 from mlkube.api.schema import (
     CustomResource,
     Kube,
@@ -430,6 +431,11 @@ class ModelServiceSpec(KubeModel):
         default_factory=dict, json_schema_extra=kube(maxProperties=64)
     )
     """Extra pod annotations."""
+    rollout: RolloutSpec | None = None
+    """How a changed spec reaches users (canary with analysis, or rolling); without it a
+    change rolls out in place like a Deployment update."""
+    autoscaling: AutoscalingSpec | None = None
+    """Scale on in-flight requests (built in) or through an HPA; replaces `replicas`."""
 
 
 # ----------------------------------------------------------------------------- status
@@ -474,6 +480,10 @@ class ModelServiceStatus(KubeModel):
     """Hash of what the stable pods run."""
     model_version: str | None = None
     """Model version the stable pods serve."""
+    rollout: RolloutStatus | None = None
+    """Canary rollout: revisions, weight, analysis results, history."""
+    autoscaling: AutoscalingStatus | None = None
+    """Built-in autoscaler: desired replicas and why."""
 
 
 # ------------------------------------------------------------------------ whole object

@@ -17,7 +17,7 @@ import math
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -437,10 +437,15 @@ class MetricResult(_Status):
     name: str
     verdict: Verdict
     value: float | None = None
+    """Last value of the canary (successRate: share, latencyP99: ms); absent when there was no data."""
     stable_value: float | None = None
+    """Value of the stable revision, for metrics compared with it."""
     threshold: str = ""
+    """The bounds the value was judged against."""
     samples: int | None = None
+    """Requests the canary served in the window."""
     message: str = ""
+    """Why this verdict, as the Event said it."""
 
     @field_validator("value", "stable_value")
     @classmethod
@@ -465,21 +470,42 @@ class RolloutStatus(_Status):
     """``status.rollout``: everything the state machine needs to resume after a restart."""
 
     phase: RolloutPhase = RolloutPhase.SUCCEEDED
+    """Progressing, Promoting, Succeeded, RolledBack or Failed."""
     stable_revision: str | None = None
+    """Revision the stable Deployment runs."""
     stable_model_version: str = ""
+    """Model version of the stable revision."""
     canary_revision: str | None = None
+    """Revision under test, while a canary runs."""
     canary_model_version: str = ""
+    """Model version of the canary."""
     canary_weight: int = 0
+    """Target share of traffic for the canary, percent."""
     traffic_split: str = ""
+    """The split as realised (approximate when routed by replicas)."""
     failed_checks: int = 0
+    """Failed checks in this rollout (rolled back at failureThreshold)."""
     paused: bool = False
+    """Whether the rollout is held by spec.rollout.paused."""
     started_at: datetime | None = None
+    """When the current canary started."""
     last_progress_time: datetime | None = None
+    """When the canary last advanced (the progress deadline counts from here)."""
     last_check_time: datetime | None = None
+    """When the analysis last ran."""
     rolled_back_revision: str | None = None
+    """Revision that was rolled back; not retried until the spec changes."""
     message: str = ""
+    """What the rollout is doing or waiting for."""
     metrics: list[MetricResult] = Field(default_factory=list)
+    """Last result of each analysis metric."""
     history: list[HistoryEntry] = Field(default_factory=list)
+    """Recent revisions and their outcomes, newest last."""
+    stable_spec: dict[str, Any] | None = Field(
+        default=None, json_schema_extra=kube(preserve_unknown_fields=True)
+    )
+    """The spec the stable revision was built from: during a canary the stable Deployment
+    keeps running it (and is rebuilt from it if deleted) while spec already says the new."""
 
 
 class ScaleRecord(_Status):
@@ -492,11 +518,18 @@ class ScaleRecord(_Status):
 class AutoscalingStatus(_Status):
     """``status.autoscaling``: desired replicas, the reason for the last change, history."""
 
+    mode: str = ""
+    """builtin or hpa: what manages the replica count now."""
     desired_replicas: int | None = None
+    """Replicas the autoscaler wants (both tracks together)."""
     current_signal: float | None = None
+    """Load signal of the last tick (in-flight requests or the custom query)."""
     last_scale_time: datetime | None = None
+    """When the replica count last changed."""
     reason: str = ""
+    """Why the autoscaler chose the current count."""
     recommendations: list[ScaleRecord] = Field(default_factory=list)
+    """Recent recommendations: the stabilization windows look back over them."""
 
     @field_validator("current_signal")
     @classmethod

@@ -10,6 +10,7 @@ Everything else (has, matches, size, all, in, string()) is cel-python's own.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -42,10 +43,17 @@ def _is_quantity(text: Any) -> celtypes.BoolType:
     return celtypes.BoolType(True)
 
 
+def _is_sorted(items: Any) -> celtypes.BoolType:
+    """Kubernetes' lists library ``isSorted()`` (used by spec.rollout.steps)."""
+    values = list(items)
+    return celtypes.BoolType(all(a <= b for a, b in itertools.pairwise(values)))
+
+
 KUBERNETES_FUNCTIONS: dict[str, Any] = {
     "quantity": _quantity,
     "compareTo": _compare_to,
     "isQuantity": _is_quantity,
+    "isSorted": _is_sorted,
 }
 
 CelEval = Callable[[str, Any], bool]

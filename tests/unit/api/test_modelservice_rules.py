@@ -128,6 +128,38 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
             {"key": "k", "tolerationSeconds": 30},
         ],
     ),
+    # spec.rollout / spec.autoscaling (mlkube.api.rollout; tested in depth in tests/unit/rollout)
+    "use either steps or stepWeight": (
+        [{"steps": [10, 50]}, {}],
+        [{"steps": [10], "stepWeight": 10}],
+    ),
+    "steps must be strictly increasing": (
+        [{"steps": [5, 10]}, {}],
+        [{"steps": [10, 10]}, {"steps": [9, 3]}],
+    ),
+    "trafficRouting gatewayAPI needs": (
+        [{"trafficRouting": "replicas"}, {"trafficRouting": "gatewayAPI", "gatewayAPI": {}}],
+        [{"trafficRouting": "gatewayAPI"}],
+    ),
+    "interval must be at least 10s": (
+        [{"interval": "10s"}, {"interval": "2m"}],
+        [{"interval": "5s"}],
+    ),
+    "compare needs min or max": ([{"max": 1.2}], [{"mode": "ratio"}]),
+    "a metric without a query": (
+        [{"name": "latencyP99"}, {"name": "x", "query": "q"}],
+        [{"name": "x"}],
+    ),
+    "a metric needs min, max or compare": ([{"name": "a", "max": 1}], [{"name": "a"}]),
+    "successRate is a share": (
+        [{"name": "successRate", "min": 0.99}],
+        [{"name": "successRate", "min": 99}],
+    ),
+    "minReplicas must not exceed maxReplicas": (
+        [{"minReplicas": 1, "maxReplicas": 2}],
+        [{"minReplicas": 3, "maxReplicas": 2}],
+    ),
+    "a custom query needs mode builtin": ([{"mode": "hpa"}], [{"mode": "hpa", "query": "sum(x)"}]),
 }
 
 
