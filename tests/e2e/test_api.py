@@ -1,0 +1,336 @@
+"""What a user meets at ``kubectl apply``, checked against a real API server.
+
+The CRDs in crds/ are applied exactly as the README tells users to; every example
+must be accepted, and each bad object must be refused by the API server's own
+schema and CEL evaluation with the message a person can act on. Defaults,
+printer columns and the scale subresource are the server's behaviour too, so
+they can only be proven here, not with kmock.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def modelservice(name: str, spec: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "mlkube.dev/v1alpha1",
+            "kind": "ModelService",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+def pytorchjob(name: str, spec: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "mlkube.dev/v1alpha1",
+            "kind": "PyTorchJob",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+MODEL = {"name": "ranker", "version": "v1"}
+
+
+def replica(replicas: int, container: str = "pytorch") -> dict[str, Any]:
+    return {
+        "replicas": replicas,
+        "template": {"spec": {"containers": [{"name": container, "image": "trainer:1"}]}},
+    }
+
+
+def test_crds_are_established_and_cover_both_kinds(cluster: Any, crds_installed: list[str]) -> None:
+    assert "modelservices.mlkube.dev" in crds_installed
+    assert "pytorchjobs.mlkube.dev" in crds_installed
+    for name in ("modelservices.mlkube.dev", "pytorchjobs.mlkube.dev"):
+        crd = cluster.kubectl_json("get", "crd", name)
+        conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+        assert conditions["Established"] == "True"
+        assert conditions["NamesAccepted"] == "True"
+    # short names and the category work through discovery, as users type them
+    out = cluster.kubectl("api-resources", "--api-group=mlkube.dev", "-o", "wide").stdout
+    assert "msvc" in out
+    assert "ptj" in out
+    cluster.kubectl("get", "mlkube", "--all-namespaces")
+
+
+def test_applying_the_crds_twice_changes_nothing(cluster: Any, crds_installed: list[str]) -> None:
+    """GitOps re-applies crds/ on every sync: it must be a no-op, not a new generation."""
+    before = {n: cluster.kubectl_json("get", "crd", n)["metadata"] for n in crds_installed}
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    for name in crds_installed:
+        after = cluster.kubectl_json("get", "crd", name)["metadata"]
+        assert after["resourceVersion"] == before[name]["resourceVersion"], name  # type: ignore[index]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_example_applies_cleanly(
+    cluster: Any, crds_installed: list[str], namespace: str, example: Path
+) -> None:
+    out = cluster.kubectl("-n", namespace, "apply", "--server-side", "-f", str(example))
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d]
+    assert out.stdout.count("serverside-applied") == len(docs)
+    for doc in docs:
+        got = cluster.kubectl_json("-n", namespace, "get", doc["kind"], doc["metadata"]["name"])
+        metadata = got["metadata"]
+        assert isinstance(metadata, dict)
+        assert metadata["uid"]
+        if doc["apiVersion"].startswith("mlkube.dev/"):
+            assert metadata["generation"] == 1
+
+
+BAD_MODELSERVICES: list[tuple[str, str, dict[str, Any], list[str]]] = [
+    (
+        "dns-1035-name",
+        "bad.name",
+        {"model": MODEL},
+        ["name must be a DNS-1035 label", "because it names the Service"],
+    ),
+    (
+        "name-too-long",
+        "a" * 57,
+        {"model": MODEL},
+        ["name must be at most 56 characters"],
+    ),
+    (
+        "model-required",
+        "no-model",
+        {"replicas": 1},
+        ["spec.model: Required value"],
+    ),
+    (
+        "format-enum",
+        "onnx",
+        {"model": {**MODEL, "format": "onnx"}},
+        ['spec.model.format: Unsupported value: "onnx"', '"bandit", "custom"'],
+    ),
+    (
+        "custom-needs-class",
+        "custom",
+        {"model": {**MODEL, "format": "custom"}},
+        ["spec.model.className: Required value", "format custom needs className"],
+    ),
+    (
+        "version-label-value",
+        "bad-version",
+        {"model": {**MODEL, "version": "v 1"}},
+        ["spec.model.version", "version must be a valid label value"],
+    ),
+    (
+        "redis-needs-secret",
+        "redis",
+        {"model": MODEL, "featureStore": {"type": "redis"}},
+        ["spec.featureStore.redis: Required value", "never written inline"],
+    ),
+    (
+        "reserved-env",
+        "env",
+        {"model": MODEL, "runtime": {"env": [{"name": "MLKUBE_PORT", "value": "9000"}]}},
+        ["spec.runtime.env", "env must not set the MLKUBE_* variables"],
+    ),
+    (
+        "limit-below-request",
+        "cpu",
+        {
+            "model": MODEL,
+            "runtime": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "500m"}}},
+        },
+        ["spec.runtime.resources.limits.cpu", "cpu limit must be at least the cpu request"],
+    ),
+    (
+        "negative-replicas",
+        "replicas",
+        {"model": MODEL, "replicas": -1},
+        ["spec.replicas", "should be greater than or equal to 0"],
+    ),
+    (
+        "negative-gpus",
+        "gpus",
+        {"model": MODEL, "gpu": {"count": -1}},
+        ["spec.gpu.count", "should be greater than or equal to 0"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "messages"),
+    [case[1:] for case in BAD_MODELSERVICES],
+    ids=[case[0] for case in BAD_MODELSERVICES],
+)
+def test_bad_modelservice_is_refused_with_a_clear_message(
+    cluster: Any,
+    crds_installed: list[str],
+    namespace: str,
+    name: str,
+    spec: dict[str, Any],
+    messages: list[str],
+) -> None:
+    proc = cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-",
+        stdin=modelservice(name, spec), check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0, proc.stdout
+    assert f'The ModelService "{name}" is invalid' in proc.stderr
+    for message in messages:
+        assert message in proc.stderr
+    listed = cluster.kubectl("-n", namespace, "get", "msvc", "-o", "name").stdout
+    assert listed.strip() == ""
+
+
+BAD_PYTORCHJOBS: list[tuple[str, str, dict[str, Any], list[str]]] = [
+    (
+        "two-masters",
+        "two-masters",
+        {"pytorchReplicaSpecs": {"Master": replica(2)}},
+        ["spec.pytorchReplicaSpecs", "there must be exactly 1 Master replica"],
+    ),
+    (
+        "container-name",
+        "container",
+        {"pytorchReplicaSpecs": {"Master": replica(1, container="main")}},
+        ["the pod template needs a container named 'pytorch'"],
+    ),
+    (
+        "replica-type",
+        "chief",
+        {"pytorchReplicaSpecs": {"Master": replica(1), "Chief": replica(1)}},
+        ["pytorchReplicaSpecs accepts only the replica types Master and Worker"],
+    ),
+    (
+        "no-replicas",
+        "empty",
+        {"pytorchReplicaSpecs": {}},
+        ["pytorchReplicaSpecs needs a Master or a Worker"],
+    ),
+    (
+        "elastic-bounds",
+        "elastic",
+        {
+            "elasticPolicy": {"minReplicas": 3, "maxReplicas": 2},
+            "pytorchReplicaSpecs": {"Worker": replica(2)},
+        },
+        ["spec.elasticPolicy", "minReplicas must not exceed elasticPolicy.maxReplicas"],
+    ),
+    (
+        "name-too-long",
+        "a" * 51,
+        {"pytorchReplicaSpecs": {"Master": replica(1)}},
+        ["the name must be at most 50 characters"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "messages"),
+    [case[1:] for case in BAD_PYTORCHJOBS],
+    ids=[case[0] for case in BAD_PYTORCHJOBS],
+)
+def test_bad_pytorchjob_is_refused_with_a_clear_message(
+    cluster: Any,
+    crds_installed: list[str],
+    namespace: str,
+    name: str,
+    spec: dict[str, Any],
+    messages: list[str],
+) -> None:
+    proc = cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-",
+        stdin=pytorchjob(name, spec), check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0, proc.stdout
+    assert f'The PyTorchJob "{name}" is invalid' in proc.stderr
+    for message in messages:
+        assert message in proc.stderr
+
+
+def test_schema_defaults_appear_on_created_objects(
+    cluster: Any, crds_installed: list[str], namespace: str
+) -> None:
+    spec = {
+        "model": MODEL,
+        "featureStore": {"type": "redis", "redis": {"urlSecretRef": {"name": "redis"}}},
+        "gpu": {"count": 1},
+        "runtime": {},
+    }
+    cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-", stdin=modelservice("d", spec)
+    )
+    got = cluster.kubectl_json("-n", namespace, "get", "msvc", "d")["spec"]
+    assert isinstance(got, dict)
+    assert got["model"]["format"] == "bandit"
+    assert got["replicas"] == 1
+    assert got["featureStore"]["redis"]["urlSecretRef"]["key"] == "url"
+    assert got["gpu"]["resourceName"] == "nvidia.com/gpu"
+    assert got["runtime"]["port"] == 8080
+
+    cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-",
+        stdin=pytorchjob("j", {"pytorchReplicaSpecs": {"Worker": replica(2)}}),
+    )  # fmt: skip
+    job = cluster.kubectl_json("-n", namespace, "get", "ptj", "j")["spec"]
+    assert isinstance(job, dict)
+    assert job["pytorchReplicaSpecs"]["Worker"]["restartPolicy"] == "OnFailure"
+
+
+def header(out: str) -> list[str]:
+    return out.splitlines()[0].split()
+
+
+def test_printer_columns(cluster: Any, crds_installed: list[str], namespace: str) -> None:
+    cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-",
+        stdin=modelservice("cols", {"model": MODEL}),
+    )  # fmt: skip
+    cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-",
+        stdin=pytorchjob("cols", {"pytorchReplicaSpecs": {"Master": replica(1)}}),
+    )  # fmt: skip
+    out = cluster.kubectl("-n", namespace, "get", "msvc").stdout
+    assert header(out) == ["NAME", "READY", "VERSION", "REPLICAS", "AGE"]
+    assert out.splitlines()[1].split()[0] == "cols"
+    wide = cluster.kubectl("-n", namespace, "get", "msvc", "-o", "wide").stdout
+    assert header(wide) == ["NAME", "READY", "VERSION", "REPLICAS", "AGE", "URL", "REVISION"]
+    jobs = cluster.kubectl("-n", namespace, "get", "ptj").stdout
+    assert header(jobs)[0] == "NAME"
+    assert "STATE" in header(jobs)
+    assert header(jobs)[-1] == "AGE"
+
+
+def test_kubectl_scale_goes_through_the_scale_subresource(
+    cluster: Any, crds_installed: list[str], namespace: str
+) -> None:
+    cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-",
+        stdin=modelservice("web", {"model": MODEL, "replicas": 1}),
+    )  # fmt: skip
+    out = cluster.kubectl("-n", namespace, "scale", "msvc/web", "--replicas", "3").stdout
+    assert "scaled" in out
+    ms = cluster.kubectl_json("-n", namespace, "get", "msvc", "web")
+    assert ms["spec"]["replicas"] == 3  # type: ignore[index]
+    assert ms["metadata"]["generation"] == 2  # type: ignore[index]
+    scale = json.loads(
+        cluster.kubectl(
+            "get", "--raw",
+            f"/apis/mlkube.dev/v1alpha1/namespaces/{namespace}/modelservices/web/scale",
+        ).stdout
+    )  # fmt: skip
+    assert scale["kind"] == "Scale"
+    assert scale["spec"]["replicas"] == 3
+    # the schema's bound holds on the scale path too
+    refused = cluster.kubectl("-n", namespace, "scale", "msvc/web", "--replicas", "-1", check=False)
+    assert refused.returncode != 0
