@@ -235,14 +235,18 @@ class RedisStore(FeatureStore):
     async def connect(self) -> None:
         import redis.asyncio as aioredis
 
-        self._client = aioredis.Redis.from_url(
+        # A blocking pool: under a burst of feedback, callers queue for one of the connections
+        # instead of failing with "too many connections" (which would trip the breaker).
+        pool = aioredis.BlockingConnectionPool.from_url(
             self._url,
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,
             decode_responses=False,
             retry_on_timeout=False,
-            max_connections=64,
+            max_connections=32,
+            timeout=max(2.0, 4 * self._timeout),
         )
+        self._client = aioredis.Redis(connection_pool=pool)
         self._script = self._client.register_script(FEEDBACK_SCRIPT)
 
     def _require(self) -> Any:
@@ -299,7 +303,7 @@ class RedisStore(FeatureStore):
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.aclose(close_connection_pool=True)
             self._client = None
 
 

@@ -1,0 +1,227 @@
+"""The real `mlkube serve` (master + workers) against a real redis-server.
+
+* Redis killed under load: predictions keep coming from the last snapshot, marked degraded;
+  feedback answers 503 + Retry-After; when Redis is back everything recovers by itself and no
+  acknowledged feedback is lost.
+* SIGTERM under load: readiness false at once, every accepted request is answered.
+* Feedback counts are exact with concurrent writers and retried idempotent requests.
+* /metrics sums over worker processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+pytestmark = pytest.mark.slow
+
+FEEDBACK = "/v1/models/bandit:feedback"
+PREDICT = "/v1/models/bandit:predict"
+
+
+def redis_env(redis_server: Any, **extra: str) -> dict[str, str]:
+    return {
+        "MLKUBE_FEATURE_STORE": "redis",
+        "MLKUBE_REDIS_URL": redis_server.url,
+        "MLKUBE_REFRESH_INTERVAL": "0.1",
+        "MLKUBE_MAX_STALENESS": "0.5",
+        **extra,
+    }
+
+
+def stored(redis_server: Any, item: str, segment: str = "default") -> tuple[float, float]:
+    r = redis_server.client()
+    s = r.hget(f"mlkube:bandit:seg:{segment}:s", item)
+    f = r.hget(f"mlkube:bandit:seg:{segment}:f", item)
+    return float(s or 0), float(f or 0)
+
+
+async def test_exact_counts_through_http_with_retries(redis_server: Any, serve: Any) -> None:
+    server = serve("--workers", "2", env=redis_env(redis_server))
+    acks = 0
+    async with aiohttp.ClientSession(
+        server.base, connector=aiohttp.TCPConnector(limit=32, force_close=True)
+    ) as session:
+
+        async def send(n: int) -> None:
+            nonlocal acks
+            body = orjson.dumps(
+                {"feedback": [{"item": "a", "reward": 1}, {"item": "b", "reward": 0.5}]}
+            )
+            # the original and two retries (one concurrent, one after) of the same request
+            headers = {"Idempotency-Key": f"client-7-{n}"}
+            replies = await asyncio.gather(
+                session.post(FEEDBACK, data=body, headers=headers),
+                session.post(FEEDBACK, data=body, headers=headers),
+            )
+            late = await session.post(FEEDBACK, data=body, headers=headers)
+            results = [await r.json() for r in [*replies, late]]
+            assert all(r.status == 200 for r in [*replies, late])
+            assert sorted(r["duplicate"] for r in results) == [False, True, True]
+            acks += 1
+
+        await asyncio.gather(*(send(n) for n in range(150)))
+    assert acks == 150
+    assert stored(redis_server, "a") == (150.0, 0.0)
+    assert stored(redis_server, "b") == (75.0, 75.0)
+
+
+async def test_redis_outage_degrades_then_recovers(redis_server: Any, serve: Any) -> None:
+    server = serve("--workers", "2", env=redis_env(redis_server, MLKUBE_GRACE_SECONDS="5"))
+    items = [f"item-{i}" for i in range(100)]
+    stats: Counter[str] = Counter()
+    acked = 0
+    stop = asyncio.Event()
+
+    async with aiohttp.ClientSession(server.base) as session:
+        fb = orjson.dumps({"feedback": [{"item": "item-1", "reward": 1}]})
+        for _ in range(20):
+            assert (await session.post(FEEDBACK, data=fb)).status == 200
+            acked += 1
+
+        async def predict_load() -> None:
+            body = orjson.dumps({"instances": items})
+            while not stop.is_set():
+                async with session.post(PREDICT, data=body) as resp:
+                    await resp.read()
+                    degraded = "Mlkube-Degraded" in resp.headers
+                    stats[f"{resp.status}{'-degraded' if degraded else ''}"] += 1
+
+        load = [asyncio.create_task(predict_load()) for _ in range(4)]
+        await asyncio.sleep(0.5)
+        redis_server.kill()
+        # Feedback is refused with 503 + Retry-After, never acknowledged.
+        for _ in range(100):
+            async with session.post(FEEDBACK, data=fb) as resp:
+                if resp.status == 503:
+                    assert int(resp.headers["Retry-After"]) >= 1
+                    assert (await resp.json())["error"].startswith("feature store:")
+                    break
+                assert resp.status == 200
+                acked += 1
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("feedback never answered 503 while Redis was down")
+        # Predictions go on, degraded, from the last snapshot.
+        deadline = time.monotonic() + 5
+        while stats["200-degraded"] < 20 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        assert stats["200-degraded"] >= 20
+        metrics = (await (await session.get("/metrics")).read()).decode()
+        assert 'mlkube_circuit_state{model="bandit",revision=""} 1.0' in metrics
+        assert "mlkube_degraded_responses_total" in metrics
+        assert "mlkube_feature_store_errors_total" in metrics
+        # Readiness stays true: the pod can still serve predictions.
+        assert (await session.get("/v2/health/ready")).status == 200
+
+        redis_server.start()  # same port, same AOF
+        deadline = time.monotonic() + 10
+        recovered = False
+        while time.monotonic() < deadline:
+            async with session.post(FEEDBACK, data=fb) as resp:
+                if resp.status == 200:
+                    acked += 1
+                    recovered = True
+                    break
+            await asyncio.sleep(0.1)
+        assert recovered, "feedback did not recover after Redis came back"
+        # Every worker closes its circuit by itself (after circuit_reset_timeout at most).
+        closed = 'mlkube_circuit_state{model="bandit",revision=""} 0.0'
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            metrics = (await (await session.get("/metrics")).read()).decode()
+            if closed in metrics:
+                break
+            await asyncio.sleep(0.1)
+        assert closed in metrics
+        await asyncio.sleep(0.3)  # a refresh interval or two: every snapshot is fresh again
+        stop.set()
+        await asyncio.gather(*load)
+        body = orjson.dumps({"instances": items})
+        for _ in range(20):  # fresh connections, so both workers answer some
+            async with aiohttp.ClientSession(server.base) as fresh:
+                resp = await fresh.post(PREDICT, data=body)
+                assert resp.status == 200
+                assert "Mlkube-Degraded" not in resp.headers
+
+    assert set(stats) <= {"200", "200-degraded"}, stats  # no 5xx for predictions, ever
+    assert stored(redis_server, "item-1") == (float(acked), 0.0)  # nothing acknowledged lost
+
+
+async def test_sigterm_under_load_drops_no_accepted_request(redis_server: Any, serve: Any) -> None:
+    server = serve(
+        "--workers",
+        "2",
+        env=redis_env(redis_server, MLKUBE_DRAIN_SECONDS="1.0", MLKUBE_GRACE_SECONDS="10"),
+    )
+    acked = 0
+    statuses: Counter[int] = Counter()
+    connection_errors = 0
+    stop = asyncio.Event()
+    sent_after_term = 0
+    term_at: float | None = None
+
+    async with aiohttp.ClientSession(server.base) as session:
+
+        async def client(c: int) -> None:
+            nonlocal acked, connection_errors, sent_after_term
+            n = 0
+            while not stop.is_set():
+                n += 1
+                body = orjson.dumps(
+                    {"feedback": [{"item": "x", "reward": 1}], "idempotency_key": f"{c}-{n}"}
+                )
+                try:
+                    async with session.post(FEEDBACK, data=body) as resp:
+                        await resp.read()
+                        statuses[resp.status] += 1
+                        if resp.status == 200:
+                            acked += 1
+                            if term_at is not None:
+                                sent_after_term += 1
+                except aiohttp.ClientError:
+                    connection_errors += 1
+                    await asyncio.sleep(0.01)
+
+        clients = [asyncio.create_task(client(c)) for c in range(16)]
+        await asyncio.sleep(1.0)
+        server.terminate()
+        term_at = time.monotonic()
+        await asyncio.sleep(0.2)
+        assert server.get("/v2/health/ready")[0] == 503  # readiness false while draining
+        rc = await asyncio.to_thread(server.wait, 30)
+        stop.set()
+        await asyncio.gather(*clients)
+
+    assert rc == 0, server.log()
+    assert set(statuses) == {200}, statuses  # no 5xx, no error answer
+    assert sent_after_term > 0  # requests kept being served during the drain period
+    # Every request the server applied was answered: Redis holds exactly the acknowledged ones.
+    assert stored(redis_server, "x") == (float(acked), 0.0)
+
+
+async def test_metrics_sum_over_workers(serve: Any) -> None:
+    server = serve("--workers", "2", env={"MLKUBE_REVISION": "rev1"})
+    body = orjson.dumps({"instances": ["a", "b", "c"]})
+    async with aiohttp.ClientSession(
+        server.base, connector=aiohttp.TCPConnector(force_close=True)
+    ) as session:
+        for _ in range(60):  # new connection each: SO_REUSEPORT spreads them over workers
+            assert (await session.post(PREDICT, data=body)).status == 200
+        text = (await (await session.get("/metrics")).read()).decode()
+    line = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('mlkube_requests_total{code="200",endpoint="predict"')
+    )
+    assert 'revision="rev1"' in line
+    assert float(line.split()[-1]) == 60.0
+    items = next(line for line in text.splitlines() if line.startswith("mlkube_items_scored_total"))
+    assert float(items.split()[-1]) == 180.0
+    assert "mlkube_inflight_requests" in text
