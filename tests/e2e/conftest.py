@@ -15,7 +15,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -94,9 +96,10 @@ def namespace(cluster: Any) -> str:
 class OperatorProcess:
     """``mlkube operator`` running as a child process, stopped by PID."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path, health_url: str) -> None:
         self.proc = proc
         self.log = log
+        self.health_url = health_url
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -106,6 +109,15 @@ class OperatorProcess:
             raise AssertionError(
                 f"mlkube operator exited with {self.proc.returncode}:\n{self.output()[-4000:]}"
             )
+
+    def healthy(self) -> bool:
+        """The operator's own liveness endpoint answers 200."""
+        self.assert_alive()
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
 
     def stop(self, grace: float = 15.0) -> None:
         if self.proc.poll() is None:
@@ -124,18 +136,30 @@ StartOperator = Callable[..., OperatorProcess]
 def start_operator(cluster: Any, tmp_path: Path) -> Iterator[StartOperator]:
     """Start ``mlkube operator`` subprocesses against the cluster; all stopped at test end.
 
-    Call it with ``kubeconfig=`` to run as another identity (the chart's service
-    account) and ``env=`` for extra settings.
+    ``namespaces`` limits what it watches (tests run side by side in one control
+    plane, each in its own namespace); ``kubeconfig`` runs it as another identity
+    (the chart's service account); ``reconcile_interval`` shortens the drift timer
+    so tests can watch several periodic reconciles in seconds. It returns once the
+    operator's liveness endpoint answers.
     """
     started: list[OperatorProcess] = []
 
-    def start(kubeconfig: Path | None = None, env: dict[str, str] | None = None) -> OperatorProcess:
+    def start(
+        namespaces: Sequence[str] = (),
+        kubeconfig: Path | None = None,
+        reconcile_interval: float = 60.0,
+        env: Mapping[str, str] | None = None,
+    ) -> OperatorProcess:
+        port = controlplane.free_port()
         op_env = cluster.env(
             {
                 "MLKUBE_LOG_FORMAT": "text",
                 "MLKUBE_LOG_LEVEL": "INFO",
-                "MLKUBE_WATCH_NAMESPACES": "",
+                "MLKUBE_WATCH_NAMESPACES": ",".join(namespaces),
                 "MLKUBE_PEERING": "",
+                "MLKUBE_HEALTH_HOST": "127.0.0.1",
+                "MLKUBE_HEALTH_PORT": str(port),
+                "MLKUBE_RECONCILE_INTERVAL": str(reconcile_interval),
                 "PYTHONUNBUFFERED": "1",
                 **(env or {}),
             }
@@ -153,8 +177,9 @@ def start_operator(cluster: Any, tmp_path: Path) -> Iterator[StartOperator]:
                 cwd=ROOT,
                 start_new_session=True,
             )
-        op = OperatorProcess(proc, log)
+        op = OperatorProcess(proc, log, f"http://127.0.0.1:{port}/healthz")
         started.append(op)
+        controlplane.wait_until(op.healthy, timeout=60, what="the operator's /healthz")
         return op
 
     try:
