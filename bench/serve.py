@@ -1,0 +1,381 @@
+"""Benchmark: `mlkube serve` under HTTP load, against a naive aiohttp server in the same run.
+
+Load: wrk (Debian package) in its own process, 32 connections, POST /v2/models/bandit/infer
+with 400 candidate items per request (drawn from 10,000 items that all have counts), for
+``--duration`` seconds per case after a short warm-up. Cases:
+
+* ``naive``: aiohttp + stdlib json + numpy ``Generator.beta``, one worker, counts in a dict
+  (what a first version of this server would look like), default asyncio loop;
+* ``mlkube memory``: `mlkube serve` with the in-process store;
+* ``mlkube redis``: `mlkube serve` with the Redis store (a real redis-server on loopback);
+* ``mlkube redis + batching``: the same with the dynamic batcher on (does it pay?).
+
+Per case: requests/s, items/s, latency p50/p99 (wrk's own histogram), non-2xx answers, and the
+server's CPU seconds per request (utime + stime of the server's processes from /proc, before
+and after). wrk and the server share the machine's cores; the load average is printed because
+the machine may be shared with other jobs.
+
+    python bench/serve.py                  # full run: 4 cases x 10 s
+    python bench/serve.py --duration 3     # quicker
+    python bench/serve.py --markdown       # also print rows for docs/benchmarks.md
+    python bench/serve.py --naive-server PORT   # (internal) run the naive baseline server
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+N_ITEMS = 10_000
+N_BODIES = 64
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --- the naive baseline ---------------------------------------------------------------------
+
+
+def naive_server(port: int) -> None:
+    """aiohttp + json + numpy: per-item Python lookups, stdlib JSON, one process."""
+    import numpy as np
+    from aiohttp import web
+
+    rng = np.random.default_rng()
+    counts: dict[str, tuple[float, float]] = {}
+    for i in range(N_ITEMS):
+        counts[f"item-{i}"] = (float(i % 50), float(i % 70))
+
+    async def infer(request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        items = body["inputs"][0]["data"]
+        alpha = np.array([1.0 + counts.get(item, (0.0, 0.0))[0] for item in items])
+        beta = np.array([1.0 + counts.get(item, (0.0, 0.0))[1] for item in items])
+        scores = rng.beta(alpha, beta)
+        order = np.argsort(-scores)
+        return web.json_response(
+            {
+                "model_name": "bandit",
+                "outputs": [
+                    {"name": "scores", "datatype": "FP64", "shape": [len(items)],
+                     "data": scores.tolist()},
+                    {"name": "ranking", "datatype": "BYTES", "shape": [len(items)],
+                     "data": [items[i] for i in order]},
+                ],
+            }
+        )  # fmt: skip
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"ready": True})
+
+    app = web.Application()
+    app.router.add_post("/v2/models/bandit/infer", infer)
+    app.router.add_get("/v2/health/ready", ready)
+    web.run_app(app, host="127.0.0.1", port=port, print=None)
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
+            if resp.status == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} never answered 200")
+
+
+@contextlib.contextmanager
+def redis_server(directory: Path) -> Iterator[str]:
+    port = free_port()
+    args = [
+        shutil.which("redis-server") or "redis-server",
+        "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", str(directory),
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=port)
+        for _ in range(100):
+            with contextlib.suppress(redis.ConnectionError):
+                client.ping()
+                break
+            time.sleep(0.05)
+        pipe = client.pipeline()
+        s = {f"item-{i}": float(i % 50) for i in range(N_ITEMS)}
+        f = {f"item-{i}": float(i % 70) for i in range(N_ITEMS)}
+        pipe.hset("mlkube:bandit:seg:default:s", mapping=s)
+        pipe.hset("mlkube:bandit:seg:default:f", mapping=f)
+        pipe.execute()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its children (workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    total = 0.0
+    for p in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+# --- load -----------------------------------------------------------------------------------
+
+
+def write_wrk_script(path: Path, items_per_request: int, seed: int = 1) -> None:
+    rnd = random.Random(seed)
+    bodies = []
+    for _ in range(N_BODIES):
+        items = [f"item-{rnd.randrange(N_ITEMS)}" for _ in range(items_per_request)]
+        body = {
+            "inputs": [
+                {"name": "items", "datatype": "BYTES", "shape": [len(items)], "data": items}
+            ],
+            "parameters": {"top_k": 10},
+        }
+        bodies.append(json.dumps(body, separators=(",", ":")))
+    lua = ["local bodies = {"]
+    lua += [f"  [==[{b}]==]," for b in bodies]
+    lua += [
+        "}",
+        "local i = 0",
+        'local headers = {["Content-Type"] = "application/json"}',
+        "request = function()",
+        "  i = i + 1",
+        '  return wrk.format("POST", "/v2/models/bandit/infer", headers, bodies[(i % #bodies) + 1])',
+        "end",
+    ]
+    path.write_text("\n".join(lua) + "\n")
+
+
+@dataclass
+class Result:
+    case: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    errors: int
+    cpu_seconds: float
+    items: int
+    load: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def items_per_s(self) -> float:
+        return self.rps * self.items
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return 1e6 * self.cpu_seconds / max(1, self.requests)
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def run_wrk(
+    port: int, script: Path, connections: int, duration: float, threads: int
+) -> dict[str, float]:
+    cmd = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
+        "--timeout", "5s", "-s", str(script), f"http://127.0.0.1:{port}",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    res: dict[str, float] = {"non_2xx": 0, "errors": 0}
+    m = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", out)
+    if not m:
+        raise RuntimeError(f"cannot parse wrk output:\n{out}")
+    res["requests"] = int(m.group(1))
+    secs = float(m.group(2))
+    res["seconds"] = secs / 1000 if m.group(3) == "ms" else secs * 60 if m.group(3) == "m" else secs
+    for pct in ("50", "99"):
+        pm = re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", out, re.M)
+        res[f"p{pct}"] = _ms(pm.group(1)) if pm else float("nan")
+    nm = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if nm:
+        res["non_2xx"] = int(nm.group(1))
+    em = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if em:
+        res["errors"] = sum(int(x) for x in em.groups())
+    return res
+
+
+def measure(
+    case: str,
+    proc: subprocess.Popen[bytes],
+    port: int,
+    script: Path,
+    args: argparse.Namespace,
+) -> Result:
+    run_wrk(port, script, args.connections, args.warmup, args.wrk_threads)
+    load = os.getloadavg()[0]
+    cpu0 = tree_cpu_seconds(proc.pid)
+    res = run_wrk(port, script, args.connections, args.duration, args.wrk_threads)
+    cpu = tree_cpu_seconds(proc.pid) - cpu0
+    return Result(
+        case,
+        int(res["requests"]),
+        res["seconds"],
+        res["p50"],
+        res["p99"],
+        int(res["non_2xx"]),
+        int(res["errors"]),
+        cpu,
+        args.items,
+        load,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per case (default 10)")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--items", type=int, default=400, help="candidate items per request")
+    p.add_argument("--workers", type=int, default=None, help="mlkube workers (default: cores)")
+    p.add_argument("--wrk-threads", type=int, default=1)
+    p.add_argument(
+        "--cases",
+        default="naive,memory,redis,redis-batching",
+        help="comma list of: naive, memory, redis, redis-batching",
+    )
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--naive-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.naive_server:
+        naive_server(args.naive_server)
+        return 0
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (make debs installs it)", file=sys.stderr)
+        return 2
+    workers = args.workers or len(os.sched_getaffinity(0))
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="mlkube-bench-") as tmp:
+        script = Path(tmp) / "infer.lua"
+        write_wrk_script(script, args.items)
+        base_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "PYTHONPATH": str(REPO),
+            "MLKUBE_WORKERS": str(workers),
+            "MLKUBE_HOST": "127.0.0.1",
+            "MLKUBE_MAX_ITEMS": str(max(10_000, args.items)),
+        }
+        with redis_server(Path(tmp)) as redis_url:
+            for case in cases:
+                port = free_port()
+                env = dict(base_env, MLKUBE_PORT=str(port))
+                if case == "naive":
+                    cmd = [sys.executable, __file__, "--naive-server", str(port)]
+                else:
+                    cmd = [sys.executable, "-m", "mlkube", "serve"]
+                    if case.startswith("redis"):
+                        env.update(MLKUBE_FEATURE_STORE="redis", MLKUBE_REDIS_URL=redis_url)
+                    if case.endswith("batching"):
+                        env.update(
+                            MLKUBE_BATCHING="true",
+                            MLKUBE_BATCH_MAX_SIZE="16",
+                            MLKUBE_BATCH_MAX_DELAY="0.0005",
+                        )
+                name = {
+                    "naive": "naive baseline (1 worker)",
+                    "memory": f"mlkube memory store ({workers} workers)",
+                    "redis": f"mlkube redis store ({workers} workers)",
+                    "redis-batching": f"mlkube redis + batching ({workers} workers)",
+                }[case]
+                with server(cmd, env, port) as proc:
+                    result = measure(name, proc, port, script, args)
+                results.append(result)
+                print(
+                    f"{name:42s} {result.rps:9.0f} req/s {result.items_per_s / 1e6:7.3f} M items/s"
+                    f"  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms"
+                    f"  cpu {result.cpu_us_per_request:6.0f} us/req  non-2xx {result.non_2xx}"
+                    f"  errors {result.errors}  load {result.load:.2f}",
+                    flush=True,
+                )
+    naive = next((r for r in results if r.case.startswith("naive")), None)
+    if naive is not None:
+        for r in results:
+            if r is not naive:
+                print(f"{r.case}: {r.rps / naive.rps:.1f}x the naive baseline's throughput")
+    if args.markdown:
+        print()
+        print("| case | req/s | items/s | p50 ms | p99 ms | server CPU us/req | vs naive | load |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in results:
+            ratio = f"{r.rps / naive.rps:.1f}x" if naive else "-"
+            print(
+                f"| {r.case} | {r.rps:,.0f} | {r.items_per_s:,.0f} | {r.p50_ms:.2f} |"
+                f" {r.p99_ms:.2f} | {r.cpu_us_per_request:,.0f} | {ratio} | {r.load:.2f} |"
+            )
+    bad = [r for r in results if r.non_2xx or r.errors]
+    if bad:
+        print("some requests failed: " + ", ".join(r.case for r in bad), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
