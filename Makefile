@@ -78,10 +78,21 @@ e2e-cluster: $(STAMP) e2e-build
 .PHONY: bench
 bench: $(DEBS_STAMP) native
 	$(BIN)/python bench/sampler.py
+	$(BIN)/python bench/serve.py
 
+# The serving runtime on the embedded default: the demo bandit model ("bandit") with the
+# in-process feature store, one worker, on 127.0.0.1:$(PORT). Ctrl-C stops it.
+PORT ?= 8080
 .PHONY: run
 run: $(STAMP) native
-	$(BIN)/python bench/sampler.py --demo
+	@echo "mlkube serve on http://127.0.0.1:$(PORT) (model 'bandit', in-process store). Try:"
+	@echo "  curl -s localhost:$(PORT)/v2/health/ready"
+	@echo "  curl -s localhost:$(PORT)/v2/models/bandit"
+	@echo "  curl -s -X POST localhost:$(PORT)/v2/models/bandit/infer -d '{\"inputs\":[{\"name\":\"items\",\"datatype\":\"BYTES\",\"shape\":[3],\"data\":[\"a\",\"b\",\"c\"]}],\"parameters\":{\"top_k\":2}}'"
+	@echo "  curl -s -X POST localhost:$(PORT)/v1/models/bandit:feedback -d '{\"feedback\":[{\"item\":\"b\",\"reward\":1},{\"item\":\"a\",\"reward\":0}]}'"
+	@echo "  curl -s -X POST localhost:$(PORT)/v1/models/bandit:predict -d '{\"instances\":[\"a\",\"b\",\"c\"]}'"
+	@echo "  curl -s localhost:$(PORT)/metrics | grep ^mlkube_"
+	MLKUBE_LOG_FORMAT=text $(BIN)/python -m mlkube serve --host 127.0.0.1 --port $(PORT) --workers 1
 
 .PHONY: clean
 clean:
