@@ -247,8 +247,18 @@ def etcd_args(etcd: Path, data: Path, client_port: int, peer_port: int) -> list[
     ]
 
 
+# Metadata-level audit of every request (who, verb, resource, response code) so
+# tests can prove that an identity was never refused anything (RBAC e2e).
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+"""
+
+
 def apiserver_args(
-    apiserver: Path, pki: Path, etcd_port: int, secure_port: int, audit_log: Path | None = None
+    apiserver: Path, pki: Path, etcd_port: int, secure_port: int, audit_dir: Path | None = None
 ) -> list[str]:
     """kube-apiserver with RBAC on, so the chart's ClusterRole is really enforced.
 
@@ -279,8 +289,14 @@ def apiserver_args(
         "--allow-privileged=true",
         "--v=0",
     ]
-    if audit_log is not None:
-        args.append(f"--audit-log-path={audit_log}")
+    if audit_dir is not None:
+        (audit_dir / "audit-policy.yaml").write_text(AUDIT_POLICY)
+        args += [
+            f"--audit-policy-file={audit_dir / 'audit-policy.yaml'}",
+            f"--audit-log-path={audit_dir / 'audit.log'}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+        ]
     return args
 
 
@@ -307,6 +323,19 @@ class ControlPlane:
     def token_kubeconfig(self, token: str) -> str:
         """A kubeconfig for this cluster that authenticates with ``token``."""
         return token_kubeconfig_text(self.server, self.ca_file, token)
+
+    def audit_events(self, username: str) -> list[dict[str, object]]:
+        """Audit events (metadata level) of requests ``username`` made, oldest first."""
+        events: list[dict[str, object]] = []
+        log = self.workdir / "audit.log"
+        if not log.exists():
+            return events
+        for line in log.read_text().splitlines():
+            event = json.loads(line)
+            user = event.get("user", {})
+            if isinstance(user, dict) and user.get("username") == username:
+                events.append(event)
+        return events
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment for a client of this cluster (kubectl, the operator)."""
@@ -361,7 +390,9 @@ class ControlPlane:
         self._wait_http(f"http://127.0.0.1:{etcd_port}/health", None, timeout, "etcd")
         self._spawn(
             "kube-apiserver",
-            apiserver_args(self.binaries["kube-apiserver"], pki, etcd_port, secure_port),
+            apiserver_args(
+                self.binaries["kube-apiserver"], pki, etcd_port, secure_port, self.workdir
+            ),
         )
         self.server = f"https://127.0.0.1:{secure_port}"
         self.kubeconfig = self.workdir / "kubeconfig"
