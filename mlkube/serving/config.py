@@ -177,6 +177,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "MLKUBE_FEATURE_STORE": ("feature_store", "kind"),
     "MLKUBE_REDIS_URL": ("feature_store", "redis_url"),
     "MLKUBE_REDIS_KEY_PREFIX": ("feature_store", "key_prefix"),
+    "MLKUBE_REDIS_TIMEOUT": ("feature_store", "timeout"),
     "MLKUBE_REFRESH_INTERVAL": ("feature_store", "refresh_interval"),
     "MLKUBE_MAX_STALENESS": ("feature_store", "max_staleness"),
     "MLKUBE_BANDIT_PRIOR_ALPHA": ("bandit", "prior_alpha"),

@@ -31,6 +31,8 @@ def redis_env(redis_server: Any, **extra: str) -> dict[str, str]:
         "MLKUBE_REDIS_URL": redis_server.url,
         "MLKUBE_REFRESH_INTERVAL": "0.1",
         "MLKUBE_MAX_STALENESS": "0.5",
+        # generous: the test machine is shared and may starve Redis of CPU for a while
+        "MLKUBE_REDIS_TIMEOUT": "3",
         **extra,
     }
 
