@@ -165,7 +165,8 @@ def _answer(state: ServerState, response: InferenceResponse, body: bytes) -> web
 def _routes(app: web.Application, state: ServerState) -> None:
     config = state.config
     max_body = config.server.max_body_bytes
-    max_items = config.bandit.max_items
+    # Elements per tensor: the bandit's item limit; for other models the body limit bounds it.
+    max_items = config.bandit.max_items if config.model.format == "bandit" else 1 << 26
     model_name, model_version = config.model.name, config.model.version
 
     async def live(request: web.Request) -> web.Response:

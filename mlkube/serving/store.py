@@ -21,6 +21,7 @@ and a retried request counts once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -347,6 +348,11 @@ class GuardedStore:
         start = time.perf_counter()
         try:
             result = await coro_fn(*args)
+        except asyncio.CancelledError:
+            # An abandoned call proves nothing; count it as a failure so that a cancelled
+            # half-open probe cannot leave the circuit waiting for a probe forever.
+            self.breaker.failure(time.monotonic())
+            raise
         except Exception as exc:
             if not _is_store_failure(exc):
                 self.breaker.success()  # the store answered; the request itself was bad
