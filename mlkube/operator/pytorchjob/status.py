@@ -476,13 +476,15 @@ def _running(p: _Pass, views: Sequence[PodView]) -> None:
                     p.out.force_delete.append(view.name)
             if still:
                 # #1982: not Succeeded while a Worker still runs; it is being stopped.
-                _event(
-                    p,
-                    "Normal",
-                    "StoppingWorkers",
-                    f"Master of {KIND} {job.name} succeeded; stopping {len(still)} "
-                    "Worker(s) still running",
-                )
+                stopping = [v for v in still if v.state is PodState.ACTIVE]
+                if stopping:
+                    _event(
+                        p,
+                        "Normal",
+                        "StoppingWorkers",
+                        f"Master of {KIND} {job.name} succeeded; stopping {len(stopping)} "
+                        "Worker(s) still running",
+                    )
                 p.out.wake_in(5)
                 return
             _finish(p, ConditionType.SUCCEEDED, f"{KIND} {job.name} is successfully completed.")

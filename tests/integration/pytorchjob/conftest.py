@@ -1,0 +1,205 @@
+"""The real mlkube operator (kopf, all its handlers) against kmock's Kubernetes emulator.
+
+kmock serves discovery, lists, watches, creates, merge-patches and deletes from memory; the
+test plays kubelet by patching pod phases and container exit codes, and reads back what
+the operator created, deleted and wrote into the job's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "pytorchjob"))
+
+from mlkube.operator.app import OperatorContext, run_operator
+from mlkube.operator.config import OperatorConfig
+
+NS = "ml"
+JOBS = "mlkube.dev/v1alpha1/pytorchjobs"
+PODS = "v1/pods"
+SERVICES = "v1/services"
+
+
+class Cluster:
+    """Test-side view of the emulated API: objects in, objects out, kubelet moves."""
+
+    def __init__(self, kmock: Any) -> None:
+        self.kmock = kmock
+
+    def _live(self, resource: str) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for (res, ns, name), obj in list(self.kmock.objects.items()):
+            if str(res.plural) == resource.rsplit("/", 1)[-1] and ns == NS and not obj.deleted:
+                out[name] = copy.deepcopy(dict(obj.raw))
+        return out
+
+    def pods(self) -> dict[str, dict[str, Any]]:
+        return self._live(PODS)
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        return self._live(SERVICES)
+
+    def job(self, name: str) -> dict[str, Any] | None:
+        return self._live(JOBS).get(name)
+
+    def state(self, name: str) -> str | None:
+        job = self.job(name)
+        conditions = ((job or {}).get("status") or {}).get("conditions") or []
+        return conditions[-1]["type"] if conditions else None
+
+    async def create_job(self, body: dict[str, Any]) -> None:
+        body = copy.deepcopy(body)
+        body["metadata"]["namespace"] = NS
+        body["metadata"].setdefault("uid", f"uid-{body['metadata']['name']}-{time.monotonic_ns()}")
+        body["metadata"].setdefault("resourceVersion", "1")  # kopf patches with a test on it
+        resp = await self.kmock.post(
+            f"/apis/mlkube.dev/v1alpha1/namespaces/{NS}/pytorchjobs", json=body
+        )
+        assert resp.status < 300, await resp.text()
+
+    async def patch_job(self, name: str, patch: dict[str, Any]) -> None:
+        resp = await self.kmock.patch(
+            f"/apis/mlkube.dev/v1alpha1/namespaces/{NS}/pytorchjobs/{name}",
+            json=patch,
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert resp.status < 300, await resp.text()
+
+    async def set_phase(self, pod: str, phase: str, exit_code: int | None = None) -> None:
+        """Play kubelet: move a pod to ``phase`` (with the pytorch container's exit code)."""
+        state: dict[str, Any] = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+        if exit_code is not None:
+            state = {
+                "terminated": {
+                    "exitCode": exit_code,
+                    "reason": "Completed" if exit_code == 0 else "Error",
+                }
+            }
+        status = {
+            "phase": phase,
+            "containerStatuses": [{"name": "pytorch", "restartCount": 0, "state": state}],
+        }
+        resp = await self.kmock.patch(
+            f"/api/v1/namespaces/{NS}/pods/{pod}/status",
+            json={"status": status},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert resp.status < 300, await resp.text()
+
+    async def delete(self, plural: str, name: str) -> None:
+        resp = await self.kmock.delete(f"/api/v1/namespaces/{NS}/{plural}/{name}")
+        assert resp.status < 300, await resp.text()
+
+    async def eventually(
+        self, check: Callable[[], bool], within: float = 10.0, what: str = ""
+    ) -> None:
+        deadline = time.monotonic() + within
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what or check}")
+            await asyncio.sleep(0.05)
+
+    def events(self, reason: str | None = None) -> list[dict[str, Any]]:
+        """Events posted so far (read from the request log: kmock ignores generateName)."""
+        out = []
+        for request in list(self.kmock):
+            if request.resource is None or str(request.resource.plural) != "events":
+                continue
+            if str(request.method.value).upper() != "POST" or not isinstance(request.data, dict):
+                continue
+            if reason is None or request.data.get("reason") == reason:
+                out.append(request.data)
+        return out
+
+
+def _kubeconfig(path: Path, url: str) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "kmock",
+                "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+                "users": [{"name": "kmock", "user": {"token": "test"}}],
+                "contexts": [
+                    {
+                        "name": "kmock",
+                        "context": {"cluster": "kmock", "user": "kmock", "namespace": NS},
+                    }
+                ],
+            }
+        )
+    )
+    return path
+
+
+Start = Callable[[], Awaitable[OperatorContext]]
+
+
+@pytest.fixture
+async def operator(
+    kmock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Start]:
+    """Start the real operator (``run_operator``) against kmock; stopped at teardown."""
+    kmock.resources[JOBS] = kmock.ResourceInfo(
+        kind="PyTorchJob",
+        singular="pytorchjob",
+        namespaced=True,
+        verbs={"list", "watch", "get", "create", "patch", "update", "delete"},
+        shortnames={"ptj"},
+        subresources={"status", "scale"},
+    )
+    for resource, kind in ((PODS, "Pod"), (SERVICES, "Service"), ("v1/events", "Event")):
+        kmock.resources[resource] = kmock.ResourceInfo(
+            kind=kind,
+            namespaced=True,
+            verbs={"list", "watch", "get", "create", "patch", "update", "delete"},
+            subresources={"status"} if kind == "Pod" else set(),
+        )
+    # kopf's backbone: it waits for these to be discoverable (cluster-wide, it lists neither).
+    kmock.resources["v1/namespaces"] = kmock.ResourceInfo(
+        kind="Namespace", namespaced=False, verbs={"list", "watch", "get"}
+    )
+    kmock.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
+        kind="CustomResourceDefinition", namespaced=False, verbs={"list", "watch", "get"}
+    )
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", str(kmock.url))))
+    running: list[tuple[threading.Thread, threading.Event]] = []
+
+    async def start() -> OperatorContext:
+        # Cluster-wide: kmock cannot parse the namespace list that a namespaced kopf reads.
+        config = OperatorConfig(namespaces=(), reconcile_interval=0.5, request_timeout=10.0)
+        ctx = OperatorContext(config)
+        stop, ready = threading.Event(), threading.Event()
+
+        def serve() -> None:
+            # kopf cancels every task created after it starts when it stops, so it gets a
+            # loop of its own (kopf's documented way to embed an operator).
+            asyncio.run(run_operator(ctx, stop_flag=stop, ready_flag=ready, liveness=False))
+
+        thread = threading.Thread(target=serve, name="mlkube-operator", daemon=True)
+        thread.start()
+        running.append((thread, stop))
+        assert await asyncio.to_thread(ready.wait, 10), "operator did not start"
+        return ctx
+
+    yield start
+    for thread, stop in running:
+        stop.set()
+        await asyncio.to_thread(thread.join, 15)
+        assert not thread.is_alive(), "operator did not stop"
+
+
+@pytest.fixture
+def cluster(kmock: Any) -> Cluster:
+    return Cluster(kmock)
