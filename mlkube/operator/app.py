@@ -27,7 +27,11 @@ from mlkube.operator.builders import BuildSettings
 from mlkube.operator.config import OperatorConfig
 from mlkube.operator.kube import KubeAPI
 
-HANDLER_MODULES = ("mlkube.operator.handlers", "mlkube.operator.pytorchjob.handlers")
+HANDLER_MODULES = (
+    "mlkube.operator.handlers",
+    "mlkube.operator.progressive",
+    "mlkube.operator.pytorchjob.handlers",
+)
 STATE_PREFIX = "mlkube.dev"
 FINALIZER = "mlkube.dev/finalizer"
 

@@ -32,6 +32,7 @@ from mlkube.api.modelservice import (
     ObjectMeta,
     spec_problems,
 )
+from mlkube.operator import progressive
 from mlkube.operator.builders import (
     LABEL_MANAGED_BY,
     LABEL_MODELSERVICE,
@@ -39,8 +40,10 @@ from mlkube.operator.builders import (
     pod_selector,
 )
 from mlkube.operator.kube import ApiError, KubeAPI
+from mlkube.operator.rollout import RolloutEvent
 from mlkube.operator.status import (
     Observed,
+    Transition,
     compute_status,
     status_changed,
     status_patch,
@@ -121,17 +124,24 @@ async def converge(
         problems = list(parsed.problems)
         problem_reason = "InvalidSpec"
         revision = (parsed.status.revision if parsed.status else None) or ""
+        replicas = parsed.replicas
+        rollout_plan: progressive.Plan | None = None
         try:
             if parsed.model is not None and not problems:
                 desired = desired_state(parsed.model, ctx.build)
-                revision = desired.revision
+                # The rollout decides which revision the stable Deployment runs and with how
+                # many pods (canary split, autoscaler); Ready is judged against that.
+                revision, replicas = progressive.current_targets(
+                    parsed.model, parsed.status, desired.revision
+                )
                 if apply:
-                    for obj in desired.objects:
+                    rollout_plan = await progressive.plan(ctx, parsed.model, desired, parsed.status)
+                    revision = rollout_plan.stable_revision
+                    replicas = rollout_plan.stable_replicas
+                    for obj in rollout_plan.objects:
                         await api.apply(obj)
-                    if desired.pdb is None:
-                        await api.delete_owned(
-                            "PodDisruptionBudget", namespace, name, parsed.meta.uid
-                        )
+                    for kind, child in rollout_plan.deletions:
+                        await api.delete_owned(kind, namespace, child, parsed.meta.uid)
             observed = await observe(api, namespace, name)
         except ApiError as exc:
             if exc.status >= 500 or exc.status == 429:
@@ -140,16 +150,21 @@ async def converge(
             problems = [f"the API server refused a child object: {exc}"]
             problem_reason = "ApplyFailed"
             observed = Observed(deployment=None)
+        now = now_iso()
         new = compute_status(
             parsed.meta,
             parsed.status,
             observed,
-            replicas=parsed.replicas,
+            replicas=replicas,
             revision=revision,
             problems=problems,
-            now=now_iso(),
+            now=now,
             problem_reason=problem_reason,
         )
+        if parsed.model is not None and not problems:
+            new = progressive.with_rollout(
+                new, parsed.status, rollout_plan, now=now, generation=parsed.meta.generation
+            )
         if not status_changed(parsed.status, new):
             return
         try:
@@ -158,7 +173,11 @@ async def converge(
             if exc.status == 404:
                 return
             raise kopf.TemporaryError(f"cannot write status: {exc}", delay=5) from exc
-        for event in transitions(parsed.status, new):
+        events: list[RolloutEvent | Transition] = [
+            *(rollout_plan.events if rollout_plan is not None else []),
+            *transitions(parsed.status, new),
+        ]
+        for event in events:
             kopf.event(
                 kopf.Body(cast(kopf.RawBody, body)),
                 type=event.type,

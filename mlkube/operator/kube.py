@@ -27,6 +27,8 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "Deployment": ("apps/v1", "deployments"),
     "Service": ("v1", "services"),
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
+    "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers"),
+    "HTTPRoute": ("gateway.networking.k8s.io/v1", "httproutes"),
     "Pod": ("v1", "pods"),
     "ModelService": ("mlkube.dev/v1alpha1", "modelservices"),
 }

@@ -320,6 +320,8 @@ def status_patch(status: ModelServiceStatus) -> JsonDict:
         "url",
         "revision",
         "modelVersion",
+        "rollout",
+        "autoscaling",
     }
     return {key: value for key, value in body.items() if key in owned}
 

@@ -1,4 +1,5 @@
-"""Fixtures for the rollout integration tests: a scripted Prometheus HTTP API on loopback.
+"""Fixtures for the rollout integration tests: a scripted Prometheus HTTP API on loopback,
+kmock's Kubernetes API emulator, the real operator in-process, and a clock the tests move.
 
 The mock answers ``/api/v1/query`` the way Prometheus does (``{"status": "success",
 "data": {"resultType": "vector", "result": [...]}}``, errors as ``{"status": "error"}``
@@ -10,11 +11,28 @@ exact text.  Every query received is recorded.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import itertools
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
 
+import kmock
+import kopf
 import pytest
 from aiohttp import web
+
+from mlkube.operator import progressive
+from mlkube.operator.app import OperatorContext, run_operator
+from mlkube.operator.config import OperatorConfig
+from mlkube.operator.kube import KubeAPI
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -87,3 +105,202 @@ async def prometheus() -> AsyncIterator[MockPrometheus]:
         yield mock
     finally:
         await runner.cleanup()
+
+
+# ------------------------------------------------------------------ Kubernetes (kmock)
+
+
+class ApiServerEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+    """kmock plus the bookkeeping a real API server does on writes (the same approach as
+    tests/integration/operator): names from ``generateName`` (kopf's Events), a changing
+    ``resourceVersion``, and ``generation`` bumped on spec changes."""
+
+    _counter = itertools.count(2)
+
+    async def _handle(self, request: Any) -> Any:
+        data = request.data
+        if request.resource is not None and isinstance(data, dict):
+            meta = data.setdefault("metadata", {})
+            version = str(next(self._counter))
+            if request.action == kmock.action.CREATE:
+                if not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = f"{meta['generateName']}{version}"
+                meta.setdefault("uid", f"uid-{version}")
+                meta.setdefault("generation", 1)
+                meta.setdefault("creationTimestamp", "2026-01-01T12:00:00Z")
+                meta["resourceVersion"] = version
+            elif request.action == kmock.action.UPDATE and request.name is not None:
+                meta["resourceVersion"] = version
+                key = (request.resource, request.namespace, request.name)
+                if "spec" in data and not request.subresource and key in self.objects:
+                    current = self.objects[key]
+                    if not current.deleted and current.get("spec") != _merged(
+                        current.get("spec"), data["spec"]
+                    ):
+                        generation = int(current.get("metadata", {}).get("generation", 1))
+                        meta["generation"] = generation + 1
+        return await super()._handle(request)
+
+
+def _merged(base: Any, patch: Any) -> Any:
+    """JSON merge patch (RFC 7386), to tell whether a patch changes the spec."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(base) if isinstance(base, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merged(out.get(key), value)
+    return out
+
+
+RESOURCES = {
+    "mlkube.dev/v1alpha1/modelservices": kmock.ResourceInfo(
+        kind="ModelService",
+        namespaced=True,
+        singular="modelservice",
+        shortnames={"msvc"},
+        categories={"mlkube"},
+        subresources={"status", "scale"},
+        verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
+    ),
+    "apps/v1/deployments": kmock.ResourceInfo(
+        kind="Deployment",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
+    "v1/services": kmock.ResourceInfo(
+        kind="Service", namespaced=True, verbs={"get", "list", "create", "patch", "delete"}
+    ),
+    "policy/v1/poddisruptionbudgets": kmock.ResourceInfo(
+        kind="PodDisruptionBudget",
+        namespaced=True,
+        verbs={"get", "list", "create", "patch", "delete"},
+    ),
+    "autoscaling/v2/horizontalpodautoscalers": kmock.ResourceInfo(
+        kind="HorizontalPodAutoscaler",
+        namespaced=True,
+        verbs={"get", "list", "create", "patch", "delete"},
+    ),
+    "gateway.networking.k8s.io/v1/httproutes": kmock.ResourceInfo(
+        kind="HTTPRoute", namespaced=True, verbs={"get", "list", "create", "patch", "delete"}
+    ),
+    "v1/pods": kmock.ResourceInfo(kind="Pod", namespaced=True, verbs={"get", "list", "watch"}),
+    # kopf waits for namespaces to be discoverable before it starts any watch.
+    "v1/namespaces": kmock.ResourceInfo(
+        kind="Namespace", namespaced=False, verbs={"list", "watch"}
+    ),
+    "v1/events": kmock.ResourceInfo(kind="Event", namespaced=True, verbs={"create", "list"}),
+}
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], limit: float = 15.0, what: str = ""
+) -> T:
+    """Poll until ``probe`` returns something truthy (reconciles are asynchronous)."""
+    deadline = time.monotonic() + limit
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or probe}; last: {last!r}")
+
+
+@pytest.fixture(name="eventually")
+def eventually_fixture() -> Callable[..., Awaitable[Any]]:
+    return eventually
+
+
+@pytest.fixture
+def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
+    return {**kmock_options, "cls": ApiServerEmulator}
+
+
+@pytest.fixture
+def cluster(kmock: Any) -> Any:
+    for key, info in RESOURCES.items():
+        kmock.resources[key] = info
+    return kmock
+
+
+@pytest.fixture
+async def api(cluster: Any) -> AsyncIterator[KubeAPI]:
+    client = KubeAPI(kopf.ConnectionInfo(server=str(cluster.url).rstrip("/")))
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def kubeconfig(cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "kubeconfig"
+    server = str(cluster.url).rstrip("/")
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+                "users": [{"name": "test", "user": {"token": "test-token"}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+                "current-context": "kmock",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class FakeClock:
+    """The operator's rollout clock; tests move it instead of waiting whole intervals."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(progressive, "clock", fake)
+    return fake
+
+
+@pytest.fixture
+async def operator(
+    kubeconfig: Path, prometheus: MockPrometheus, clock: FakeClock
+) -> AsyncIterator[None]:
+    """The real operator (kopf, our handlers) in this event loop, ticking every 0.2s."""
+    config = OperatorConfig(
+        default_image="ghcr.io/mlkube/mlkube:test",
+        reconcile_interval=0.2,
+        prometheus_url=prometheus.url,
+        health_host="127.0.0.1",
+        health_port=free_port(),
+        watch_server_timeout=30,
+        watch_client_timeout=40.0,
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        run_operator(OperatorContext(config), stop_flag=stop, ready_flag=ready)
+    )
+    await asyncio.wait_for(ready.wait(), timeout=10)
+    yield
+    stop.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=15)
