@@ -17,6 +17,7 @@ import asyncio
 import importlib
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,10 +107,6 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
 def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
-    @kopf.on.startup(registry=registry)
-    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        configure_settings(settings, ctx.config)
-
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
@@ -151,14 +148,20 @@ def configure_logging(config: OperatorConfig) -> None:
 async def run_operator(
     ctx: OperatorContext,
     *,
-    stop_flag: asyncio.Event | None = None,
-    ready_flag: asyncio.Event | None = None,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
     liveness: bool = True,
+    settings_hook: Callable[[kopf.OperatorSettings], None] | None = None,
 ) -> None:
-    """Run until ``stop_flag`` is set or a signal arrives."""
+    """Run until ``stop_flag`` is set or a signal arrives.
+
+    ``settings_hook`` may adjust kopf's settings after ours (tests shorten idle timeouts).
+    """
     config = ctx.config
     settings = kopf.OperatorSettings()
     configure_settings(settings, config)
+    if settings_hook is not None:
+        settings_hook(settings)
     await kopf.operator(
         registry=build_registry(ctx),
         settings=settings,

@@ -336,22 +336,49 @@ class Transition:
 
 
 def transitions(old: ModelServiceStatus | None, new: ModelServiceStatus) -> list[Transition]:
-    """Events for every condition whose status or reason changed, and for a new revision."""
+    """One Event per state change a person cares about, with a reason they can filter on.
+
+    * ``Degraded`` turning True (or changing its cause) is a Warning named after the cause
+      (``InvalidSpec``, ``CrashLoopBackOff``, ``ProgressDeadlineExceeded``...); turning
+      False is ``Recovered``.
+    * ``Ready`` turning True is ``Ready``; turning False is ``NotReady`` (a Warning unless
+      the object is new, where not being ready yet is expected).
+    * ``Progressing`` turning True is ``Progressing``; finishing is ``RolloutComplete``.
+    * A new stable revision is ``RevisionChanged``.
+    """
     before = {c.type: c for c in (old.conditions if old else [])}
+    after = {c.type: c for c in new.conditions}
     events: list[Transition] = []
-    for cond in new.conditions:
-        if cond.type not in CONDITION_TYPES:
-            continue
-        prev = before.get(cond.type)
-        if prev is not None and prev.status == cond.status and prev.reason == cond.reason:
-            continue
-        bad = (cond.type == "Degraded" and cond.status == "True") or (
-            cond.type == "Ready" and cond.status == "False" and prev is not None
-        )
-        text = f"{cond.type} is {cond.status} ({cond.reason})"
-        if cond.message:
-            text += f": {cond.message}"
-        events.append(Transition("Warning" if bad else "Normal", cond.reason or cond.type, text))
+
+    def changed(kind: str) -> bool:
+        prev, cur = before.get(kind), after.get(kind)
+        return cur is not None and (prev is None or prev.status != cur.status)
+
+    degraded = after.get("Degraded")
+    prev_degraded = before.get("Degraded")
+    if degraded is not None and degraded.status == "True":
+        if changed("Degraded") or (
+            prev_degraded is not None and prev_degraded.reason != degraded.reason
+        ):
+            events.append(Transition("Warning", degraded.reason, degraded.message))
+    elif degraded is not None and prev_degraded is not None and changed("Degraded"):
+        events.append(Transition("Normal", "Recovered", "no longer degraded"))
+
+    ready = after.get("Ready")
+    if ready is not None and changed("Ready"):
+        if ready.status == "True":
+            events.append(Transition("Normal", "Ready", ready.message or "ready"))
+        else:
+            kind: Literal["Normal", "Warning"] = "Warning" if "Ready" in before else "Normal"
+            events.append(Transition(kind, "NotReady", ready.message or ready.reason))
+
+    progressing = after.get("Progressing")
+    if progressing is not None and changed("Progressing"):
+        if progressing.status == "True":
+            events.append(Transition("Normal", "Progressing", progressing.message))
+        elif progressing.reason == "Complete":
+            events.append(Transition("Normal", "RolloutComplete", progressing.message))
+
     if new.revision and old is not None and old.revision and old.revision != new.revision:
         events.append(
             Transition(

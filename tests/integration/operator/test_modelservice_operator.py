@@ -1,0 +1,334 @@
+"""The ModelService controller end to end: kopf + our handlers + our API client, on kmock.
+
+Each test starts the real operator in-process (``run_operator``, the same coroutine
+``mlkube operator`` runs) with a 0.5 s drift timer, acts on the emulated API the way a user
+or a Kubernetes controller would, and waits for the observable outcome.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import aiohttp
+import pytest
+
+from mlkube.operator.kube import KubeAPI, collection_path, object_path
+
+pytestmark = [pytest.mark.slow]
+
+NS = "ml"
+MS_API = "mlkube.dev/v1alpha1"
+
+BASE: dict[str, Any] = {
+    "apiVersion": MS_API,
+    "kind": "ModelService",
+    "metadata": {
+        "name": "recs",
+        "namespace": NS,
+        "uid": "uid-recs",
+    },
+    "spec": {
+        "model": {"name": "ranker", "version": "v1"},
+        "replicas": 2,
+        "gpu": {"count": 1},
+    },
+}
+
+
+def manifest(name: str = "recs", **spec: Any) -> dict[str, Any]:
+    body = copy.deepcopy(BASE)
+    body["metadata"]["name"] = name
+    body["metadata"]["uid"] = f"uid-{name}"
+    body["spec"].update(spec)
+    return body
+
+
+async def create_ms(api: KubeAPI, body: dict[str, Any]) -> None:
+    await api.request("POST", collection_path(MS_API, "modelservices", NS), body=body)
+
+
+async def patch(
+    api: KubeAPI, kind_path: str, name: str, body: dict[str, Any], sub: str = ""
+) -> None:
+    api_version, plural = kind_path.rsplit("/", 1)
+    await api.request(
+        "PATCH",
+        object_path(api_version, plural, NS, name, sub),
+        body=body,
+        content_type="application/merge-patch+json",
+    )
+
+
+def condition(ms: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    for cond in ((ms or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == kind:
+            return dict(cond)
+    return {}
+
+
+def requests_for(cluster: Any, method: str, plural: str, name: str | None = None) -> list[Any]:
+    return [
+        r
+        for r in list(cluster)
+        if str(r.method.value if hasattr(r.method, "value") else r.method).upper() == method
+        and r.resource is not None
+        and r.resource.plural == plural
+        and (
+            name is None or r.name == name or (r.data or {}).get("metadata", {}).get("name") == name
+        )
+        and not r.subresource
+    ]
+
+
+async def events(api: KubeAPI) -> list[dict[str, Any]]:
+    result = await api.request("GET", collection_path("v1", "events", NS))
+    items: list[dict[str, Any]] = result.get("items") or []
+    return items
+
+
+async def make_deployment_ready(api: KubeAPI, name: str, replicas: int) -> None:
+    """What the Deployment controller would write once every pod is up."""
+    dep = await api.get("Deployment", NS, name)
+    assert dep is not None
+    status = {
+        "observedGeneration": dep["metadata"]["generation"],
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
+    }
+    await patch(api, "apps/v1/deployments", name, {"status": status}, sub="status")
+
+
+async def test_create_builds_every_child(
+    api: KubeAPI, cluster: Any, operator: Any, eventually: Any
+) -> None:
+    await create_ms(api, manifest())
+
+    dep = await eventually(lambda: api.get("Deployment", NS, "recs"), what="Deployment")
+    assert dep["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": MS_API,
+            "kind": "ModelService",
+            "name": "recs",
+            "uid": "uid-recs",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = dep["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/mlkube/mlkube:test"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"][
+        "tolerations"
+    ]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert pod["metadata"]["labels"]["mlkube.dev/track"] == "stable"
+
+    svc = await eventually(lambda: api.get("Service", NS, "recs"), what="Service")
+    assert svc["spec"]["selector"] == {"mlkube.dev/modelservice": "recs"}
+    pdb = await eventually(lambda: api.get("PodDisruptionBudget", NS, "recs"), what="PDB")
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+    # Applied with server-side apply as field manager mlkube.
+    applies = requests_for(cluster, "PATCH", "deployments", "recs")
+    assert applies
+    assert applies[0].params == {"fieldManager": "mlkube", "force": "true"}
+    assert applies[0].headers["Content-Type"] == "application/apply-patch+yaml"
+
+    ms = await eventually(
+        lambda: _with_condition(api, "recs", "Progressing", "True"), what="Progressing"
+    )
+    assert ms["status"]["url"] == "http://recs.ml.svc.cluster.local"
+    assert ms["status"]["observedGeneration"] == 1
+    assert ms["status"]["selector"] == "mlkube.dev/modelservice=recs"
+    assert condition(ms, "Ready")["status"] == "False"
+
+
+async def _with_condition(api: KubeAPI, name: str, kind: str, status: str) -> dict[str, Any] | None:
+    ms = await api.get("ModelService", NS, name)
+    return ms if condition(ms, kind).get("status") == status else None
+
+
+async def test_spec_change_updates_the_deployment_in_place(
+    api: KubeAPI, cluster: Any, operator: Any, eventually: Any
+) -> None:
+    await create_ms(api, manifest())
+    first = await eventually(lambda: api.get("Deployment", NS, "recs"), what="Deployment")
+    old_revision = first["metadata"]["labels"]["mlkube.dev/revision"]
+
+    await patch(
+        api,
+        f"{MS_API}/modelservices",
+        "recs",
+        {"spec": {"model": {"name": "ranker", "version": "v2"}}},
+    )
+
+    async def updated() -> dict[str, Any] | None:
+        dep = await api.get("Deployment", NS, "recs")
+        labels = (dep or {}).get("spec", {}).get("template", {}).get("metadata", {}).get("labels")
+        return dep if labels and labels["app.kubernetes.io/version"] == "v2" else None
+
+    dep = await eventually(updated, what="Deployment on v2")
+    env = {
+        e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["MLKUBE_MODEL_VERSION"] == "v2"
+    assert env["MLKUBE_REVISION"] != old_revision
+    # Patched, never deleted and re-created.
+    assert requests_for(cluster, "DELETE", "deployments") == []
+    assert len(requests_for(cluster, "POST", "deployments")) == 1
+
+
+async def test_deleted_children_come_back(
+    api: KubeAPI, cluster: Any, operator: Any, eventually: Any
+) -> None:
+    await create_ms(api, manifest())
+    await eventually(lambda: api.get("Service", NS, "recs"), what="Service")
+    await eventually(lambda: api.get("Deployment", NS, "recs"), what="Deployment")
+
+    await api.request("DELETE", object_path("v1", "services", NS, "recs"))
+    await api.request("DELETE", object_path("apps/v1", "deployments", NS, "recs"))
+    assert await api.get("Service", NS, "recs") is None
+
+    svc = await eventually(lambda: api.get("Service", NS, "recs"), what="Service back")
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+    await eventually(lambda: api.get("Deployment", NS, "recs"), what="Deployment back")
+
+
+async def test_children_status_becomes_modelservice_status(
+    api: KubeAPI, operator: Any, eventually: Any
+) -> None:
+    await create_ms(api, manifest())
+    dep = await eventually(lambda: api.get("Deployment", NS, "recs"), what="Deployment")
+    revision = dep["metadata"]["labels"]["mlkube.dev/revision"]
+
+    await make_deployment_ready(api, "recs", 2)
+    ms = await eventually(lambda: _with_condition(api, "recs", "Ready", "True"), what="Ready")
+    assert ms["status"]["readyReplicas"] == 2
+    assert ms["status"]["revision"] == revision
+    assert ms["status"]["modelVersion"] == "v1"
+    assert condition(ms, "Progressing")["reason"] == "Complete"
+    assert condition(ms, "Degraded")["status"] == "False"
+
+    # A pod starts crash-looping: not Ready, and the message says which pod and why.
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "recs-7d9f-abcde",
+            "namespace": NS,
+            "labels": {"mlkube.dev/modelservice": "recs", "mlkube.dev/track": "stable"},
+        },
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "model-server",
+                    "restartCount": 4,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+                }
+            ]
+        },
+    }
+    await api.request("POST", collection_path("v1", "pods", NS), body=pod)
+    ms = await eventually(lambda: _with_condition(api, "recs", "Ready", "False"), what="not Ready")
+    ready = condition(ms, "Ready")
+    assert ready["reason"] == "CrashLoopBackOff"
+    assert "recs-7d9f-abcde" in ready["message"]
+    assert "restarted 4 times" in ready["message"]
+    assert condition(ms, "Degraded")["status"] == "True"
+
+    async def warning_event() -> list[dict[str, Any]]:
+        return [e for e in await events(api) if e.get("reason") == "CrashLoopBackOff"]
+
+    found = await eventually(warning_event, what="CrashLoopBackOff event")
+    assert found[0]["type"] == "Warning"
+
+
+async def test_invalid_spec_degrades_and_the_operator_keeps_running(
+    api: KubeAPI, operator: Any, eventually: Any
+) -> None:
+    await create_ms(api, manifest("broken", featureStore={"type": "redis"}))
+    ms = await eventually(
+        lambda: _with_condition(api, "broken", "Degraded", "True"), what="Degraded"
+    )
+    degraded = condition(ms, "Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert "redis.urlSecretRef" in degraded["message"]
+    assert await api.get("Deployment", NS, "broken") is None
+
+    async def invalid_event() -> list[dict[str, Any]]:
+        return [e for e in await events(api) if e.get("reason") == "InvalidSpec"]
+
+    found = await eventually(invalid_event, what="InvalidSpec event")
+    assert found[0]["type"] == "Warning"
+    assert "redis.urlSecretRef" in found[0]["message"]
+
+    # Unparseable specs too (a type the schema would have refused).
+    await create_ms(api, manifest("garbled", replicas="many"))
+    ms = await eventually(
+        lambda: _with_condition(api, "garbled", "Degraded", "True"), what="Degraded"
+    )
+    assert "spec.replicas" in condition(ms, "Degraded")["message"]
+
+    # The operator is alive and still serves valid objects.
+    assert operator.alive
+    await create_ms(api, manifest("fine"))
+    await eventually(lambda: api.get("Deployment", NS, "fine"), what="Deployment of a valid one")
+
+    # Fixing the spec clears Degraded.
+    await patch(
+        api,
+        f"{MS_API}/modelservices",
+        "broken",
+        {"spec": {"featureStore": {"type": "memory"}}},
+    )
+    await eventually(lambda: api.get("Deployment", NS, "broken"), what="Deployment once fixed")
+    await eventually(lambda: _with_condition(api, "broken", "Degraded", "False"), what="healthy")
+
+
+async def test_restart_converges_without_duplicates(
+    api: KubeAPI, cluster: Any, operator: Any, eventually: Any
+) -> None:
+    await create_ms(api, manifest(replicas=1))
+    await eventually(lambda: api.get("Deployment", NS, "recs"), what="Deployment")
+    assert await api.get("PodDisruptionBudget", NS, "recs") is None  # one replica: no PDB
+
+    await operator.stop()
+    await patch(
+        api,
+        f"{MS_API}/modelservices",
+        "recs",
+        {"spec": {"replicas": 3}},
+    )
+    await operator.start()
+
+    async def scaled() -> dict[str, Any] | None:
+        dep = await api.get("Deployment", NS, "recs")
+        return dep if dep and dep["spec"]["replicas"] == 3 else None
+
+    await eventually(scaled, what="Deployment scaled to 3")
+    await eventually(lambda: api.get("PodDisruptionBudget", NS, "recs"), what="PDB")
+    deployments = await api.list("Deployment", NS, "mlkube.dev/modelservice=recs")
+    assert [d["metadata"]["name"] for d in deployments] == ["recs"]
+    assert len(requests_for(cluster, "POST", "deployments")) == 1
+    assert len(requests_for(cluster, "POST", "services")) == 1
+
+
+async def test_liveness_endpoint_answers(operator: Any, eventually: Any) -> None:
+    async def healthz() -> int | None:
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(operator.config.liveness_endpoint) as response,
+            ):
+                return response.status
+        except aiohttp.ClientConnectionError:
+            return None
+
+    assert await eventually(healthz, what="/healthz") == 200
