@@ -284,32 +284,51 @@ double betadist_rng_gamma(betadist_rng *rng, double shape) {
 
 /* ---------------------------------------------------------------- beta ---- */
 
-static inline double log_add(double a, double b) {
-    const double m = a > b ? a : b;
-    const double n = a > b ? b : a;
-    return m + log1p(exp(n - m));
+/* X / (X + Y) from l = log X - log Y: the logistic function, without overflow. */
+static inline double logistic(double l) {
+    if (l >= 0.0) return 1.0 / (1.0 + exp(-l));
+    const double e = exp(l);
+    return e / (1.0 + e);
 }
 
-/* Johnk's algorithm in log space, for a < 1 and b < 1. */
+/*
+ * Johnk's algorithm in log space, for a < 1 and b < 1.  log X = log(U) / a overflows to
+ * -inf for subnormal a, so everything is scaled by m = min(a, b): sx = m log X and
+ * sy = m log Y are finite, the acceptance test log(X + Y) <= 0 becomes
+ * max(sx, sy) + m log(1 + exp(-|log X - log Y|)) <= 0, and the result depends only on
+ * log X - log Y = (sx - sy) / m, which may be +-inf (giving exactly 1 or 0).
+ */
 static double beta_johnk(uint64_t s[4], double a, double b) {
+    const double m = a < b ? a : b;
+    const double ra = m / a, rb = m / b;
     for (;;) {
-        const double lx = log(open01(xoshiro_next(s))) / a;
-        const double ly = log(open01(xoshiro_next(s))) / b;
-        const double lsum = log_add(lx, ly);
-        if (lsum <= 0.0) return exp(lx - lsum);
+        const double sx = log(open01(xoshiro_next(s))) * ra;
+        const double sy = log(open01(xoshiro_next(s))) * rb;
+        const double diff = (sx - sy) / m;
+        const double top = sx > sy ? sx : sy;
+        if (top + m * log1p(exp(-fabs(diff))) <= 0.0) return logistic(diff);
     }
+}
+
+/* Ga / (Ga + Gb) for Gamma draws of shapes >= 1: halving first (exact: Gamma draws of such
+ * shapes are far above the subnormal range) keeps the sum finite up to DBL_MAX shapes. */
+static inline double gamma_ratio(double ga, double gb) {
+    const double ha = 0.5 * ga;
+    return ha / (ha + 0.5 * gb);
 }
 
 static double beta_scalar(uint64_t s[4], double a, double b) {
     if (a >= 1.0 && b >= 1.0) {
         const double ga = gamma_ge1(s, a);
         const double gb = gamma_ge1(s, b);
-        return ga / (ga + gb);
+        return gamma_ratio(ga, gb);
     }
     if (a < 1.0 && b < 1.0) return beta_johnk(s, a, b);
+    /* la or lb may be -inf (shape so small that U^(1/shape) underflows even in log);
+     * the other one is finite, so la - lb is +-inf or finite, never NaN. */
     const double la = log_gamma_draw(s, a);
     const double lb = log_gamma_draw(s, b);
-    return exp(la - log_add(la, lb));
+    return logistic(la - lb);
 }
 
 static void batch_scalar(uint64_t s[4], const double *alpha, const double *beta, double *out,
@@ -425,7 +444,9 @@ AVX2 static void batch_avx2(betadist_rng *rng, uint64_t s[4], const double *alph
         }
         const __m256d ga = gamma4(&l, s, a);
         const __m256d gb = gamma4(&l, s, b);
-        _mm256_storeu_pd(out + i, _mm256_div_pd(ga, _mm256_add_pd(ga, gb)));
+        const __m256d half = _mm256_set1_pd(0.5);
+        const __m256d ha = _mm256_mul_pd(half, ga);
+        _mm256_storeu_pd(out + i, _mm256_div_pd(ha, _mm256_fmadd_pd(half, gb, ha))); /* gamma_ratio */
     }
     batch_scalar(s, alpha + i, beta + i, out + i, n - i);
     _mm256_storeu_si256((__m256i *)rng->lane[0], l.s0);

@@ -235,6 +235,44 @@ static void test_batch_ranges(void) {
     betadist_set_backend(BETADIST_BACKEND_AUTO);
 }
 
+/* The whole valid range, subnormal to DBL_MAX: every draw is in [0, 1] and the call returns
+ * (Johnk with subnormal shapes once looped forever on NaN; huge shapes overflowed Ga + Gb). */
+static void test_extreme_parameters(void) {
+    const double params[] = {4.9406564584124654e-324, 1e-310, 1e-300, 1e-200, 1e-20, 0.5,
+                             1.0, 2.0, 1e300, 1e308, 1.7976931348623157e308};
+    const size_t np = sizeof params / sizeof params[0], n = 64;
+    double *alpha = alloc_doubles(n, 0), *beta = alloc_doubles(n, 0), *out = alloc_doubles(n, 0);
+    for (int be = 0; be < n_backends; be++) {
+        betadist_set_backend(backends[be]);
+        betadist_rng *rng = betadist_rng_create(31);
+        for (size_t i = 0; i < np; i++) {
+            for (size_t j = 0; j < np; j++) {
+                for (size_t k = 0; k < n; k++) {
+                    alpha[k] = params[i];
+                    beta[k] = params[j];
+                }
+                CHECK(betadist_sample_batch(rng, alpha, beta, out, n, NULL) == BETADIST_OK, "batch");
+                double lo = 2.0, hi = -1.0;
+                for (size_t k = 0; k < n; k++) {
+                    CHECK(out[k] >= 0.0 && out[k] <= 1.0, "Beta(%g, %g) gave %g", params[i], params[j], out[k]);
+                    lo = out[k] < lo ? out[k] : lo;
+                    hi = out[k] > hi ? out[k] : hi;
+                }
+                if (i == j && params[i] >= 1e300) CHECK(lo == 0.5 && hi == 0.5, "Beta(huge, huge) %g..%g", lo, hi);
+                if (i == j && params[i] <= 1e-300) CHECK(lo == 0.0 && hi == 1.0, "Beta(tiny, tiny) %g..%g", lo, hi);
+                if (params[i] <= 1e-20 && params[j] >= 1.0) CHECK(hi < 1e-100, "Beta(tiny, %g) max %g", params[j], hi);
+            }
+            const double g = betadist_rng_gamma(rng, params[i]);
+            CHECK(g >= 0.0 && isfinite(g), "gamma(%g) gave %g", params[i], g);
+        }
+        betadist_rng_free(rng);
+    }
+    betadist_set_backend(BETADIST_BACKEND_AUTO);
+    free(alpha);
+    free(beta);
+    free(out);
+}
+
 /* Mean and variance of large batches on both backends. */
 static void test_moments(void) {
     const double pairs[][2] = {{1.0, 1.0}, {2.0, 5.0}, {500.0, 5000.0}, {0.5, 0.5}, {0.2, 40.0}, {1.0, 1e5}};
@@ -306,6 +344,7 @@ int main(void) {
     test_normal_and_gamma();
     test_invalid();
     test_batch_ranges();
+    test_extreme_parameters();
     test_moments();
     test_squeeze_bound();
     test_beta_sample();

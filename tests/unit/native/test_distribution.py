@@ -115,3 +115,18 @@ def test_bandit_parameters_all_distinct(backend: str) -> None:
     x = BetaSampler(5).sample(alpha, beta)
     pit = stats.beta.cdf(x, alpha, beta)
     assert stats.kstest(pit, "uniform").pvalue > 1e-3
+
+
+EXTREMES = [5e-324, 1e-300, 1e-20, 0.5, 1.0, 1e300, np.finfo(np.float64).max]
+
+
+@pytest.mark.parametrize("a", EXTREMES)
+@pytest.mark.parametrize("b", EXTREMES)
+def test_whole_parameter_range_stays_in_unit_interval(backend: str, a: float, b: float) -> None:
+    """Subnormal to DBL_MAX shapes are valid input: draws stay in [0, 1], never NaN."""
+    x = BetaSampler(8).sample(np.full(33, a), np.full(33, b))
+    assert np.all((x >= 0.0) & (x <= 1.0)), x
+    if a == b and a >= 1e300:
+        assert np.all(x == 0.5)  # the spread, ~1e-150, is below double precision
+    if a == b and a <= 1e-300:
+        assert set(np.unique(x)) == {0.0, 1.0}  # Beta(eps, eps) tends to Bernoulli(1/2)
