@@ -110,6 +110,17 @@ static void test_split_and_jump(void) {
     betadist_rng_free(n);
 }
 
+/* The ziggurat is exact only if its 256 layers have equal areas (the top layer closes the
+ * recursion from r = 3.654..., so it checks the constant too). */
+static void test_ziggurat_layers(void) {
+    const double base = zig_w[0] * 0x1.0p52 * zig_f1[0];
+    for (int i = 1; i < ZIG_LAYERS; i++) {
+        const double area = zig_w[i] * 0x1.0p52 * (zig_f1[i] - zig_f0[i]);
+        CHECK(fabs(area / base - 1.0) < 1e-12, "layer %d area %.17g, base %.17g", i, area, base);
+        CHECK(zig_f0[i] < zig_f1[i] && zig_k[i] < 0x1.0p52, "layer %d ordering", i);
+    }
+}
+
 static void test_normal_and_gamma(void) {
     betadist_rng *rng = betadist_rng_create(11);
     const int n = 400000;
@@ -341,6 +352,7 @@ int main(void) {
     setup_backends();
     test_seeding();
     test_split_and_jump();
+    test_ziggurat_layers();
     test_normal_and_gamma();
     test_invalid();
     test_batch_ranges();
