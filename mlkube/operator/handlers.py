@@ -89,7 +89,7 @@ def parse(body: JsonDict) -> Parsed:
     try:
         model = ModelService.model_validate(body)
     except ValidationError as exc:
-        return Parsed(meta, status, None, [f"spec.{p}" for p in _format_error(exc)], replicas)
+        return Parsed(meta, status, None, _format_error(exc), replicas)
     return Parsed(meta, status, model, spec_problems(model.spec), model.spec.replicas)
 
 

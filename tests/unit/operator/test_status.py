@@ -1,0 +1,352 @@
+"""Pure status computation: conditions, counts and Events from observed children."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mlkube.api.modelservice import Condition, ModelServiceStatus, ObjectMeta
+from mlkube.operator.status import (
+    Observed,
+    compute_status,
+    desired_conditions,
+    merge_conditions,
+    pod_troubles,
+    status_changed,
+    status_patch,
+    transitions,
+)
+
+META = ObjectMeta(name="recs", namespace="ml", uid="u", generation=4)
+REV = "abc1234567"
+
+
+def deployment(
+    *,
+    replicas: int = 2,
+    ready: int = 2,
+    updated: int = 2,
+    available: int | None = None,
+    generation: int = 5,
+    observed: int = 5,
+    revision: str = REV,
+    version: str = "v1",
+    conditions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "recs", "generation": generation},
+        "spec": {
+            "template": {
+                "metadata": {
+                    "labels": {
+                        "mlkube.dev/revision": revision,
+                        "app.kubernetes.io/version": version,
+                    }
+                }
+            }
+        },
+        "status": {
+            "observedGeneration": observed,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "updatedReplicas": updated,
+            "availableReplicas": ready if available is None else available,
+            "conditions": conditions or [],
+        },
+    }
+
+
+def pod(name: str, reason: str | None, restarts: int = 0, owner: str = "recs") -> dict[str, Any]:
+    state: dict[str, Any] = {"waiting": {"reason": reason}} if reason else {"running": {}}
+    return {
+        "metadata": {"name": name, "labels": {"mlkube.dev/modelservice": owner}},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "model-server",
+                    "restartCount": restarts,
+                    "state": state,
+                    "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+                }
+            ]
+        },
+    }
+
+
+def conds(
+    observed: Observed, replicas: int = 2, problems: list[str] | None = None
+) -> dict[str, Condition]:
+    out = desired_conditions(
+        "recs", observed, replicas=replicas, revision=REV, problems=problems or []
+    )
+    return {c.type: c for c in out}
+
+
+def test_all_pods_ready_on_the_current_revision_is_ready() -> None:
+    c = conds(Observed(deployment()))
+    assert (c["Ready"].status, c["Ready"].reason) == ("True", "Available")
+    assert (c["Progressing"].status, c["Progressing"].reason) == ("False", "Complete")
+    assert c["Degraded"].status == "False"
+
+
+def test_missing_deployment() -> None:
+    c = conds(Observed(None))
+    assert (c["Ready"].status, c["Ready"].reason) == ("False", "DeploymentMissing")
+    assert c["Progressing"].status == "True"
+
+
+@pytest.mark.parametrize(
+    "dep",
+    [
+        deployment(observed=4),  # controller has not seen the new template yet
+        deployment(revision="old0000000"),  # template still on the old revision
+        deployment(updated=1, replicas=3),  # old pods still around
+        deployment(ready=1),  # not every pod ready
+    ],
+    ids=["unobserved", "old-revision", "surge", "not-ready"],
+)
+def test_rollout_in_progress_is_not_ready(dep: dict[str, Any]) -> None:
+    c = conds(Observed(dep))
+    assert c["Ready"].status == "False"
+    assert c["Progressing"].status == "True"
+    assert c["Progressing"].reason == "RollingOut"
+    assert c["Degraded"].status == "False"
+
+
+def test_crash_loop_is_not_ready_and_says_why() -> None:
+    pods = [pod("recs-a", None), pod("recs-b", "CrashLoopBackOff", restarts=6)]
+    c = conds(Observed(deployment(ready=1), pods))
+    assert c["Ready"].status == "False"
+    assert c["Ready"].reason == "CrashLoopBackOff"
+    assert c["Degraded"].status == "True"
+    assert c["Degraded"].message == (
+        "pod recs-b container model-server is in CrashLoopBackOff (restarted 6 times): "
+        "last exit code 137 (OOMKilled)"
+    )
+
+
+def test_crash_loop_is_reported_even_when_counts_look_fine() -> None:
+    c = conds(Observed(deployment(), [pod("recs-b", "CrashLoopBackOff", restarts=1)]))
+    assert c["Ready"].status == "False"
+
+
+def test_image_pull_errors_and_several_pods() -> None:
+    pods = [
+        pod("recs-b", "ImagePullBackOff"),
+        pod("recs-a", "ErrImagePull"),
+        pod("x", "CrashLoopBackOff", owner="other"),
+    ]
+    troubles = pod_troubles(pods, "recs")
+    assert [t.pod for t in troubles] == ["recs-a", "recs-b"]
+    c = conds(Observed(deployment(ready=0), pods))
+    assert c["Degraded"].reason == "ErrImagePull"
+    assert c["Degraded"].message.endswith("(and 1 more)")
+
+
+def test_waiting_for_a_normal_reason_is_not_trouble() -> None:
+    assert pod_troubles([pod("recs-a", "ContainerCreating")], "recs") == []
+
+
+def test_progress_deadline_exceeded_is_degraded() -> None:
+    dep = deployment(
+        ready=1,
+        updated=1,
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": "ReplicaSet recs-x has timed out progressing.",
+            }
+        ],
+    )
+    c = conds(Observed(dep))
+    assert c["Degraded"].reason == "ProgressDeadlineExceeded"
+    assert c["Degraded"].message == "ReplicaSet recs-x has timed out progressing."
+    assert c["Progressing"].status == "False"
+
+
+def test_scaled_to_zero() -> None:
+    c = conds(Observed(deployment(replicas=0, ready=0, updated=0)), replicas=0)
+    assert (c["Ready"].status, c["Ready"].reason) == ("False", "ScaledToZero")
+
+
+def test_invalid_spec_is_degraded_and_keeps_the_old_revision_serving() -> None:
+    c = conds(
+        Observed(deployment()), problems=["featureStore: type redis needs redis.urlSecretRef"]
+    )
+    assert (c["Degraded"].status, c["Degraded"].reason) == ("True", "InvalidSpec")
+    assert (
+        c["Degraded"].message == "invalid spec: featureStore: type redis needs redis.urlSecretRef"
+    )
+    assert c["Ready"].status == "True"  # the previous pods still serve
+    assert c["Progressing"].status == "False"
+    c = conds(Observed(None), problems=["x"])
+    assert c["Ready"].status == "False"
+
+
+def test_apply_failures_have_their_own_reason() -> None:
+    out = desired_conditions(
+        "recs",
+        Observed(None),
+        replicas=1,
+        revision=REV,
+        problems=["quota exceeded"],
+        problem_reason="ApplyFailed",
+    )
+    degraded = next(c for c in out if c.type == "Degraded")
+    assert (degraded.reason, degraded.message) == ("ApplyFailed", "quota exceeded")
+
+
+def test_transition_time_changes_only_when_status_flips() -> None:
+    old = [
+        Condition(type="Ready", status="False", reason="PodsNotReady", last_transition_time="t0"),
+        Condition(type="Rollout", status="True", reason="Canary", last_transition_time="t0"),
+    ]
+    same = [Condition(type="Ready", status="False", reason="CrashLoopBackOff")]
+    merged = merge_conditions(old, same, now="t1", generation=4)
+    assert merged[0].last_transition_time == "t0"
+    assert merged[0].reason == "CrashLoopBackOff"
+    assert merged[0].observed_generation == 4
+    assert merged[1].type == "Rollout"  # other writers' conditions survive
+    flipped = merge_conditions(
+        old, [Condition(type="Ready", status="True", reason="Available")], now="t1", generation=4
+    )
+    assert flipped[0].last_transition_time == "t1"
+
+
+def test_compute_status_fields() -> None:
+    status = compute_status(
+        META,
+        None,
+        Observed(deployment(version="v3")),
+        replicas=2,
+        revision=REV,
+        problems=[],
+        now="t",
+    )
+    assert status.observed_generation == 4
+    assert status.replicas == 2
+    assert status.ready_replicas == 2
+    assert status.updated_replicas == 2
+    assert status.selector == "mlkube.dev/modelservice=recs"
+    assert status.url == "http://recs.ml.svc.cluster.local"
+    assert status.revision == REV
+    assert status.model_version == "v3"
+    assert [c.type for c in status.conditions] == ["Ready", "Progressing", "Degraded"]
+
+
+def test_recomputing_the_same_observation_changes_nothing() -> None:
+    observed = Observed(deployment())
+    first = compute_status(META, None, observed, replicas=2, revision=REV, problems=[], now="t1")
+    second = compute_status(META, first, observed, replicas=2, revision=REV, problems=[], now="t2")
+    assert not status_changed(first, second)
+    assert status_changed(None, first)
+    third = compute_status(
+        META, second, Observed(deployment(ready=1)), replicas=2, revision=REV, problems=[], now="t3"
+    )
+    assert status_changed(second, third)
+
+
+def test_status_patch_has_only_our_fields_and_nulls_to_clear() -> None:
+    status = ModelServiceStatus(observed_generation=1)
+    patch = status_patch(status)
+    assert patch["observedGeneration"] == 1
+    assert patch["url"] is None  # merge patch: null removes a stale value
+    assert patch["conditions"] == []
+    assert set(patch) <= {
+        "observedGeneration",
+        "conditions",
+        "replicas",
+        "readyReplicas",
+        "updatedReplicas",
+        "selector",
+        "url",
+        "revision",
+        "modelVersion",
+        "rollout",
+        "autoscaling",
+    }
+
+
+def _status(**conds_: tuple[str, str]) -> ModelServiceStatus:
+    return ModelServiceStatus(
+        conditions=[
+            Condition(type=t, status=s, reason=r, message=f"{t} {r}")
+            for t, (s, r) in conds_.items()
+        ],  # type: ignore[arg-type]
+        revision=REV,
+        model_version="v1",
+    )
+
+
+def test_transitions_of_a_new_object_are_normal() -> None:
+    new = _status(
+        Ready=("False", "PodsNotReady"),
+        Progressing=("True", "RollingOut"),
+        Degraded=("False", "AsExpected"),
+    )
+    events = transitions(None, new)
+    assert [(e.type, e.reason) for e in events] == [
+        ("Normal", "NotReady"),
+        ("Normal", "Progressing"),
+    ]
+
+
+def test_transition_to_ready_and_complete() -> None:
+    old = _status(
+        Ready=("False", "PodsNotReady"),
+        Progressing=("True", "RollingOut"),
+        Degraded=("False", "AsExpected"),
+    )
+    new = _status(
+        Ready=("True", "Available"),
+        Progressing=("False", "Complete"),
+        Degraded=("False", "AsExpected"),
+    )
+    assert [(e.type, e.reason) for e in transitions(old, new)] == [
+        ("Normal", "Ready"),
+        ("Normal", "RolloutComplete"),
+    ]
+    assert transitions(new, new) == []
+
+
+def test_degradation_is_a_warning_named_after_its_cause() -> None:
+    old = _status(
+        Ready=("True", "Available"),
+        Progressing=("False", "Complete"),
+        Degraded=("False", "AsExpected"),
+    )
+    new = _status(
+        Ready=("False", "CrashLoopBackOff"),
+        Progressing=("False", "Complete"),
+        Degraded=("True", "CrashLoopBackOff"),
+    )
+    events = transitions(old, new)
+    assert [(e.type, e.reason) for e in events] == [
+        ("Warning", "CrashLoopBackOff"),
+        ("Warning", "NotReady"),
+    ]
+    assert events[0].message == "Degraded CrashLoopBackOff"
+    worse = _status(
+        Ready=("False", "ErrImagePull"),
+        Progressing=("False", "Complete"),
+        Degraded=("True", "ErrImagePull"),
+    )
+    assert [(e.type, e.reason) for e in transitions(new, worse)] == [("Warning", "ErrImagePull")]
+    healed = _status(
+        Ready=("True", "Available"),
+        Progressing=("False", "Complete"),
+        Degraded=("False", "AsExpected"),
+    )
+    assert ("Normal", "Recovered") in [(e.type, e.reason) for e in transitions(worse, healed)]
+
+
+def test_revision_change_event() -> None:
+    old = _status(Ready=("True", "Available"))
+    new = old.model_copy(update={"revision": "new0000000", "model_version": "v2"})
+    events = transitions(old, new)
+    assert [(e.reason, e.message) for e in events] == [
+        ("RevisionChanged", f"revision {REV} -> new0000000 (model version v2)")
+    ]
