@@ -137,13 +137,12 @@ def _new_seed() -> int:
 
 # Every live sampler, so that a forked child can move each onto a fresh stream.
 _SAMPLERS: weakref.WeakSet[BetaSampler] = weakref.WeakSet()
-_FORKS = 0
 
 
 def _after_fork_in_child() -> None:
-    global _FORKS
-    _FORKS += 1
-    salt = (os.getpid() << 20) ^ _FORKS
+    # Fresh OS entropy, not just the pid: a restarted worker may reuse a dead one's pid
+    # while the parent's root state has not moved, and must still not repeat its stream.
+    salt = secrets.randbits(64) ^ os.getpid()
     for sampler in list(_SAMPLERS):
         sampler._reseed_after_fork(salt)
 
@@ -156,7 +155,8 @@ class BetaSampler:
 
     ``BetaSampler(seed)`` makes the first thread that samples draw a reproducible stream;
     every further thread takes the next split (2^192 draws apart).  ``seed=None`` seeds from
-    the OS.  After ``os.fork()`` the child reseeds from its parent's state mixed with its pid.
+    the OS.  After ``os.fork()`` the child reseeds from its parent's state mixed with fresh OS
+    entropy, so no child repeats its parent's or a sibling's numbers.
     """
 
     __slots__ = ("__weakref__", "_generation", "_lib", "_local", "_lock", "_root", "seed")
