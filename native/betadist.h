@@ -85,6 +85,7 @@ typedef struct betadist_rng betadist_rng;
 BETADIST_API betadist_rng *betadist_rng_create(uint64_t seed);
 /* Reset `rng` to the state betadist_rng_create(seed) would give. */
 BETADIST_API void betadist_rng_seed(betadist_rng *rng, uint64_t seed);
+/* Release a generator; NULL is ignored. */
 BETADIST_API void betadist_rng_free(betadist_rng *rng);
 /* Move to the next block: 2^192 draws ahead, 2^64 blocks in the whole period. */
 BETADIST_API void betadist_rng_jump(betadist_rng *rng);
@@ -92,9 +93,10 @@ BETADIST_API void betadist_rng_jump(betadist_rng *rng);
  * one.  Successive splits therefore never overlap.  NULL when out of memory. */
 BETADIST_API betadist_rng *betadist_rng_split(betadist_rng *parent);
 /* Replace the state by one derived from the current state and `salt` through SplitMix64.
- * Used after fork(): the child mixes in its pid, so it leaves its parent's sequence. */
+ * Used after fork(): the child mixes in fresh entropy, so it leaves its parent's sequence. */
 BETADIST_API void betadist_rng_reseed_mix(betadist_rng *rng, uint64_t salt);
-/* Raw draws, for tests and for callers that need a uniform next to their Beta draws. */
+/* Single draws from the scalar stream, for tests and for callers that need a uniform,
+ * normal or gamma variate next to their Beta draws. */
 BETADIST_API uint64_t betadist_rng_next_u64(betadist_rng *rng);
 /* Uniform on the open interval (0, 1): (k + 1/2) * 2^-52 for a 52-bit k. */
 BETADIST_API double betadist_rng_uniform(betadist_rng *rng);
