@@ -216,7 +216,13 @@ async def test_invalid_spec_fails_the_job_and_the_operator_lives(
     await cluster.eventually(lambda: cluster.state("bad") == "Failed", what="Failed")
     assert "pytorch" in cluster.job("bad")["status"]["conditions"][-1]["message"]
     assert cluster.pods() == {}
-    await cluster.create_job(job_body(name="good", workers=0))
+    good = job_body(name="good", workers=0)
+    main = good["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    main["resources"] = {"limits": {"nvidia.com/gpu": 1}}
+    await cluster.create_job(good)
     await cluster.eventually(
         lambda: set(cluster.pods()) == {"good-master-0"}, what="next job still served"
     )
+    tolerations = cluster.pods()["good-master-0"]["spec"]["tolerations"]
+    assert tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert env_of(cluster.pods()["good-master-0"])["WORLD_SIZE"] == "1"
