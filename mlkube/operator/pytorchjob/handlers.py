@@ -208,10 +208,14 @@ async def _reconcile_locked(ctx: OperatorContext, namespace: str, name: str) -> 
         body = await client.job(name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return None  # gone: garbage collection removes the children
-        previous = PyTorchJobStatus.model_validate(body.get("status") or {})
+        try:
+            previous = PyTorchJobStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            # A status someone else mangled is rebuilt from the pods, not a reason to stop.
+            previous = PyTorchJobStatus()
         problem = name_problem(str(body["metadata"].get("name", "")))
         try:
-            job = PyTorchJob.model_validate(body)
+            job = PyTorchJob.model_validate({**body, "status": previous.to_kube()})
         except ValidationError as exc:
             problem = _problems(exc)
         if problem is not None:

@@ -44,6 +44,7 @@ from mlkube.api.pytorchjob import (
     MASTER,
     REPLICA_TYPES,
     WORKER,
+    CleanPodPolicy,
     ConditionType,
     JobCondition,
     JobRestartPolicy,
@@ -346,7 +347,7 @@ def _cleanup_finished(p: _Pass, views: Sequence[PodView]) -> None:
                 (view.deletion_deadline - p.now).total_seconds()
                 + policy.terminating_timeout_seconds
             )
-        elif view.state is PodState.ACTIVE or str(policy.clean_pod_policy) == "All":
+        elif view.state is PodState.ACTIVE or policy.clean_pod_policy is CleanPodPolicy.ALL:
             p.out.delete.append(view.name)
     ttl = policy.ttl_seconds_after_finished
     if ttl is not None and p.status.completion_time is not None:
