@@ -241,7 +241,19 @@ class BetaSampler:
         return out
 
 
+_FLOAT64: Final = np.dtype(np.float64)
+
+
 def _check_array(name: str, array: object) -> None:
+    # Fast path first (a request's arrays are almost always right): builtin dtypes are
+    # singletons, and `is` is several times cheaper than dtype equality.
+    if (
+        type(array) is np.ndarray
+        and array.dtype is _FLOAT64
+        and array.ndim == 1
+        and array.flags.c_contiguous
+    ):
+        return
     if not isinstance(array, np.ndarray):
         raise ValueError(f"{name} must be a numpy.ndarray, got {type(array).__name__}")
     if array.dtype != np.float64:

@@ -32,6 +32,16 @@ def test_read_only_inputs_are_accepted(sampler: BetaSampler) -> None:
     assert sampler.sample(alpha, GOOD).shape == (5,)
 
 
+class _Tagged(np.ndarray):
+    """An ndarray subclass, as libraries sometimes hand out."""
+
+
+def test_ndarray_subclasses_are_accepted(sampler: BetaSampler) -> None:
+    out = sampler.sample(GOOD.view(_Tagged), GOOD, np.empty(5).view(_Tagged))
+    assert isinstance(out, _Tagged)
+    assert np.all((out > 0.0) & (out < 1.0))
+
+
 def test_empty_batch(sampler: BetaSampler) -> None:
     assert sampler.sample(np.empty(0), np.empty(0)).shape == (0,)
 
@@ -41,6 +51,7 @@ def test_empty_batch(sampler: BetaSampler) -> None:
     [
         (GOOD.astype(np.float32), GOOD, None, "alpha must have dtype float64, got float32"),
         (GOOD, GOOD.astype(np.int64), None, "beta must have dtype float64, got int64"),
+        (GOOD.astype(">f8"), GOOD, None, "alpha must have dtype float64, got >f8"),
         (GOOD.reshape(5, 1), GOOD, None, r"alpha must be 1-D, got shape \(5, 1\)"),
         (GOOD, np.arange(10.0)[::2], None, "beta must be C-contiguous"),
         ([1.0, 2.0], GOOD, None, "alpha must be a numpy.ndarray, got list"),
