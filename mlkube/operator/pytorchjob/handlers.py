@@ -274,10 +274,15 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         task.add_done_callback(tasks.discard)
 
     async def _quiet(namespace: str, name: str) -> None:
+        """For triggers kopf does not retry (pod events, wake-ups): log; the timer retries."""
         try:
             await run(namespace, name)
         except kopf.TemporaryError as exc:
             log.warning("%s; the timer will retry", exc)
+        except Exception:  # a bug must not kill the wake-up machinery or the operator
+            log.exception(
+                "reconcile of PyTorchJob %s/%s failed; the timer will retry", namespace, name
+            )
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
