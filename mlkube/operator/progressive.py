@@ -60,7 +60,6 @@ from mlkube.operator.autoscaler import (
     ScaleDecision,
     build_hpa,
     desired_replicas,
-    history_window,
     load_query,
 )
 from mlkube.operator.builders import (
@@ -396,6 +395,15 @@ async def _autoscale(
         signal, scaling, current, old.recommendations if old else [], now
     )
     reason = decision.reason if why_missing is None else f"{decision.reason} ({why_missing})"
+    records = list(decision.recommendations)
+    if (
+        len(records) >= 2
+        and records[-1].replicas == records[-2].replicas
+        and (records[-1].time - records[-2].time).total_seconds() < TICK_SECONDS
+    ):
+        # Ticks closer than TICK_SECONDS that recommend the same count add nothing to the
+        # stabilization windows; dropping them keeps status (and its writes) small.
+        records.pop()
     events: list[RolloutEvent] = []
     changed = decision.replicas != current
     if changed:
@@ -406,11 +414,7 @@ async def _autoscale(
         current_signal=signal,
         last_scale_time=now if changed else (old.last_scale_time if old else None),
         reason=reason,
-        recommendations=[
-            r
-            for r in decision.recommendations
-            if (now - r.time).total_seconds() <= history_window(scaling) + 60
-        ],
+        recommendations=records,
     )
     return decision.replicas, status, events
 

@@ -1,0 +1,219 @@
+"""The pure half of the operator shell: children for each rollout decision, readiness."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from mlkube.api.modelservice import Condition, ModelService, ModelServiceStatus
+from mlkube.api.rollout import RolloutStatus
+from mlkube.operator.builders import BuildSettings, desired_state
+from mlkube.operator.progressive import (
+    Plan,
+    build_children,
+    current_targets,
+    deployment_ready,
+    rollout_spec,
+    with_rollout,
+)
+from mlkube.operator.rollout import RolloutTarget, Workload, next_step
+
+SETTINGS = BuildSettings(default_image="ghcr.io/mlkube/mlkube:test")
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def modelservice(version: str = "v1", **spec: Any) -> ModelService:
+    body: dict[str, Any] = {
+        "metadata": {"name": "recs", "namespace": "ml", "uid": "u1"},
+        "spec": {"model": {"name": "ranker", "version": version}, "replicas": 4, **spec},
+    }
+    return ModelService.model_validate(body)
+
+
+ROLLOUT = {"steps": [25, 50]}
+
+
+def kinds(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(o["kind"], o["metadata"]["name"]) for o in objects]
+
+
+def labels(dep: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = dep["spec"]["template"]["metadata"]["labels"]
+    return out
+
+
+def test_without_spec_rollout_changes_roll_in_place() -> None:
+    assert rollout_spec(modelservice().spec).strategy.value == "rolling"
+    assert rollout_spec(modelservice(rollout={}).spec).strategy.value == "canary"
+
+
+def test_canary_children_keep_the_stable_template() -> None:
+    v1 = modelservice("v1", rollout=ROLLOUT)
+    first = next_step(
+        RolloutTarget(rollout_spec(v1.spec), desired_state(v1, SETTINGS).revision, "v1"),
+        None,
+        None,
+        T0,
+    )
+    v2 = modelservice("v2", rollout=ROLLOUT)
+    desired = desired_state(v2, SETTINGS)
+    decision = next_step(
+        RolloutTarget(rollout_spec(v2.spec), desired.revision, "v2"),
+        first.status,
+        None,
+        T0,
+        Workload(),
+    )
+    children = build_children(
+        v2, SETTINGS, desired, decision, total=4, stable_spec=v1.spec.to_kube(), hpa=False
+    )
+    assert kinds(children.objects) == [
+        ("Service", "recs"),
+        ("Deployment", "recs"),
+        ("Deployment", "recs-canary"),
+        ("PodDisruptionBudget", "recs"),
+    ]
+    stable, canary = children.objects[1], children.objects[2]
+    # the stable Deployment is byte-for-byte what v1 produced, but with 3 pods
+    v1_dep = desired_state(v1, SETTINGS).deployment
+    assert stable["spec"]["template"] == v1_dep["spec"]["template"]
+    assert stable["spec"]["replicas"] == 3
+    assert labels(canary)["app.kubernetes.io/version"] == "v2"
+    assert labels(canary)["mlkube.dev/track"] == "canary"
+    assert canary["spec"]["selector"]["matchLabels"]["mlkube.dev/track"] == "canary"
+    assert canary["spec"]["replicas"] == 1
+    assert children.deletions == []
+    assert children.traffic_split == "canary ~25% by pods (1/4; target 25%)"
+
+
+def test_without_canary_the_canary_deployment_is_removed_and_hpa_owns_replicas() -> None:
+    ms = modelservice(autoscaling={"mode": "hpa", "minReplicas": 2, "maxReplicas": 6})
+    desired = desired_state(ms, SETTINGS)
+    decision = next_step(RolloutTarget(rollout_spec(ms.spec), desired.revision), None, None, T0)
+    children = build_children(ms, SETTINGS, desired, decision, total=3, stable_spec=None, hpa=True)
+    assert ("Deployment", "recs-canary") in children.deletions
+    stable = children.objects[1]
+    assert "replicas" not in stable["spec"]  # left to the HPA
+    hpa = children.objects[-1]
+    assert hpa["kind"] == "HorizontalPodAutoscaler"
+    assert hpa["metadata"]["ownerReferences"][0]["uid"] == "u1"
+
+
+def test_gateway_api_routing_builds_track_services_and_weights() -> None:
+    rollout = {
+        **ROLLOUT,
+        "trafficRouting": "gatewayAPI",
+        "gatewayAPI": {
+            "parentRefs": [{"name": "public", "namespace": "gw"}],
+            "hostnames": ["recs.example.com"],
+        },
+    }
+    v1 = modelservice("v1", rollout=rollout)
+    first = next_step(
+        RolloutTarget(rollout_spec(v1.spec), desired_state(v1, SETTINGS).revision), None, None, T0
+    )
+    v2 = modelservice("v2", rollout=rollout)
+    desired = desired_state(v2, SETTINGS)
+    decision = next_step(
+        RolloutTarget(rollout_spec(v2.spec), desired.revision), first.status, None, T0
+    )
+    children = build_children(
+        v2, SETTINGS, desired, decision, total=4, stable_spec=v1.spec.to_kube(), hpa=False
+    )
+    by_kind = {(o["kind"], o["metadata"]["name"]): o for o in children.objects}
+    route = by_kind[("HTTPRoute", "recs")]
+    assert route["spec"]["parentRefs"] == [
+        {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": "public",
+            "namespace": "gw",
+        }
+    ]
+    assert route["spec"]["hostnames"] == ["recs.example.com"]
+    assert route["spec"]["rules"][0]["backendRefs"] == [
+        {"name": "recs-stable", "port": 80, "weight": 75},
+        {"name": "recs-canary", "port": 80, "weight": 25},
+    ]
+    assert by_kind[("Service", "recs-canary")]["spec"]["selector"] == {
+        "mlkube.dev/modelservice": "recs",
+        "mlkube.dev/track": "canary",
+    }
+    assert children.traffic_split == "canary 25% (HTTPRoute weights, exact)"
+
+
+def deployment(
+    revision: str, replicas: int, available: int, generation: int = 2, observed: int = 2
+) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "spec": {
+            "replicas": replicas,
+            "template": {"metadata": {"labels": {"mlkube.dev/revision": revision}}},
+        },
+        "status": {
+            "observedGeneration": observed,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "availableReplicas": available,
+        },
+    }
+
+
+def test_deployment_ready() -> None:
+    assert deployment_ready(deployment("a", 2, 2), "a", 2)
+    assert not deployment_ready(deployment("a", 2, 1), "a", 2)
+    assert not deployment_ready(deployment("b", 2, 2), "a", 2)
+    assert not deployment_ready(deployment("a", 2, 2, generation=3), "a", 2)
+    assert not deployment_ready(None, "a", 1)
+
+
+def test_current_targets_follow_the_stored_rollout() -> None:
+    ms = modelservice("v2", rollout=ROLLOUT)
+    status = ModelServiceStatus(
+        rollout=RolloutStatus(
+            phase="Progressing", stable_revision="old", canary_revision="new", canary_weight=50
+        )
+    )
+    assert current_targets(ms, status, "new") == ("old", 2)
+    assert current_targets(ms, None, "new") == ("new", 4)
+
+
+def test_with_rollout_sets_degraded_after_rollback_and_keeps_ready() -> None:
+    computed = ModelServiceStatus(
+        conditions=[
+            Condition(type="Ready", status="True", reason="Available", last_transition_time="t0"),
+            Condition(
+                type="Progressing", status="False", reason="Complete", last_transition_time="t0"
+            ),
+            Condition(
+                type="Degraded", status="False", reason="AsExpected", last_transition_time="t0"
+            ),
+        ]
+    )
+    rolled_back = RolloutStatus(
+        phase="RolledBack", stable_revision="old", message="canary new rolled back: x"
+    )
+    plan = Plan([], [], "old", 4, rolled_back, None)
+    out = with_rollout(computed, computed, plan, now="t1", generation=3)
+    got = {c.type: (c.status, c.reason, c.last_transition_time) for c in out.conditions}
+    assert got == {
+        "Ready": ("True", "Available", "t0"),
+        "Progressing": ("False", "Complete", "t0"),
+        "Degraded": ("True", "RolledBack", "t1"),
+    }
+    assert out.rollout == rolled_back
+    # a status-only refresh (no plan) reaches the same conditions from the stored rollout
+    again = with_rollout(computed, out, None, now="t2", generation=3)
+    assert {c.type: (c.status, c.reason, c.last_transition_time) for c in again.conditions} == got
+
+
+def test_pod_trouble_outranks_the_rollout_message() -> None:
+    computed = ModelServiceStatus(
+        conditions=[
+            Condition(type="Degraded", status="True", reason="CrashLoopBackOff", message="pod x")
+        ]
+    )
+    plan = Plan([], [], "old", 4, RolloutStatus(phase="RolledBack"), None)
+    out = with_rollout(computed, None, plan, now="t1", generation=1)
+    assert out.conditions[0].reason == "CrashLoopBackOff"
