@@ -143,7 +143,21 @@ def _kubeconfig(path: Path, url: str) -> Path:
     return path
 
 
-Start = Callable[[], Awaitable[OperatorContext]]
+class Operator:
+    """One running operator: its context, and a way to stop it (as a pod would be killed)."""
+
+    def __init__(self, ctx: OperatorContext, thread: threading.Thread, stop: threading.Event):
+        self.ctx = ctx
+        self.thread = thread
+        self._stop = stop
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.to_thread(self.thread.join, 15)
+        assert not self.thread.is_alive(), "operator did not stop"
+
+
+Start = Callable[[], Awaitable[Operator]]
 
 
 @pytest.fixture
@@ -174,9 +188,9 @@ async def operator(
         kind="CustomResourceDefinition", namespaced=False, verbs={"list", "watch", "get"}
     )
     monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", str(kmock.url))))
-    running: list[tuple[threading.Thread, threading.Event]] = []
+    running: list[Operator] = []
 
-    async def start() -> OperatorContext:
+    async def start() -> Operator:
         # Cluster-wide: kmock cannot parse the namespace list that a namespaced kopf reads.
         config = OperatorConfig(namespaces=(), reconcile_interval=0.5, request_timeout=10.0)
         ctx = OperatorContext(config)
@@ -189,15 +203,13 @@ async def operator(
 
         thread = threading.Thread(target=serve, name="mlkube-operator", daemon=True)
         thread.start()
-        running.append((thread, stop))
+        running.append(Operator(ctx, thread, stop))
         assert await asyncio.to_thread(ready.wait, 10), "operator did not start"
-        return ctx
+        return running[-1]
 
     yield start
-    for thread, stop in running:
-        stop.set()
-        await asyncio.to_thread(thread.join, 15)
-        assert not thread.is_alive(), "operator did not stop"
+    for op in running:
+        await op.stop()
 
 
 @pytest.fixture

@@ -226,3 +226,34 @@ async def test_invalid_spec_fails_the_job_and_the_operator_lives(
     tolerations = cluster.pods()["good-master-0"]["spec"]["tolerations"]
     assert tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert env_of(cluster.pods()["good-master-0"])["WORLD_SIZE"] == "1"
+
+
+async def test_a_restarted_operator_carries_on_without_double_counting(
+    operator: Any, cluster: Any
+) -> None:
+    """Level-based: the restart count lives in the status, the pods have fixed names."""
+    first = await operator()
+    await cluster.create_job(job_body(name="rs", workers=1, runPolicy={"backoffLimit": 1}))
+    names = {"rs-master-0", "rs-worker-0"}
+    await cluster.eventually(lambda: set(cluster.pods()) == names)
+    for pod in names:
+        await cluster.set_phase(pod, "Running")
+    await cluster.eventually(lambda: cluster.state("rs") == "Running")
+    await first.stop()
+
+    await cluster.set_phase("rs-worker-0", "Failed", exit_code=1)  # while no operator runs
+    await operator()
+    await cluster.eventually(
+        lambda: cluster.job("rs")["status"].get("restartCount") == 1, what="one restart"
+    )
+    await cluster.eventually(
+        lambda: (
+            set(cluster.pods()) == names
+            and not (cluster.pods()["rs-worker-0"].get("status") or {}).get("phase")
+        ),
+        what="worker recreated",
+    )
+    for pod in names:
+        await cluster.set_phase(pod, "Running")
+    await cluster.eventually(lambda: cluster.state("rs") == "Running", what="Running again")
+    assert cluster.job("rs")["status"]["restartCount"] == 1
