@@ -8,6 +8,7 @@ the operator created, deleted and wrote into the job's status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import sys
 import threading
@@ -208,6 +209,22 @@ async def operator(
         return running[-1]
 
     yield start
+    # Delete the jobs first: kopf stops their timers cleanly on deletion, whereas a timer
+    # still armed at shutdown costs kopf's 5-second grace for hung tasks.
+    if any(op.thread.is_alive() for op in running):
+        for (res, ns, name), obj in list(kmock.objects.items()):
+            if str(res.plural) == "pytorchjobs" and not obj.deleted:
+                await kmock.delete(f"/apis/mlkube.dev/v1alpha1/namespaces/{ns}/pytorchjobs/{name}")
+        with contextlib.suppress(AssertionError):  # a slow deletion only costs the grace
+            await Cluster(kmock).eventually(
+                lambda: (
+                    not any(
+                        str(res.plural) == "pytorchjobs" and not obj.deleted
+                        for (res, _, _), obj in list(kmock.objects.items())
+                    )
+                ),
+                within=5,
+            )
     for op in running:
         await op.stop()
 
