@@ -1,0 +1,77 @@
+"""Every CEL rule of the PyTorchJob CRD, evaluated on a value it accepts and one it refuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mlkube.api.crdgen import build_crd
+from mlkube.api.pytorchjob import PYTORCHJOB
+
+W = {"replicas": 2, "template": {}, "restartPolicy": "OnFailure"}
+M = {"replicas": 1, "template": {}, "restartPolicy": "OnFailure"}
+
+# rule expression -> (a value it accepts, a value it refuses), both at the rule's node.
+CASES: dict[str, tuple[Any, Any]] = {
+    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')": (
+        {"metadata": {"name": "mnist-2"}},
+        {"metadata": {"name": "MNIST"}},
+    ),
+    "self.metadata.name.size() <= 50": (
+        {"metadata": {"name": "a" * 50}},
+        {"metadata": {"name": "a" * 51}},
+    ),
+    "!has(self.elasticPolicy) || 'Worker' in self.pytorchReplicaSpecs": (
+        {"elasticPolicy": {}, "pytorchReplicaSpecs": {"Worker": W}},
+        {"elasticPolicy": {}, "pytorchReplicaSpecs": {"Master": M}},
+    ),
+    "!(has(self.nprocPerNode) && has(self.elasticPolicy) && has(self.elasticPolicy.nProcPerNode))": (
+        {"nprocPerNode": "2", "elasticPolicy": {}},
+        {"nprocPerNode": "2", "elasticPolicy": {"nProcPerNode": 2}},
+    ),
+    "self.all(k, k == 'Master' || k == 'Worker')": ({"Master": M, "Worker": W}, {"Chief": M}),
+    "'Master' in self || 'Worker' in self": ({"Worker": W}, {}),
+    "!('Master' in self) || self['Master'].replicas == 1": (
+        {"Master": M},
+        {"Master": {**M, "replicas": 2}},
+    ),
+    "'Master' in self || self['Worker'].replicas >= 1": (
+        {"Master": M, "Worker": {**W, "replicas": 0}},
+        {"Worker": {**W, "replicas": 0}},
+    ),
+    "self.exists(c, c.name == 'pytorch')": (
+        [{"name": "sidecar", "image": "x"}, {"name": "pytorch", "image": "y"}],
+        [{"name": "main", "image": "x"}],
+    ),
+    "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas": (
+        {"minReplicas": 2, "maxReplicas": 2},
+        {"minReplicas": 3, "maxReplicas": 2},
+    ),
+}
+
+
+def _rules(node: dict[str, Any]) -> list[dict[str, Any]]:
+    found = list(node.get("x-kubernetes-validations", []))
+    for child in (node.get("properties") or {}).values():
+        found += _rules(child)
+    if isinstance(node.get("additionalProperties"), dict):
+        found += _rules(node["additionalProperties"])
+    if "items" in node:
+        found += _rules(node["items"])
+    return found
+
+
+RULES = _rules(build_crd(PYTORCHJOB)["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+
+def test_every_rule_has_a_case() -> None:
+    assert {r["rule"] for r in RULES} == set(CASES)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[r["message"][:40] for r in RULES])
+def test_rule_accepts_good_and_refuses_bad(cel_eval: Any, rule: dict[str, Any]) -> None:
+    good, bad = CASES[rule["rule"]]
+    assert cel_eval(rule["rule"], good) is True
+    assert cel_eval(rule["rule"], bad) is False
+    assert len(rule["message"]) > 20  # a sentence a person can act on
