@@ -94,6 +94,88 @@ def naive_server(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None)
 
 
+# --- in-process CPU breakdown -----------------------------------------------------------------
+
+
+def breakdown(items_per_request: int, rounds: int = 2000) -> list[tuple[str, float]]:
+    """Thread CPU time of each hot-path stage for one request (no HTTP), in microseconds.
+
+    CPU time, not wall time: on a shared machine the wall clock also counts the time other
+    processes hold the core.
+    """
+    import asyncio
+
+    import numpy as np
+
+    from mlkube.native import BetaSampler
+    from mlkube.serving.bandit import BanditModel
+    from mlkube.serving.config import load_config
+    from mlkube.serving.metrics import Metrics
+    from mlkube.serving.model import settings_from
+    from mlkube.serving.protocol import parse_v2_infer, render_v2
+    from mlkube.serving.snapshot import lookup_rows
+    from mlkube.serving.store import MemoryStore
+
+    rnd = random.Random(2)
+    bodies = []
+    for _ in range(N_BODIES):
+        items = [f"item-{rnd.randrange(N_ITEMS)}" for _ in range(items_per_request)]
+        bodies.append(
+            json.dumps(
+                {
+                    "inputs": [
+                        {"name": "items", "datatype": "BYTES", "shape": [len(items)], "data": items}
+                    ],
+                    "parameters": {"top_k": 10},
+                }
+            ).encode()
+        )
+
+    async def run() -> list[tuple[str, float]]:
+        cfg = load_config({}, {})
+        store = MemoryStore()
+        names = [f"item-{i}" for i in range(N_ITEMS)]
+        await store.add_feedback(
+            "default", names, np.arange(N_ITEMS) % 50.0, np.arange(N_ITEMS) % 70.0, None
+        )
+        metrics = Metrics("bandit", "1", "")
+        model = BanditModel(settings_from(cfg), cfg, store, BetaSampler(1), metrics)
+        await model.load()
+        snap = model.cache.get("default")
+        assert snap is not None
+        sampler = BetaSampler(3)
+        totals: dict[str, int] = {}
+
+        def add(stage: str, t0: int) -> int:
+            t1 = time.thread_time_ns()
+            totals[stage] = totals.get(stage, 0) + t1 - t0
+            return t1
+
+        for i in range(rounds):
+            body = bodies[i % N_BODIES]
+            t = time.thread_time_ns()
+            request = parse_v2_infer(body, 10_000)
+            t = add("decode JSON + OIP checks", t)
+            query = model.prepare(request)
+            t = add("bandit input checks", t)
+            rows = lookup_rows(snap, query.items)
+            t = add("item id -> snapshot row (dict, C loop)", t)
+            alpha, beta = snap.alpha[rows], snap.beta[rows]
+            sampler.sample(alpha, beta)
+            t = add("gather + Beta draws (libbetadist)", t)
+            (response,) = await model.predict([query])
+            t = add("whole predict (lookup, draws, top-k)", t)
+            render_v2(response, "bandit", "1", None)
+            t = add("encode response (orjson)", t)
+            metrics.observe_request("infer", 200, 0.001)
+            metrics.items_child.inc(items_per_request)
+            add("metrics", t)
+        await model.close()
+        return [(stage, ns / rounds / 1000) for stage, ns in totals.items()]
+
+    return asyncio.run(run())
+
+
 # --- processes ------------------------------------------------------------------------------
 
 
@@ -301,10 +383,20 @@ def main(argv: list[str] | None = None) -> int:
         help="comma list of: naive, memory, redis, redis-batching",
     )
     p.add_argument("--markdown", action="store_true")
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="only print the in-process CPU time of each hot-path stage",
+    )
     p.add_argument("--naive-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.naive_server:
         naive_server(args.naive_server)
+        return 0
+    if args.breakdown:
+        print(f"CPU time per request, {args.items} items, single process, no HTTP:")
+        for stage, us in breakdown(args.items):
+            print(f"  {stage:42s} {us:7.1f} us")
         return 0
     if shutil.which("wrk") is None:
         print("wrk is not installed (make debs installs it)", file=sys.stderr)

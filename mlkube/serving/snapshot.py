@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import repeat
 from typing import Any
 
@@ -35,6 +35,7 @@ class SegmentSnapshot:
     alpha: F64  # len(index) + 1; the last entry is the prior
     beta: F64
     read_at: float  # time.monotonic() of the store read it reflects
+    version: str = ""  # the store's version of the segment at that read
 
     def __len__(self) -> int:
         return len(self.index)
@@ -71,7 +72,9 @@ def build_snapshot(
     np.add(f, prior_beta, out=beta[:n])
     alpha[n] = prior_alpha
     beta[n] = prior_beta
-    return SegmentSnapshot(dict(zip(items, range(n), strict=True)), alpha, beta, read_at)
+    return SegmentSnapshot(
+        dict(zip(items, range(n), strict=True)), alpha, beta, read_at, counts.version
+    )
 
 
 def extend_snapshot(
@@ -96,7 +99,7 @@ def extend_snapshot(
     beta = np.concatenate([snapshot.beta[:n], counts.failures[take] + prior_beta, [prior_beta]])
     new_index = dict(index)
     new_index.update(zip([counts.items[i] for i in new], range(n, n + len(new)), strict=True))
-    return SegmentSnapshot(new_index, alpha, beta, snapshot.read_at)
+    return SegmentSnapshot(new_index, alpha, beta, snapshot.read_at, snapshot.version)
 
 
 def lookup_rows(snapshot: SegmentSnapshot, items: Sequence[str]) -> Rows:
@@ -120,6 +123,7 @@ class SnapshotCache:
         max_items: int,
         on_staleness: Any = None,
         on_size: Any = None,
+        full_read_interval: float = 30.0,
     ) -> None:
         self.store = store
         self.prior_alpha = prior_alpha
@@ -140,6 +144,8 @@ class SnapshotCache:
         self.ready = False
         self._was_failing = False
         self._created = time.monotonic()
+        self._last_full_read = self._created
+        self.full_read_interval = full_read_interval
 
     # --- hot path -------------------------------------------------------------------------
     def get(self, segment: str) -> SegmentSnapshot | None:
@@ -181,6 +187,7 @@ class SnapshotCache:
         self._loading[segment] = future
         try:
             counts = (await self.store.read_segments([segment]))[segment]
+            assert counts is not None  # no known version was given
             snap = build_snapshot(
                 counts, self.prior_alpha, self.prior_beta, time.monotonic(), None, self.max_items
             )
@@ -225,6 +232,7 @@ class SnapshotCache:
             return False
         now = time.monotonic()
         for name, c in counts.items():
+            assert c is not None  # no known version was given
             self.segments[name] = build_snapshot(
                 c, self.prior_alpha, self.prior_beta, now, None, self.max_items
             )
@@ -262,11 +270,24 @@ class SnapshotCache:
         names = list(self.segments)
         if not names:
             return
-        counts = await self.store.read_segments(names)
+        now = time.monotonic()
+        known: dict[str, str] | None = None
+        if now - self._last_full_read < self.full_read_interval:
+            known = {name: snap.version for name, snap in self.segments.items() if snap.version}
+        else:
+            # Now and then read everything even if unchanged: picks up hashes edited by hand
+            # (without bumping the version key).
+            self._last_full_read = now
+        counts = await self.store.read_segments(names, known)
         now = time.monotonic()
         for name, c in counts.items():
+            previous = self.segments.get(name)
+            if c is None:  # unchanged in the store: the snapshot is current as of now
+                if previous is not None:
+                    self.segments[name] = replace(previous, read_at=now)
+                continue
             self.segments[name] = build_snapshot(
-                c, self.prior_alpha, self.prior_beta, now, self.segments.get(name), self.max_items
+                c, self.prior_alpha, self.prior_beta, now, previous, self.max_items
             )
 
     async def _read_pending(self) -> None:

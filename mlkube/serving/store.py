@@ -10,13 +10,16 @@ Redis key layout (``P`` = ``feature_store.key_prefix``, ``M`` = model name, ``S`
 
 * ``P:M:seg:S:s`` hash, field = item id, value = sum of rewards ("successes", a float);
 * ``P:M:seg:S:f`` hash, field = item id, value = sum of ``1 - reward`` ("failures");
+* ``P:M:seg:S:v`` integer, incremented by every feedback write to the segment (its version);
 * ``P:M:idem:K`` string with a TTL: the idempotency key ``K`` of an applied feedback request.
 
-An item's posterior is ``Beta(prior_alpha + s, prior_beta + f)``. Reads are one round trip per
-refresh (``HGETALL`` of both hashes of each segment, pipelined in a MULTI so ``s`` and ``f`` are
-consistent); feedback is one Lua script that checks-and-sets the idempotency key and applies
-every ``HINCRBYFLOAT`` atomically, so concurrent writers from many pods never lose an update
-and a retried request counts once.
+An item's posterior is ``Beta(prior_alpha + s, prior_beta + f)``. A refresh is one round trip:
+a read-only Lua script returns, per segment, the version and -- only when it differs from the
+version the worker already holds -- both hashes (``HGETALL``), atomically, so ``s`` and ``f``
+are consistent and an unchanged segment costs Redis one ``GET`` instead of a full read.
+Feedback is one Lua script that checks-and-sets the idempotency key and applies every
+``HINCRBYFLOAT`` plus the version ``INCR`` atomically, so concurrent writers from many pods
+never lose an update and a retried request counts once.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -43,10 +46,12 @@ class SegmentCounts:
     items: list[str]
     successes: F64
     failures: F64
+    # Store-defined version of the segment: equal versions mean equal counts.
+    version: str = ""
 
     @staticmethod
-    def empty() -> SegmentCounts:
-        return SegmentCounts([], np.zeros(0), np.zeros(0))
+    def empty(version: str = "") -> SegmentCounts:
+        return SegmentCounts([], np.zeros(0), np.zeros(0), version)
 
 
 class StoreUnavailable(Exception):
@@ -68,8 +73,13 @@ class FeatureStore(ABC):
         return None
 
     @abstractmethod
-    async def read_segments(self, segments: Sequence[str]) -> dict[str, SegmentCounts]:
-        """Every item's counts for each segment, in one round trip."""
+    async def read_segments(
+        self, segments: Sequence[str], known: Mapping[str, str] | None = None
+    ) -> dict[str, SegmentCounts | None]:
+        """Every item's counts for each segment, in one round trip.
+
+        ``None`` for a segment whose version still equals ``known[segment]`` (unchanged).
+        """
 
     @abstractmethod
     async def read_items(self, segment: str, items: Sequence[str]) -> SegmentCounts:
@@ -92,13 +102,14 @@ class FeatureStore(ABC):
 
 
 class _MemorySegment:
-    __slots__ = ("failures", "index", "n", "successes")
+    __slots__ = ("failures", "index", "n", "successes", "version")
 
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
         self.successes = np.zeros(64)
         self.failures = np.zeros(64)
         self.n = 0
+        self.version = 0
 
     def rows(self, items: Sequence[str]) -> np.ndarray[Any, np.dtype[np.intp]]:
         """Row of each item, appending rows for new ones."""
@@ -126,15 +137,23 @@ class MemoryStore(FeatureStore):
         self._keys: dict[str, float] = {}
         self._ttl = idempotency_ttl
 
-    async def read_segments(self, segments: Sequence[str]) -> dict[str, SegmentCounts]:
-        out: dict[str, SegmentCounts] = {}
+    async def read_segments(
+        self, segments: Sequence[str], known: Mapping[str, str] | None = None
+    ) -> dict[str, SegmentCounts | None]:
+        out: dict[str, SegmentCounts | None] = {}
         for name in segments:
             seg = self._segments.get(name)
-            if seg is None:
-                out[name] = SegmentCounts.empty()
+            version = str(seg.version) if seg is not None else "0"
+            if known is not None and known.get(name) == version:
+                out[name] = None
+            elif seg is None:
+                out[name] = SegmentCounts.empty(version)
             else:
                 out[name] = SegmentCounts(
-                    list(seg.index), seg.successes[: seg.n].copy(), seg.failures[: seg.n].copy()
+                    list(seg.index),
+                    seg.successes[: seg.n].copy(),
+                    seg.failures[: seg.n].copy(),
+                    version,
                 )
         return out
 
@@ -170,14 +189,15 @@ class MemoryStore(FeatureStore):
         rows = seg.rows(items)
         np.add.at(seg.successes, rows, successes)
         np.add.at(seg.failures, rows, failures)
+        seg.version += 1
         return True
 
 
-# KEYS[1] successes hash, KEYS[2] failures hash, KEYS[3] (optional) idempotency key.
-# ARGV[1] key TTL in seconds, then (item, successes, failures) triples.
+# KEYS[1] successes hash, KEYS[2] failures hash, KEYS[3] version, KEYS[4] (optional)
+# idempotency key. ARGV[1] key TTL in seconds, then (item, successes, failures) triples.
 FEEDBACK_SCRIPT = """
-if #KEYS == 3 then
-  if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then
+if #KEYS == 4 then
+  if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[1]) then
     return 0
   end
 end
@@ -185,27 +205,51 @@ for i = 2, #ARGV, 3 do
   redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('HINCRBYFLOAT', KEYS[2], ARGV[i], ARGV[i + 2])
 end
+redis.call('INCR', KEYS[3])
 return 1
+"""
+
+# KEYS: (version, successes, failures) per segment; ARGV: the version the caller holds per
+# segment ('' for none). Returns per segment {version} when unchanged, else
+# {version, HGETALL successes, HGETALL failures} (flat field/value arrays).
+READ_SCRIPT = """
+local out = {}
+for i = 1, #ARGV do
+  local version = redis.call('GET', KEYS[3 * i - 2]) or '0'
+  if version == ARGV[i] then
+    out[i] = {version}
+  else
+    out[i] = {version, redis.call('HGETALL', KEYS[3 * i - 1]), redis.call('HGETALL', KEYS[3 * i])}
+  end
+end
+return out
 """
 
 
 def counts_from_hashes(
-    successes: dict[bytes, bytes], failures: dict[bytes, bytes]
+    successes: dict[bytes, bytes] | list[bytes],
+    failures: dict[bytes, bytes] | list[bytes],
+    version: str = "",
 ) -> SegmentCounts:
     """Align the two hashes of a segment into arrays (pure; C-level passes only).
 
-    mlkube's script always writes both hashes, but a hash edited by hand may hold an item in
-    only one of them: such items get 0 for the missing count.
+    Accepts dicts or HGETALL's flat ``[field, value, ...]`` arrays. mlkube's script always
+    writes both hashes, but a hash edited by hand may hold an item in only one of them: such
+    items get 0 for the missing count.
     """
+    if isinstance(successes, list):
+        successes = dict(zip(successes[0::2], successes[1::2], strict=True))
+    if isinstance(failures, list):
+        failures = dict(zip(failures[0::2], failures[1::2], strict=True))
     keys = list(successes)
     extra = failures.keys() - successes.keys()
     if extra:
         keys.extend(sorted(extra))
     if not keys:
-        return SegmentCounts.empty()
+        return SegmentCounts.empty(version)
     s = np.array(list(map(successes.get, keys, repeat(b"0"))), dtype=np.float64)
     f = np.array(list(map(failures.get, keys, repeat(b"0"))), dtype=np.float64)
-    return SegmentCounts(list(map(bytes.decode, keys)), s, f)
+    return SegmentCounts(list(map(bytes.decode, keys)), s, f, version)
 
 
 class RedisStore(FeatureStore):
@@ -226,9 +270,13 @@ class RedisStore(FeatureStore):
         self._ttl = idempotency_ttl
         self._client: Any = None
         self._script: Any = None
+        self._read_script: Any = None
 
     def keys(self, segment: str) -> tuple[str, str]:
         return f"{self._base}:seg:{segment}:s", f"{self._base}:seg:{segment}:f"
+
+    def version_key(self, segment: str) -> str:
+        return f"{self._base}:seg:{segment}:v"
 
     def idempotency_key(self, key: str) -> str:
         return f"{self._base}:idem:{key}"
@@ -249,26 +297,33 @@ class RedisStore(FeatureStore):
         )
         self._client = aioredis.Redis(connection_pool=pool)
         self._script = self._client.register_script(FEEDBACK_SCRIPT)
+        self._read_script = self._client.register_script(READ_SCRIPT)
 
     def _require(self) -> Any:
         if self._client is None:
             raise RuntimeError("RedisStore.connect() was not awaited")
         return self._client
 
-    async def read_segments(self, segments: Sequence[str]) -> dict[str, SegmentCounts]:
-        client = self._require()
+    async def read_segments(
+        self, segments: Sequence[str], known: Mapping[str, str] | None = None
+    ) -> dict[str, SegmentCounts | None]:
+        self._require()
         if not segments:
             return {}
-        async with client.pipeline(transaction=True) as pipe:
-            for segment in segments:
-                s_key, f_key = self.keys(segment)
-                pipe.hgetall(s_key)
-                pipe.hgetall(f_key)
-            replies = await pipe.execute()
-        return {
-            segment: counts_from_hashes(replies[2 * i], replies[2 * i + 1])
-            for i, segment in enumerate(segments)
-        }
+        keys: list[str] = []
+        for segment in segments:
+            keys.append(self.version_key(segment))
+            keys.extend(self.keys(segment))
+        held = [(known or {}).get(segment, "") for segment in segments]
+        replies = await self._read_script(keys=keys, args=held)
+        out: dict[str, SegmentCounts | None] = {}
+        for segment, reply in zip(segments, replies, strict=True):
+            version = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            if len(reply) == 1:
+                out[segment] = None
+            else:
+                out[segment] = counts_from_hashes(reply[1], reply[2], version)
+        return out
 
     async def read_items(self, segment: str, items: Sequence[str]) -> SegmentCounts:
         client = self._require()
@@ -292,7 +347,7 @@ class RedisStore(FeatureStore):
         idempotency_key: str | None,
     ) -> bool:
         self._require()
-        keys = list(self.keys(segment))
+        keys = [*self.keys(segment), self.version_key(segment)]
         if idempotency_key is not None:
             keys.append(self.idempotency_key(idempotency_key))
         args: list[Any] = [self._ttl]
@@ -367,9 +422,11 @@ class GuardedStore:
         self._record(operation, time.perf_counter() - start)
         return result
 
-    async def read_segments(self, segments: Sequence[str]) -> dict[str, SegmentCounts]:
-        result: dict[str, SegmentCounts] = await self._call(
-            "read_segments", self.store.read_segments, segments
+    async def read_segments(
+        self, segments: Sequence[str], known: Mapping[str, str] | None = None
+    ) -> dict[str, SegmentCounts | None]:
+        result: dict[str, SegmentCounts | None] = await self._call(
+            "read_segments", self.store.read_segments, segments, known
         )
         return result
 

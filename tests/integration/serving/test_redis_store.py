@@ -30,6 +30,7 @@ async def test_documented_key_layout(store: RedisStore, redis_server: Any) -> No
     assert r.hgetall("mlkube:recs:seg:eu:s") == {b"a": b"1.5", b"b": b"0.25"}
     assert r.hgetall("mlkube:recs:seg:eu:f") == {b"a": b"0.5", b"b": b"0.75"}
     assert r.get("mlkube:recs:idem:k1") == b"1"
+    assert r.get("mlkube:recs:seg:eu:v") == b"1"
     assert 0 < r.ttl("mlkube:recs:idem:k1") <= 86_400
 
 
@@ -38,10 +39,22 @@ async def test_bulk_reads(store: RedisStore) -> None:
     s = np.arange(1000, dtype=float)
     await store.add_feedback("default", items, s, 2 * s, None)
     counts = await store.read_segments(["default", "empty"])
-    got = dict(zip(counts["default"].items, counts["default"].successes.tolist(), strict=True))
+    default, empty = counts["default"], counts["empty"]
+    assert default is not None
+    assert empty is not None
+    got = dict(zip(default.items, default.successes.tolist(), strict=True))
     assert got == {f"item-{i}": float(i) for i in range(1000)}
-    assert np.array_equal(counts["default"].failures, 2 * counts["default"].successes)
-    assert counts["empty"].items == []
+    assert np.array_equal(default.failures, 2 * default.successes)
+    assert empty.items == []
+    assert (default.version, empty.version) == ("1", "0")
+    # Unchanged since the versions the caller holds: no hash is sent back.
+    again = await store.read_segments(["default", "empty"], {"default": "1", "empty": "0"})
+    assert again == {"default": None, "empty": None}
+    await store.add_feedback("default", ["item-1"], np.array([1.0]), np.array([0.0]), None)
+    changed = (await store.read_segments(["default"], {"default": "1"}))["default"]
+    assert changed is not None
+    assert changed.version == "2"
+    assert changed.successes[changed.items.index("item-1")] == 2.0
     some = await store.read_items("default", ["item-7", "nope"])
     assert some.successes.tolist() == [7.0, 0.0]
     assert some.failures.tolist() == [14.0, 0.0]
@@ -71,6 +84,7 @@ async def test_exact_counts_under_concurrent_writers_and_retries(
         await s.close()
     assert all(sorted(r) == [False, True] for r in results)  # exactly one of each pair applied
     counts = (await store.read_segments(["default"]))["default"]
+    assert counts is not None
     got = {
         item: (s, f)
         for item, s, f in zip(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -144,9 +144,10 @@ async def test_idempotent_feedback_counts_once(client: Any, state_of: Any) -> No
     )
     assert (await header.json())["duplicate"] is True
     store = state_of(client).model.store.store
-    counts = await store.read_segments(["default"])
-    assert counts["default"].items == ["k"]
-    assert counts["default"].successes.tolist() == [1.0]
+    counts = (await store.read_segments(["default"]))["default"]
+    assert counts is not None
+    assert counts.items == ["k"]
+    assert counts.successes.tolist() == [1.0]
 
 
 # --- every bad-input case: status and an error naming the field ---------------------------
@@ -461,9 +462,11 @@ class FlakyStore(MemoryStore):
         if self.down:
             raise ConnectionError("connection refused")
 
-    async def read_segments(self, segments: Sequence[str]) -> dict[str, SegmentCounts]:
+    async def read_segments(
+        self, segments: Sequence[str], known: Mapping[str, str] | None = None
+    ) -> dict[str, SegmentCounts | None]:
         self._check()
-        return await super().read_segments(segments)
+        return await super().read_segments(segments, known)
 
     async def read_items(self, segment: str, items: Sequence[str]) -> SegmentCounts:
         self._check()

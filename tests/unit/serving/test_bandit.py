@@ -59,6 +59,40 @@ def test_counts_from_redis_hashes_align_by_item() -> None:
     )
     assert got == {"a": (1.5, 0.5), "b": (2.0, 4.0), "c": (0.0, 1.0)}
     assert counts_from_hashes({}, {}).items == []
+    flat = counts_from_hashes([b"a", b"1", b"b", b"2"], [b"b", b"3", b"a", b"4"], "7")
+    assert flat.items == ["a", "b"]
+    assert flat.failures.tolist() == [4.0, 3.0]
+    assert flat.version == "7"
+
+
+async def test_unchanged_segments_are_not_read_again() -> None:
+    store = MemoryStore()
+    await store.add_feedback("default", ["a"], np.array([1.0]), np.array([0.0]), None)
+    first = await store.read_segments(["default", "other"])
+    assert first["default"] is not None
+    assert first["default"].version == "1"
+    assert first["other"] is not None
+    assert first["other"].version == "0"
+    assert await store.read_segments(["default", "other"], {"default": "1", "other": "0"}) == {
+        "default": None,
+        "other": None,
+    }
+    model = await _bandit(store)
+    try:
+        before = model.cache.get("default")
+        assert before is not None
+        await model.cache.refresh_all()
+        after = model.cache.get("default")
+        assert after is not None
+        assert after.index is before.index  # kept, not rebuilt
+        assert after.read_at > before.read_at  # but known to be current
+        await store.add_feedback("default", ["a"], np.array([1.0]), np.array([0.0]), None)
+        await model.cache.refresh_all()
+        latest = model.cache.get("default")
+        assert latest is not None
+        assert latest.alpha[latest.index["a"]] == 3.0
+    finally:
+        await model.close()
 
 
 def _req(**inputs: Tensor) -> InferenceRequest:
