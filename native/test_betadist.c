@@ -321,6 +321,12 @@ static void test_moments(void) {
 /* The extra Marsaglia-Tsang squeeze may only accept what the exact test accepts:
  * squeeze_bound(c, x) <= exp(h) wherever v > 0 (h evaluated in long double). */
 static void test_squeeze_bound(void) {
+    volatile long double tiny = 0x1.0p-60L;
+    if ((long double)1.0L + tiny == 1.0L) {
+        /* valgrind runs x87 long double arithmetic at double precision */
+        puts("skipping the squeeze grid: long double has no extra precision here");
+        return;
+    }
     const double shapes[] = {1.0, 1.5, 3.0, 10.0, 100.0, 1e4, 1e7};
     long checked = 0;
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
