@@ -11,10 +11,10 @@ exact text.  Every query received is recorded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -281,11 +281,59 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     return fake
 
 
+class RunningOperator:
+    """The real operator (kopf, our handlers) in its own thread and event loop, as in
+    production (kopf cancels every task of its loop on shutdown, the test's included);
+    stop() and start() again to play an operator restart."""
+
+    def __init__(self, config: OperatorConfig) -> None:
+        self.config = config
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(
+                run_operator(
+                    OperatorContext(self.config),
+                    stop_flag=self.stop_flag,
+                    ready_flag=self.ready_flag,
+                    settings_hook=_fast_exit,
+                )
+            )
+        except BaseException as exc:  # reported by stop()
+            self.error = exc
+
+    async def start(self) -> None:
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="mlkube-operator", daemon=True)
+        self.thread.start()
+        assert await asyncio.to_thread(self.ready_flag.wait, 10), "operator did not start"
+
+    async def stop(self) -> None:
+        if self.thread is None:
+            return
+        self.stop_flag.set()
+        await asyncio.to_thread(self.thread.join, 20)
+        assert not self.thread.is_alive(), "operator did not stop within 20 s"
+        self.thread = None
+        assert self.error is None, f"operator failed: {self.error!r}"
+
+
+def _fast_exit(settings: kopf.OperatorSettings) -> None:
+    """Idle per-object workers exit after 5 s by default; tests stop the operator often."""
+    settings.queueing.idle_timeout = 0.5
+    settings.queueing.exit_timeout = 1.0
+
+
 @pytest.fixture
 async def operator(
     kubeconfig: Path, prometheus: MockPrometheus, clock: FakeClock
-) -> AsyncIterator[None]:
-    """The real operator (kopf, our handlers) in this event loop, ticking every 0.2s."""
+) -> AsyncIterator[RunningOperator]:
+    """The operator ticking every 0.2s, asking the scripted Prometheus."""
     config = OperatorConfig(
         default_image="ghcr.io/mlkube/mlkube:test",
         reconcile_interval=0.2,
@@ -295,12 +343,7 @@ async def operator(
         watch_server_timeout=30,
         watch_client_timeout=40.0,
     )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(
-        run_operator(OperatorContext(config), stop_flag=stop, ready_flag=ready)
-    )
-    await asyncio.wait_for(ready.wait(), timeout=10)
-    yield
-    stop.set()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, timeout=15)
+    running = RunningOperator(config)
+    await running.start()
+    yield running
+    await running.stop()

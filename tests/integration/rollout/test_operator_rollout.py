@@ -14,7 +14,7 @@ import pytest
 
 from mlkube.operator.kube import KubeAPI, collection_path, object_path
 
-from .conftest import Error, FakeClock, MockPrometheus
+from .conftest import Error, FakeClock, MockPrometheus, RunningOperator
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +140,11 @@ async def canary_started(api: KubeAPI, eventually: Any, stable: str) -> dict[str
 
 
 async def test_version_bump_walks_the_steps_and_promotes(
-    api: KubeAPI, operator: None, prometheus: MockPrometheus, clock: FakeClock, eventually: Any
+    api: KubeAPI,
+    operator: RunningOperator,
+    prometheus: MockPrometheus,
+    clock: FakeClock,
+    eventually: Any,
 ) -> None:
     healthy_canary(prometheus)
     stable = await deployed_v1(api, eventually)
@@ -232,7 +236,11 @@ async def _with(api: KubeAPI, prefix: str) -> list[str] | None:
 
 
 async def test_failing_metric_rolls_back(
-    api: KubeAPI, operator: None, prometheus: MockPrometheus, clock: FakeClock, eventually: Any
+    api: KubeAPI,
+    operator: RunningOperator,
+    prometheus: MockPrometheus,
+    clock: FakeClock,
+    eventually: Any,
 ) -> None:
     healthy_canary(prometheus)
     stable = await deployed_v1(api, eventually)
@@ -297,7 +305,11 @@ async def _none(awaitable: Any) -> bool:
 
 
 async def test_prometheus_down_waits_and_says_so(
-    api: KubeAPI, operator: None, prometheus: MockPrometheus, clock: FakeClock, eventually: Any
+    api: KubeAPI,
+    operator: RunningOperator,
+    prometheus: MockPrometheus,
+    clock: FakeClock,
+    eventually: Any,
 ) -> None:
     healthy_canary(prometheus)
     stable = await deployed_v1(api, eventually)
@@ -320,3 +332,83 @@ async def test_prometheus_down_waits_and_says_so(
     )
     await eventually(lambda: _with(api, "Prometheus unavailable"), what="warning event")
     assert await api.get("Deployment", NS, f"{NAME}-canary") is not None
+
+
+async def test_operator_restart_mid_rollout_resumes_from_status(
+    api: KubeAPI,
+    operator: RunningOperator,
+    prometheus: MockPrometheus,
+    clock: FakeClock,
+    eventually: Any,
+) -> None:
+    healthy_canary(prometheus)
+    prometheus.answer("histogram_quantile(0.99", 342.0)  # first check fails (1/2)
+    stable = await deployed_v1(api, eventually)
+    canary = await canary_started(api, eventually, stable)
+    await mark_ready(api, f"{NAME}-canary")
+    await mark_ready(api, NAME)
+    clock.advance(31)
+
+    async def failed_checks(n: int) -> bool:
+        return (await rollout_status(api)).get("failedChecks") == n
+
+    await eventually(lambda: failed_checks(1), what="first failed check")
+    before = await rollout_status(api)
+
+    await operator.stop()
+    healthy_canary(prometheus)
+    clock.advance(31)
+    await operator.start()
+
+    # The restarted operator continues the same canary: same revision, the failed check
+    # still counted, and the next check moves it on.
+    async def weight(value: int) -> bool:
+        return (await rollout_status(api)).get("canaryWeight") == value
+
+    await eventually(lambda: weight(50), what="canary at 50% after the restart")
+    after = await rollout_status(api)
+    assert after["canaryRevision"] == before["canaryRevision"] == revision_of(canary)
+    assert after["startedAt"] == before["startedAt"]
+    assert after["failedChecks"] == 1
+    assert [h["outcome"] for h in after["history"]] == ["Deployed", "Progressing"]
+
+
+async def test_spec_change_mid_rollout_replaces_the_canary(
+    api: KubeAPI,
+    operator: RunningOperator,
+    prometheus: MockPrometheus,
+    clock: FakeClock,
+    eventually: Any,
+) -> None:
+    healthy_canary(prometheus)
+    stable = await deployed_v1(api, eventually)
+    first = revision_of(await canary_started(api, eventually, stable))
+    await set_version(api, "v3")
+
+    async def canary_on_v3() -> dict[str, Any] | None:
+        dep = await api.get("Deployment", NS, f"{NAME}-canary")
+        if dep and revision_of(dep) not in (first, stable):
+            return dep
+        return None
+
+    v3 = await eventually(canary_on_v3, what="canary replaced by v3")
+    assert v3["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] == "v3"
+
+    async def status_on_v3() -> dict[str, Any] | None:
+        status = await rollout_status(api)
+        return status if status.get("canaryRevision") == revision_of(v3) else None
+
+    status = await eventually(status_on_v3, what="status names the v3 canary")
+    assert status["canaryWeight"] == 25
+    assert [(h["revision"], h["outcome"]) for h in status["history"]] == [
+        (stable, "Deployed"),
+        (first, "Superseded"),
+        (revision_of(v3), "Progressing"),
+    ]
+    stable_dep = await api.get("Deployment", NS, NAME)
+    assert stable_dep is not None
+    assert revision_of(stable_dep) == stable
+    await eventually(
+        lambda: _with(api, f"spec changed: canary {str(first)[:10]} discarded"),
+        what="discard event",
+    )

@@ -9,7 +9,7 @@ import pytest
 
 from mlkube.operator.kube import KubeAPI, collection_path, object_path
 
-from .conftest import Error, FakeClock, MockPrometheus
+from .conftest import Error, FakeClock, MockPrometheus, RunningOperator
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,11 @@ AUTOSCALING = {"minReplicas": 1, "maxReplicas": 8, "targetInFlight": 2}
 
 
 async def test_autoscaler_scales_up_stepwise_and_holds_on_missing_data(
-    api: KubeAPI, operator: None, prometheus: MockPrometheus, clock: FakeClock, eventually: Any
+    api: KubeAPI,
+    operator: RunningOperator,
+    prometheus: MockPrometheus,
+    clock: FakeClock,
+    eventually: Any,
 ) -> None:
     prometheus.answer("mlkube_inflight_requests", 12.0)  # 12 in flight / 2 per pod = 6 pods
     await create(api, modelservice(autoscaling=AUTOSCALING))
@@ -104,7 +108,7 @@ async def test_autoscaler_scales_up_stepwise_and_holds_on_missing_data(
 
 
 async def test_hpa_mode_creates_an_hpa_and_leaves_replicas_to_it(
-    api: KubeAPI, operator: None, eventually: Any
+    api: KubeAPI, operator: RunningOperator, eventually: Any
 ) -> None:
     await create(
         api,
@@ -133,7 +137,11 @@ async def test_hpa_mode_creates_an_hpa_and_leaves_replicas_to_it(
 
 
 async def test_gateway_api_weights_follow_the_canary(
-    api: KubeAPI, operator: None, prometheus: MockPrometheus, clock: FakeClock, eventually: Any
+    api: KubeAPI,
+    operator: RunningOperator,
+    prometheus: MockPrometheus,
+    clock: FakeClock,
+    eventually: Any,
 ) -> None:
     rollout = {
         "steps": [10, 40],
