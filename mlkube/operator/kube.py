@@ -18,6 +18,7 @@ from urllib.parse import quote
 import aiohttp
 import kopf
 
+from mlkube import __version__
 from mlkube.operator.builders import FIELD_MANAGER
 
 JsonDict = dict[str, Any]
@@ -76,7 +77,10 @@ class KubeAPI:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 base_url=self.info.server.rstrip("/") + "/",
-                headers=self.info.as_http_headers(),
+                headers={
+                    **self.info.as_http_headers(),
+                    "User-Agent": f"mlkube-operator/{__version__}",
+                },
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 connector=aiohttp.TCPConnector(ssl=self._ssl()),
             )
@@ -198,6 +202,7 @@ class KubeAPI:
         return await self.request(
             "PATCH",
             object_path(api_version, plural, namespace, name, "status"),
+            params={"fieldManager": FIELD_MANAGER},
             body={"status": status},
             content_type="application/merge-patch+json",
         )
