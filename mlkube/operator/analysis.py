@@ -462,7 +462,8 @@ class PrometheusQuerier:
             if 400 <= code < 500 and code not in (408, 429):
                 return QueryOutcome(QueryStatus.REJECTED, error=_short(text))
             return QueryOutcome(QueryStatus.UNAVAILABLE, error=_short(text))
-        except (RequestException, OSError, ValueError) as exc:
+        except (RequestException, OSError, ValueError, KeyError, TypeError) as exc:
+            # Connection trouble, timeouts, or a 200 that is not a Prometheus answer.
             return QueryOutcome(
                 QueryStatus.UNAVAILABLE, error=_short(f"{type(exc).__name__}: {exc}")
             )

