@@ -41,6 +41,7 @@ _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 _V1_KEYS = frozenset({"instances", "inputs", "parameters"})
 _FEEDBACK_KEYS = frozenset({"feedback", "segment", "idempotency_key", "parameters"})
 _MAX_DIMS = 8
+MAX_TENSORS = 64
 
 
 class ClientError(Exception):
@@ -214,6 +215,8 @@ def parse_v2_infer(body: bytes, max_elements: int) -> InferenceRequest:
     inputs_raw = obj.get("inputs")
     if not isinstance(inputs_raw, list) or not inputs_raw:
         raise bad_request("inputs: required, a non-empty array of tensors")
+    if len(inputs_raw) > MAX_TENSORS:
+        raise bad_request(f"inputs: {len(inputs_raw)} tensors, at most {MAX_TENSORS} allowed")
     inputs: dict[str, Tensor] = {}
     labels: dict[str, str] = {}
     for i, raw in enumerate(inputs_raw):

@@ -227,3 +227,44 @@ async def test_metrics_sum_over_workers(serve: Any) -> None:
     items = next(line for line in text.splitlines() if line.startswith("mlkube_items_scored_total"))
     assert float(items.split()[-1]) == 180.0
     assert "mlkube_inflight_requests" in text
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(c) for c in text.split()]
+
+
+async def test_master_restarts_a_worker_that_died(serve: Any) -> None:
+    import os
+    import signal
+
+    server = serve("--workers", "2")
+    workers = _children(server.proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)  # a worker we started, by PID
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        now = _children(server.proc.pid)
+        if len(now) == 2 and workers[0] not in now:
+            break
+        await asyncio.sleep(0.1)
+    now = _children(server.proc.pid)
+    assert len(now) == 2
+    assert workers[0] not in now
+    assert workers[1] in now
+    server.wait_ready()
+    assert "restarting" in server.log()
+
+
+def test_port_in_use_fails_at_start_naming_the_field(serve: Any) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = serve("--host", "127.0.0.1", "--port", str(port), ready=False)
+        assert server.wait(30) == 2
+        assert "server.port: cannot listen on 127.0.0.1:" in server.log()

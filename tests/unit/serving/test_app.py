@@ -240,6 +240,18 @@ BAD_INFER: list[tuple[bytes, int, str]] = [
         orjson.dumps(
             {
                 "inputs": [
+                    {"name": f"t{i}", "datatype": "BYTES", "shape": [1], "data": ["a"]}
+                    for i in range(65)
+                ]
+            }
+        ),
+        400,
+        "inputs: 65 tensors, at most 64",
+    ),
+    (
+        orjson.dumps(
+            {
+                "inputs": [
                     {"name": "items", "datatype": "BYTES", "shape": [1], "data": ["a"]},
                     {"name": "items", "datatype": "BYTES", "shape": [1], "data": ["b"]},
                 ]
@@ -561,3 +573,21 @@ async def test_batching_answers_each_request_with_its_own_items(
     total = [line for line in text.splitlines() if line.startswith("mlkube_batch_size_sum")]
     assert float(total[0].split()[-1]) == 24.0
     assert float(count[0].split()[-1]) < 24  # some requests shared a batch
+
+
+async def test_access_log_is_off_by_default_and_sampled_when_asked(
+    make_client: Any, config: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="mlkube.serving.access")
+    quiet = await make_client()
+    await quiet.post(PREDICT, data=orjson.dumps({"instances": ["a"]}))
+    assert not [r for r in caplog.records if r.name == "mlkube.serving.access"]
+    loud = await make_client(config(server={"access_log_sample_rate": 1.0}))
+    await loud.post(PREDICT, data=orjson.dumps({"instances": ["a"]}))
+    records = [r for r in caplog.records if r.name == "mlkube.serving.access"]
+    assert len(records) >= 1
+    entry = records[-1]
+    assert entry.path == "/v1/models/bandit:predict"  # type: ignore[attr-defined]
+    assert entry.status == 200  # type: ignore[attr-defined]
