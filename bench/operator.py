@@ -198,7 +198,7 @@ def run(count: int, timeout: float, breakdown: dict[str, int]) -> dict[str, floa
     results: dict[str, float] = {}
     with cpmod.running_control_plane() as cp:
         results["control_plane_start_s"] = cp.start_seconds
-        apiserver_pid = cp._procs[-1].pid  # started last, after etcd
+        apiserver_pid = cp.pid("kube-apiserver")
         cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 

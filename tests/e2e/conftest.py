@@ -51,6 +51,17 @@ def _load_controlplane() -> ModuleType:
 controlplane = _load_controlplane()
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build (or find cached) binaries before any e2e test starts.
+
+    The first build takes minutes; done here it is not charged to the first test's
+    pytest-timeout. ``make test`` has already run scripts/e2e-build, so there it is
+    a no-op lookup.
+    """
+    if any(item.get_closest_marker("e2e") for item in session.items):
+        controlplane.build_binaries()
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A running control plane; yields controlplane.ControlPlane."""

@@ -426,6 +426,17 @@ class ControlPlane:
                 tails.append(f"--- {log.name} (last lines)\n" + log.read_text()[-3000:])
         return ControlPlaneError(what + "\n" + "\n".join(tails))
 
+    def pid(self, name: str) -> int:
+        """PID of ``etcd`` or ``kube-apiserver`` (for CPU and memory readings)."""
+        for proc, log in zip(self._procs, self._logs, strict=True):
+            if log.stem == name:
+                return proc.pid
+        raise KeyError(name)
+
+    def alive(self) -> bool:
+        """Both processes still run."""
+        return bool(self._procs) and all(proc.poll() is None for proc in self._procs)
+
     def _check_alive(self) -> None:
         for proc, log in zip(self._procs, self._logs, strict=True):
             if proc.poll() is not None:
@@ -495,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  alias kubectl={cp.kubectl_path}")
             print(f"logs: {cp.workdir}/*.log   (Ctrl-C stops everything)", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
-                while all(p.poll() is None for p in cp._procs):
+                while cp.alive():
                     time.sleep(1)
                 print("a control-plane process exited; stopping", file=sys.stderr)
                 return 1
