@@ -591,3 +591,22 @@ async def test_access_log_is_off_by_default_and_sampled_when_asked(
     entry = records[-1]
     assert entry.path == "/v1/models/bandit:predict"  # type: ignore[attr-defined]
     assert entry.status == 200  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"POST /v1/models/bandit:predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,  # a TLS hello
+    ],
+)
+async def test_malformed_http_is_a_4xx_and_the_server_lives_on(client: Any, raw: bytes) -> None:
+    """Bytes that are not HTTP are refused by aiohttp's parser (its own text/plain 400)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(raw)
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert status_line.split()[1] == b"400"
+    assert (await client.post(PREDICT, data=orjson.dumps({"instances": ["a"]}))).status == 200

@@ -99,6 +99,7 @@ def test_config_file_yaml_and_errors(tmp_path: Path) -> None:
         read_config_file(tmp_path / "missing.yaml")
 
 
+@pytest.mark.slow
 def test_bad_config_fails_at_start_naming_the_field(tmp_path: Path) -> None:
     """`mlkube serve` exits 2 before starting anything, with the field in the message."""
     env = {"MLKUBE_BANDIT_PRIOR_ALPHA": "-1", "PATH": "/usr/bin:/bin"}
