@@ -116,10 +116,6 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
             ctx.connection = info
         return info
 
-    @kopf.on.cleanup(registry=registry)
-    async def cleanup(**_: Any) -> None:
-        await ctx.close()
-
     for name in HANDLER_MODULES:
         try:
             module = importlib.import_module(name)
@@ -162,14 +158,18 @@ async def run_operator(
     configure_settings(settings, config)
     if settings_hook is not None:
         settings_hook(settings)
-    await kopf.operator(
-        registry=build_registry(ctx),
-        settings=settings,
-        clusterwide=config.clusterwide,
-        namespaces=list(config.namespaces),
-        standalone=config.standalone,
-        peering_name=config.peering or None,
-        liveness_endpoint=config.liveness_endpoint if liveness else None,
-        stop_flag=stop_flag,
-        ready_flag=ready_flag,
-    )
+    try:
+        await kopf.operator(
+            registry=build_registry(ctx),
+            settings=settings,
+            clusterwide=config.clusterwide,
+            namespaces=list(config.namespaces),
+            standalone=config.standalone,
+            peering_name=config.peering or None,
+            liveness_endpoint=config.liveness_endpoint if liveness else None,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        # After kopf returns every handler has finished, so nothing can reopen it.
+        await ctx.close()
