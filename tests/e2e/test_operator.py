@@ -392,3 +392,36 @@ def test_kubectl_scale_reaches_the_deployment(
     # the selector an HPA would use, from status.selector
     assert scale["status"]["selector"] == ms["status"]["selector"]
     assert "mlkube.dev/modelservice=ranker" in scale["status"]["selector"]
+
+
+def test_operator_restart_converges_without_duplicates(
+    cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any
+) -> None:
+    """A change made while the operator is down is picked up when it comes back."""
+    first = start_operator(namespaces=[namespace])
+    apply(cluster, namespace, manifest("ranker", version="v1"))
+    before = wait_until(lambda: children(cluster, namespace, "ranker"), what="children")
+    wait_until(lambda: reconciled(cluster, namespace, "ranker"), what="status")
+    first.stop()
+
+    apply(cluster, namespace, manifest("ranker", version="v2"))
+    start_operator(namespaces=[namespace])
+    ms = wait_until(lambda: reconciled(cluster, namespace, "ranker"), what="status for v2")
+    assert ms["status"]["modelVersion"] == "v2"
+    dep = must_get(cluster, namespace, "deployment", "ranker")
+    assert dep["metadata"]["uid"] == before["deployment"]["metadata"]["uid"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/version"] == "v2"
+    listed = cluster.kubectl("-n", namespace, "get", "deployments", "-o", "name").stdout.split()
+    assert listed == ["deployment.apps/ranker"]
+
+
+def test_deleting_a_modelservice_is_not_blocked(
+    cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any
+) -> None:
+    """Whatever the operator puts in metadata.finalizers, it lets go on delete."""
+    start_operator(namespaces=[namespace])
+    apply(cluster, namespace, manifest("ranker"))
+    wait_until(lambda: reconciled(cluster, namespace, "ranker"), what="status")
+    cluster.kubectl("-n", namespace, "delete", "msvc", "ranker", "--timeout=30s")
+    assert get(cluster, namespace, "msvc", "ranker") is None
