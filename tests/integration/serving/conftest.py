@@ -94,18 +94,29 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def _redis(tmp_path: Path, appendonly: bool) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed (make debs installs it)")
     data = tmp_path / "redis"
     data.mkdir()
-    server = RedisServer(data, free_port(), appendonly=True)
+    server = RedisServer(data, free_port(), appendonly=appendonly)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """In-memory Redis (no fsync: disk latency on a shared machine cannot stall it)."""
+    yield from _redis(tmp_path, appendonly=False)
+
+
+@pytest.fixture
+def durable_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """Redis with an fsync'd append-only file: what it acknowledged survives SIGKILL."""
+    yield from _redis(tmp_path, appendonly=True)
 
 
 class Serve:
