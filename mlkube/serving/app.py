@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -59,7 +59,6 @@ class ServerState:
     load_error: BaseException | None = None
     load_task: asyncio.Task[None] | None = None
     on_fatal: Callable[[BaseException], None] | None = None
-    started: float = field(default_factory=time.monotonic)
 
     @property
     def ready(self) -> bool:
@@ -137,7 +136,8 @@ def _check_model(state: ServerState, request: web.Request) -> Model[Any]:
             404, f"version: model {name!r} has no version {version!r} (serving {config.version!r})"
         )
     if model is None or not model.ready:
-        raise ClientError(503, f"model {name!r} is not ready yet", {"Retry-After": "1"})
+        why = f" (load failed: {state.load_error})" if state.load_error is not None else " yet"
+        raise ClientError(503, f"model {name!r} is not ready{why}", {"Retry-After": "1"})
     return model
 
 

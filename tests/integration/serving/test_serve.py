@@ -272,3 +272,31 @@ def test_port_in_use_fails_at_start_naming_the_field(serve: Any) -> None:
         server = serve("--host", "127.0.0.1", "--port", str(port), ready=False)
         assert server.wait(30) == 2
         assert "server.port: cannot listen on 127.0.0.1:" in server.log()
+
+
+def test_model_that_fails_to_load_stops_the_server(serve: Any, tmp_path: Any) -> None:
+    """A custom model whose load() raises: workers exit, the master exits non-zero."""
+    from pathlib import Path
+
+    (tmp_path / "broken_model_for_test.py").write_text(
+        "from mlkube.serving import SimpleModel\n"
+        "class Broken(SimpleModel):\n"
+        "    async def load(self):\n"
+        "        raise RuntimeError('weights not found at s3://nowhere')\n"
+        "    @property\n"
+        "    def ready(self):\n"
+        "        return False\n"
+        "    async def predict(self, batch):\n"
+        "        return []\n"
+    )
+    repo = Path(__file__).resolve().parents[3]
+    server = serve(
+        "--workers", "2", "--model-format", "custom",
+        "--model-class", "broken_model_for_test:Broken", "--model-name", "broken",
+        env={"PYTHONPATH": f"{repo}:{tmp_path}"},
+        ready=False,
+    )  # fmt: skip
+    assert server.wait(30) == 1
+    log = server.log()
+    assert "weights not found at s3://nowhere" in log
+    assert "could not start" in log
