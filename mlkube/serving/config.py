@@ -252,10 +252,11 @@ def load_config(
     for var, path in ENV_VARS.items():
         if env is not None and var in env:
             raw = env[var]
+            if raw.strip() == "":
+                # An empty variable (a Kubernetes manifest's `value: ""`) means "not set".
+                continue
             value: Any = raw
-            if (var == "MLKUBE_WORKERS" and raw.strip().lower() in ("", "auto")) or (
-                var == "MLKUBE_MODEL_URI" and raw == ""
-            ):
+            if var == "MLKUBE_WORKERS" and raw.strip().lower() == "auto":
                 value = None
             _set_path(tree, path, value)
             env_sources[path] = var

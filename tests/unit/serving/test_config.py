@@ -132,3 +132,19 @@ def test_bad_config_fails_at_start_naming_the_field(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "model.class: cannot import 'no_such_module_xyz'" in proc.stderr
+
+
+def test_empty_variables_mean_not_set() -> None:
+    env = {
+        "MLKUBE_MODEL_CLASS": "",
+        "MLKUBE_MODEL_URI": "",
+        "MLKUBE_REDIS_URL": "",
+        "MLKUBE_WORKERS": "",
+        "MLKUBE_PORT": " ",
+    }
+    cfg = load_config({"server": {"port": 9000}}, env)
+    assert cfg.model.class_path is None
+    assert cfg.model.uri is None
+    assert cfg.feature_store.redis_url == "redis://127.0.0.1:6379/0"
+    assert cfg.server.workers is None
+    assert cfg.server.port == 9000
