@@ -7,6 +7,7 @@ or a Kubernetes controller would, and waits for the observable outcome.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -332,3 +333,33 @@ async def test_liveness_endpoint_answers(operator: Any, eventually: Any) -> None
             return None
 
     assert await eventually(healthz, what="/healthz") == 200
+
+
+async def test_a_settled_object_is_left_alone(
+    api: KubeAPI, cluster: Any, operator: Any, eventually: Any
+) -> None:
+    """Level-based and idempotent: timer ticks on a settled object write no status, no Events."""
+    await create_ms(api, manifest())
+    await eventually(lambda: api.get("Deployment", NS, "recs"), what="Deployment")
+    await make_deployment_ready(api, "recs", 2)
+    await eventually(lambda: _with_condition(api, "recs", "Ready", "True"), what="Ready")
+    await asyncio.sleep(0.6)  # let the last Events be posted
+
+    def status_writes() -> int:
+        return sum(
+            1
+            for r in list(cluster)
+            if r.resource is not None
+            and r.resource.plural == "modelservices"
+            and r.subresource == "status"
+        )
+
+    writes, posted = status_writes(), len(await events(api))
+    await asyncio.sleep(2.0)  # four drift-timer ticks
+    assert status_writes() == writes
+    assert len(await events(api)) == posted
+    dep = await api.get("Deployment", NS, "recs")
+    assert dep is not None
+    assert (
+        dep["metadata"]["uid"] == (await api.get("Deployment", NS, "recs") or {})["metadata"]["uid"]
+    )
