@@ -18,7 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+# Same rule as ModelService.spec.model.name (a Kubernetes label value).
+_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _CLASS_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
@@ -64,7 +65,7 @@ class ModelConfig(_Strict):
     def _check_name(cls, value: str) -> str:
         if not _NAME_RE.match(value):
             raise ValueError(
-                "must be 1-63 lower-case letters, digits, '.', '_' or '-', "
+                "must be 1-63 letters, digits, '.', '_' or '-', "
                 "starting and ending with a letter or digit"
             )
         return value

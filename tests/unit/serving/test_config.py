@@ -66,7 +66,7 @@ def test_env_overrides_file_and_flags_override_env() -> None:
         ),
         ({}, {"MLKUBE_FEATURE_STORE": "etcd"}, "feature_store.kind (from MLKUBE_FEATURE_STORE)"),
         ({}, {"MLKUBE_REDIS_URL": "localhost"}, "feature_store.redis_url (from MLKUBE_REDIS_URL)"),
-        ({}, {"MLKUBE_MODEL_NAME": "Bad Name"}, "model.name (from MLKUBE_MODEL_NAME)"),
+        ({}, {"MLKUBE_MODEL_NAME": "bad name"}, "model.name (from MLKUBE_MODEL_NAME)"),
         ({}, {"MLKUBE_MODEL_FORMAT": "custom"}, "model.class is required"),
         ({}, {"MLKUBE_MODEL_CLASS": "nocolon"}, "model.class (from MLKUBE_MODEL_CLASS)"),
         (
