@@ -237,6 +237,7 @@ def build_children(
     total: int,
     stable_spec: JsonDict | None,
     hpa: bool,
+    stable_template: JsonDict | None = None,
 ) -> Children:
     """Every child for the rollout decision and replica count (pure).
 
@@ -266,6 +267,10 @@ def build_children(
             revision=decision.stable_revision,
             replicas=stable_n,
         )
+        if stable_spec is None and stable_template is not None:
+            # The stable spec is not in status (edited away?): keep the pods exactly as
+            # they run rather than rebuild them from the new spec under the old label.
+            stable_dep["spec"]["template"] = stable_template
     if hpa:
         # The HPA owns the count: leaving the field out of our apply hands it over.
         stable_dep["spec"].pop("replicas", None)
@@ -525,16 +530,31 @@ async def plan(
         if decision.stable_revision == desired.revision
         else (old_rollout.stable_spec if old_rollout else None)
     )
+    live_template = None
     if stable_spec is None and decision.stable_revision != desired.revision:
+        live = (stable_dep or {}).get("spec", {}).get("template")
+        if (
+            live
+            and (live.get("metadata", {}).get("labels") or {}).get(LABEL_REVISION)
+            == decision.stable_revision
+        ):
+            live_template = live
         log.warning(
-            "%s/%s: the spec of stable revision %s is unknown; rebuilding it from the current spec",
+            "%s/%s: status.rollout.stableSpec is missing; the stable Deployment %s",
             namespace,
             name,
-            decision.stable_revision,
+            "keeps its live pod template" if live_template else "is rebuilt from the current spec",
         )
     hpa = ms.spec.autoscaling is not None and ms.spec.autoscaling.mode is AutoscalingMode.HPA
     children = build_children(
-        ms, ctx.build, desired, decision, total=total, stable_spec=stable_spec, hpa=hpa
+        ms,
+        ctx.build,
+        desired,
+        decision,
+        total=total,
+        stable_spec=stable_spec,
+        hpa=hpa,
+        stable_template=live_template,
     )
     deletions = list(children.deletions)
     if canary_dep is None:

@@ -217,3 +217,20 @@ def test_pod_trouble_outranks_the_rollout_message() -> None:
     plan = Plan([], [], "old", 4, RolloutStatus(phase="RolledBack"), None)
     out = with_rollout(computed, None, plan, now="t1", generation=1)
     assert out.conditions[0].reason == "CrashLoopBackOff"
+
+
+def test_missing_stable_spec_keeps_the_live_template() -> None:
+    v1 = modelservice("v1", rollout=ROLLOUT)
+    first = next_step(
+        RolloutTarget(rollout_spec(v1.spec), desired_state(v1, SETTINGS).revision), None, None, T0
+    )
+    v2 = modelservice("v2", rollout=ROLLOUT)
+    desired = desired_state(v2, SETTINGS)
+    decision = next_step(
+        RolloutTarget(rollout_spec(v2.spec), desired.revision), first.status, None, T0
+    )
+    live = desired_state(v1, SETTINGS).deployment["spec"]["template"]
+    children = build_children(
+        v2, SETTINGS, desired, decision, total=4, stable_spec=None, hpa=False, stable_template=live
+    )
+    assert children.objects[1]["spec"]["template"] == live
