@@ -22,7 +22,6 @@ from pydantic import ConfigDict, Field
 from mlkube.api.rollout import AutoscalingSpec, AutoscalingStatus, RolloutSpec, RolloutStatus
 from mlkube.api.schema import (
     CustomResource,
-    Kube,
     KubeModel,
     PrinterColumn,
     Quantity,
@@ -66,12 +65,6 @@ RESERVED_ENV = (
 make the pod disagree with the spec (and with the revision hash), so the schema refuses."""
 
 Name = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)]
-ShortString = Annotated[str, Field(max_length=253)]
-LabelMap = Annotated[
-    dict[str, Annotated[str, Field(max_length=63)]],
-    Kube.of(maxProperties=64),
-]
-AnnotationMap = Annotated[dict[str, str], Kube.of(maxProperties=64)]
 
 
 # --------------------------------------------------------------------------- the model
