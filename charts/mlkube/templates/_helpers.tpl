@@ -78,3 +78,8 @@ app.kubernetes.io/component: operator
 {{- define "mlkube.peeringName" -}}
 {{- default (include "mlkube.fullname" .) .Values.operator.peering.name }}
 {{- end }}
+
+{{/* The metrics port is opened only when something scrapes it. */}}
+{{- define "mlkube.metricsEnabled" -}}
+{{- if or .Values.metrics.service.enabled .Values.metrics.podMonitor.enabled }}true{{ end }}
+{{- end }}

@@ -3,38 +3,49 @@ Rules inside the watched namespaces. Arguments: peering (non-empty when on), nam
 (bool), peeringName.
 */}}
 {{- define "mlkube.watchedRules" -}}
-# The custom resources: kopf watches them and keeps its state in mlkube.dev/ annotations
-# and finalizers (metadata only); the operator never writes their spec.
+# The custom resources: kopf lists and watches them and keeps its own state in mlkube.dev/
+# annotations and finalizers (a patch of metadata); the controllers read them fresh before
+# each reconcile. The operator never writes their spec.
 - apiGroups: ["mlkube.dev"]
   resources: ["modelservices", "pytorchjobs"]
   verbs: ["get", "list", "watch", "patch"]
+# A finished PyTorchJob is deleted ttlSecondsAfterFinished after completion (Kubeflow's TTL).
+- apiGroups: ["mlkube.dev"]
+  resources: ["pytorchjobs"]
+  verbs: ["delete"]
 - apiGroups: ["mlkube.dev"]
   resources: ["modelservices/status", "pytorchjobs/status"]
-  verbs: ["get", "patch"]
-# Children of a ModelService (server-side apply = patch; canary removal = delete).
+  verbs: ["patch"]
+# ModelService children: server-side apply (patch; create where an API answers 404 to an
+# apply of a missing object), reads for the status, watching Deployments so that their
+# progress refreshes the status, and owner-checked deletes (the canary Deployment after
+# promotion or rollback, the PDB below two replicas, the HPA when autoscaling leaves hpa).
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-- apiGroups: [""]
-  resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
+# Exact canary weights through a Gateway API HTTPRoute (trafficRouting: gatewayAPI).
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Pods: read for ModelService status; create/delete for PyTorchJob replicas.
+  verbs: ["create", "patch"]
+# Services: ModelService's (applied) and the PyTorchJob replicas' headless ones (created,
+# deleted by cleanPodPolicy).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["list", "create", "patch", "delete"]
+# Pods: read for ModelService status; created, watched and deleted for PyTorchJob replicas.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "delete"]
 # Kubernetes Events for every transition.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if and .peering .namespaced }}
 # kopf peering, per namespace: read all peering objects, write keep-alives into ours only.
 - apiGroups: ["kopf.dev"]
@@ -43,6 +54,6 @@ Rules inside the watched namespaces. Arguments: peering (non-empty when on), nam
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
   resourceNames: [{{ .peeringName | quote }}]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 {{- end }}
 {{- end }}

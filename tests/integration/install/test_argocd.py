@@ -20,19 +20,18 @@ from typing import Any
 import pytest
 import yaml
 
-from mlkube.api.modelservice import ModelService, ModelServiceSpec, ObjectMeta
+from mlkube.api.modelservice import ModelService, ModelServiceStatus, ObjectMeta
 from mlkube.api.pytorchjob import PyTorchJob
-from mlkube.api.rollout import MetricResult, RolloutSpec, Verdict
+from mlkube.api.rollout import MetricResult, Verdict
 from mlkube.operator.analysis import AnalysisReport
 from mlkube.operator.builders import BuildSettings, desired_state
+from mlkube.operator.progressive import rollout_spec, with_rollout
 from mlkube.operator.pytorchjob.status import job_status
 from mlkube.operator.rollout import (
     RolloutDecision,
     RolloutTarget,
     Workload,
-    degraded_condition,
     next_step,
-    progressing_condition,
 )
 from mlkube.operator.status import Observed, compute_status, status_patch
 
@@ -161,7 +160,8 @@ class MsState:
 def ms_status(
     ms: ModelService, observed: Observed, decision: RolloutDecision | None, problems: list[str]
 ) -> dict[str, Any]:
-    """Status as the operator writes it: its conditions plus the rollout's view of them."""
+    """Status exactly as the reconcile writes it: the children's view (``compute_status``)
+    merged with the rollout's (``progressive.with_rollout``), as ``status_patch`` sends it."""
     meta = ObjectMeta.model_validate(ms.metadata.model_dump())
     base = compute_status(
         meta,
@@ -172,20 +172,10 @@ def ms_status(
         problems=problems,
         now=STAMP,
     )
-    status = status_patch(base)
     if decision is not None:
-        rollout = decision.status
-        status["rollout"] = rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
-        for cond in status["conditions"]:
-            if cond["type"] == "Degraded":
-                bad, reason, message = degraded_condition(rollout)
-                if bad:
-                    cond.update(status="True", reason=reason, message=message)
-            if cond["type"] == "Progressing":
-                moving, reason, message = progressing_condition(rollout)
-                if moving:
-                    cond.update(status="True", reason=reason, message=message)
-    return status
+        previous = ModelServiceStatus(rollout=decision.status)
+        base = with_rollout(base, previous, None, now=STAMP, generation=meta.generation)
+    return status_patch(base)
 
 
 def _report(verdict: Verdict, message: str) -> AnalysisReport:
@@ -195,15 +185,11 @@ def _report(verdict: Verdict, message: str) -> AnalysisReport:
 
 def modelservice_states() -> dict[str, tuple[MsState, str, str]]:
     """name -> (state, expected health, expected words in the message)."""
-    v1 = modelservice("1")
-    v2 = modelservice("2", generation=2)
-    # spec.rollout joins the ModelService spec with the rollout controller; until then the
-    # rollout settings are the defaults, and a pause shows in status.rollout.paused.
-    has_rollout = "rollout" in ModelServiceSpec.model_fields
-    v2_paused = modelservice(
-        "2", generation=3, **({"rollout": {"paused": True}} if has_rollout else {})
-    )
-    rollout, rollout_paused = RolloutSpec(), RolloutSpec(paused=True)
+    canary_rollout = {"strategy": "canary"}
+    v1 = modelservice("1", rollout=canary_rollout)
+    v2 = modelservice("2", generation=2, rollout=canary_rollout)
+    v2_paused = modelservice("2", generation=3, rollout=canary_rollout | {"paused": True})
+    rollout, rollout_paused = rollout_spec(v2.spec), rollout_spec(v2_paused.spec)
     rev1, rev2 = revision_of(v1), revision_of(v2)
     first = next_step(RolloutTarget(rollout, rev1, "1"), None, None, T0)
     settled = first.status

@@ -50,7 +50,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "priorityClassName": "system-cluster-critical",
             "extraEnv": [{"name": "EXTRA", "value": "1"}],
         },
-        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+        "metrics": {
+            "service": {"enabled": True},
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        },
     },
     "namespaced-peering": {
         "operator": {
@@ -209,7 +212,6 @@ def test_default_render(render: Render, package_version: str) -> None:
         "ClusterRoleBinding",
         "ClusterRoleBinding",
         "Deployment",
-        "Service",
         "ServiceAccount",
     ]
     (deployment,) = of_kind(manifests, "Deployment")
@@ -227,7 +229,17 @@ def test_default_render(render: Render, package_version: str) -> None:
     assert env["MLKUBE_LOG_LEVEL"] == "info"
     assert env["MLKUBE_LOG_FORMAT"] == "json"
     assert "MLKUBE_PEERING_PRIORITY" not in env
+    # no metrics port until asked for: the operator does not serve /metrics yet
+    assert "MLKUBE_METRICS_PORT" not in env
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"health": 8081}
+
+
+def test_metrics_service_selects_the_operator_pods(render: Render) -> None:
+    manifests = render({"metrics": {"service": {"enabled": True}}})
+    (deployment,) = of_kind(manifests, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert env_of(container)["MLKUBE_METRICS_PORT"] == "8082"
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
         "health": 8081,
         "metrics": 8082,
@@ -333,6 +345,7 @@ def test_monitors_render_only_when_asked(render: Render) -> None:
     manifests = render(
         {
             "metrics": {
+                "service": {"enabled": True},
                 "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
                 "podMonitor": {"enabled": True, "interval": "15s"},
             }
