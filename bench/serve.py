@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--cases",
         default="naive,memory,redis,redis-batching",
-        help="comma list of: naive, memory, redis, redis-batching",
+        help="comma list of: naive, memory, redis, redis-batching, redis-batching-nodelay",
     )
     p.add_argument("--markdown", action="store_true")
     p.add_argument(
@@ -430,11 +430,19 @@ def main(argv: list[str] | None = None) -> int:
                             MLKUBE_BATCH_MAX_SIZE="16",
                             MLKUBE_BATCH_MAX_DELAY="0.0005",
                         )
+                    elif case.endswith("batching-nodelay"):
+                        # no waiting: a batch is whatever arrived in the same loop iteration
+                        env.update(
+                            MLKUBE_BATCHING="true",
+                            MLKUBE_BATCH_MAX_SIZE="16",
+                            MLKUBE_BATCH_MAX_DELAY="0",
+                        )
                 name = {
                     "naive": "naive baseline (1 worker)",
                     "memory": f"mlkube memory store ({workers} workers)",
                     "redis": f"mlkube redis store ({workers} workers)",
                     "redis-batching": f"mlkube redis + batching ({workers} workers)",
+                    "redis-batching-nodelay": f"mlkube redis + batching, 0 delay ({workers} w.)",
                 }[case]
                 with server(cmd, env, port) as proc:
                     result = measure(name, proc, port, script, args)
