@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import yaml
@@ -15,6 +15,7 @@ from mlkube.api.crdgen import SchemaError, build_crd, generate, model_schema
 from mlkube.api.schema import (
     CustomResource,
     IntOrString,
+    Kube,
     KubeModel,
     PrinterColumn,
     Quantity,
@@ -229,3 +230,39 @@ def test_stdout_holds_every_registered_crd(capsys: Any) -> None:
     names = {d["metadata"]["name"] for d in docs}
     assert "modelservices.mlkube.dev" in names
     assert all(d["kind"] == "CustomResourceDefinition" for d in docs)
+
+
+PortNumber = Annotated[
+    int, Field(ge=1, le=65535), Kube.of(validations=[rule("self != 22", "not ssh")])
+]
+
+
+class Ports(KubeModel):
+    one: PortNumber
+    many: list[PortNumber] = Field(default_factory=list)
+
+
+def test_kube_marker_travels_with_a_reusable_type() -> None:
+    schema = model_schema(Ports)
+    assert schema["properties"]["one"]["x-kubernetes-validations"] == [
+        {"rule": "self != 22", "message": "not ssh"}
+    ]
+    many = schema["properties"]["many"]["items"]
+    assert many["x-kubernetes-validations"][0]["message"] == "not ssh"
+    assert many["maximum"] == 65535
+
+
+class WindowSpec(KubeModel):
+    size: int = 1
+
+
+def test_registering_a_different_definition_under_one_name_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlkube.api import schema
+
+    monkeypatch.setattr(schema, "_REGISTRY", dict(schema._REGISTRY))  # keep the real one clean
+    schema.register(WIDGET)
+    schema.register(WIDGET)  # the same definition again (a re-import) is harmless
+    with pytest.raises(ValueError, match=r"widgets\.mlkube\.dev is registered twice"):
+        schema.register(CustomResource(kind="Widget", plural="widgets", spec=WindowSpec))
