@@ -243,6 +243,7 @@ def modelservice_states() -> dict[str, tuple[MsState, str, str]]:
     assert rolled_back.status.phase.value == "RolledBack"
     assert failed_promotion.status.phase.value == "Failed"
 
+    v0 = modelservice("1", replicas=0)
     dep1_ready = running_deployment(v1, ready=2)
     dep1_starting = running_deployment(v1, ready=0, updated=2)
     dep2_ready = running_deployment(v2, ready=2)
@@ -319,6 +320,11 @@ def modelservice_states() -> dict[str, tuple[MsState, str, str]]:
             ),
             "Degraded",
             "CrashLoopBackOff",
+        ),
+        "scaled to zero": (
+            state(v0, ms_status(v0, Observed(running_deployment(v0, ready=0)), first, [])),
+            "Healthy",
+            "replicas is 0",
         ),
         "invalid spec": (
             state(

@@ -1,6 +1,6 @@
 -- Argo CD health check for mlkube.dev/ModelService (Lua 5.1, as embedded by Argo CD).
 -- Input: the live object in the global `obj`. Output: a table with `status` and `message`.
---   Healthy      Ready=True, no canary in flight, not degraded
+--   Healthy      Ready=True (or scaled to zero on purpose), no canary in flight, not degraded
 --   Progressing  the operator has not caught up yet, a canary is running, pods are coming up
 --   Suspended    a canary is held by spec.rollout.paused (status.rollout.paused)
 --   Degraded     a rollback happened (Degraded=True, rollout phase RolledBack/Failed) or the
@@ -86,6 +86,13 @@ end
 if is_true(ready) then
   hs.status = "Healthy"
   hs.message = text(ready, "Ready")
+  return hs
+end
+
+-- Scaled to zero on purpose (spec.replicas: 0): nothing is wrong, like a Deployment at 0.
+if ready ~= nil and ready.reason == "ScaledToZero" then
+  hs.status = "Healthy"
+  hs.message = text(ready, "scaled to zero")
   return hs
 end
 
