@@ -13,8 +13,8 @@ applying the plain desired state.  ``plan`` is the thin shell around the pure de
    replica counts split by weight, an HTTPRoute for ``gatewayAPI`` routing, an HPA for
    ``autoscaling.mode: hpa``.
 
-A kopf timer (:func:`register`) ticks every ModelService that has ``spec.rollout`` or
-``spec.autoscaling`` so the canary advances and the autoscaler reacts between the
+A kopf timer (:func:`register`) ticks every ModelService with a canary in flight or the
+built-in autoscaler on, so the canary advances and the autoscaler reacts between the
 reconcile's slower drift checks.
 """
 
@@ -627,8 +627,22 @@ def with_rollout(
     )
 
 
-def _progressive(spec: Any, **_: Any) -> bool:
-    return bool(spec.get("rollout") or spec.get("autoscaling"))
+MOVING_PHASES = frozenset(
+    {RolloutPhase.PROGRESSING.value, RolloutPhase.PROMOTING.value, RolloutPhase.FAILED.value}
+)
+
+
+def needs_ticks(spec: Any, status: Any, **_: Any) -> bool:
+    """Tick only what can move: a canary in flight, or the built-in autoscaler.
+
+    Everything else is left to the reconcile's own (slower) drift timer, so a cluster of
+    settled ModelServices costs the API server nothing extra.
+    """
+    scaling = spec.get("autoscaling")
+    if scaling is not None and scaling.get("mode", "builtin") != AutoscalingMode.HPA.value:
+        return True
+    phase = ((status or {}).get("rollout") or {}).get("phase")
+    return spec.get("rollout") is not None and phase in MOVING_PHASES
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
@@ -644,7 +658,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         PLURAL,
         interval=interval,
         initial_delay=interval,
-        when=_progressive,
+        when=needs_ticks,
         registry=registry,
     )
     async def rollout_tick(

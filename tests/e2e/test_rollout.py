@@ -212,11 +212,8 @@ def test_canary_is_promoted_then_a_bad_one_rolled_back(
     start_operator: Any,
     prometheus: ScriptedPrometheus,
 ) -> None:
-    start_operator(
-        namespaces=[namespace],
-        reconcile_interval=1.0,
-        env={"MLKUBE_PROMETHEUS_URL": prometheus.url},
-    )
+    # The drift timer stays at its default (60s): the rollout timer alone drives the canary.
+    start_operator(namespaces=[namespace], env={"MLKUBE_PROMETHEUS_URL": prometheus.url})
     prometheus.set(HEALTHY)
     apply_version(cluster, namespace, "v1")
     first = wait_until(lambda: get(cluster, namespace, "deployment", "recs"), what="Deployment")

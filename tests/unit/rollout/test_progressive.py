@@ -13,6 +13,7 @@ from mlkube.operator.progressive import (
     build_children,
     current_targets,
     deployment_ready,
+    needs_ticks,
     rollout_spec,
     with_rollout,
 )
@@ -234,3 +235,13 @@ def test_missing_stable_spec_keeps_the_live_template() -> None:
         v2, SETTINGS, desired, decision, total=4, stable_spec=None, hpa=False, stable_template=live
     )
     assert children.objects[1]["spec"]["template"] == live
+
+
+def test_only_moving_services_are_ticked() -> None:
+    assert needs_ticks({"autoscaling": {}}, {})
+    assert not needs_ticks({"autoscaling": {"mode": "hpa"}}, {})
+    assert needs_ticks({"rollout": {}}, {"rollout": {"phase": "Progressing"}})
+    assert needs_ticks({"rollout": {}}, {"rollout": {"phase": "Promoting"}})
+    assert not needs_ticks({"rollout": {}}, {"rollout": {"phase": "Succeeded"}})
+    assert not needs_ticks({"rollout": {}}, {"rollout": {"phase": "RolledBack"}})
+    assert not needs_ticks({}, {"rollout": {"phase": "Progressing"}})
