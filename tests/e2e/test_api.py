@@ -75,7 +75,7 @@ def test_applying_the_crds_twice_changes_nothing(cluster: Any, crds_installed: l
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     for name in crds_installed:
         after = cluster.kubectl_json("get", "crd", name)["metadata"]
-        assert after["resourceVersion"] == before[name]["resourceVersion"], name  # type: ignore[index]
+        assert after["resourceVersion"] == before[name]["resourceVersion"], name
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
@@ -321,8 +321,8 @@ def test_kubectl_scale_goes_through_the_scale_subresource(
     out = cluster.kubectl("-n", namespace, "scale", "msvc/web", "--replicas", "3").stdout
     assert "scaled" in out
     ms = cluster.kubectl_json("-n", namespace, "get", "msvc", "web")
-    assert ms["spec"]["replicas"] == 3  # type: ignore[index]
-    assert ms["metadata"]["generation"] == 2  # type: ignore[index]
+    assert ms["spec"]["replicas"] == 3
+    assert ms["metadata"]["generation"] == 2
     scale = json.loads(
         cluster.kubectl(
             "get", "--raw",

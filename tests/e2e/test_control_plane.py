@@ -67,6 +67,6 @@ def test_deployments_get_no_pods_without_a_controller_manager(cluster: Any, name
         "--replicas=2",
     )  # fmt: skip
     deployment = cluster.kubectl_json("-n", namespace, "get", "deployment", "web")
-    assert deployment["spec"]["replicas"] == 2  # type: ignore[index]
+    assert deployment["spec"]["replicas"] == 2
     pods = cluster.kubectl_json("-n", namespace, "get", "pods")
     assert pods["items"] == []

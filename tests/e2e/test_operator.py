@@ -333,15 +333,10 @@ def test_server_side_apply_ownership(
     assert owners == {"mlkube"}, managers(dep)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ModelService status is merge-patched without fieldManager=mlkube, so the API "
-    "server records the client's user agent ('Python') as its manager "
-    "(mlkube/operator/kube.py patch_status)",
-)
 def test_status_is_written_by_field_manager_mlkube(
     cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any
 ) -> None:
+    """Status writes are attributed to ``mlkube`` too, not to the HTTP client's user agent."""
     start_operator(namespaces=[namespace])
     apply(cluster, namespace, manifest("ranker"))
     ms = wait_until(lambda: reconciled(cluster, namespace, "ranker"), what="status")

@@ -79,7 +79,7 @@ def status_of(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
     ms = cluster.kubectl_json("-n", namespace, "get", "msvc", name)
     status = ms.get("status") or {}
     assert isinstance(status, dict)
-    status["_generation"] = ms["metadata"]["generation"]  # type: ignore[index]
+    status["_generation"] = ms["metadata"]["generation"]
     return status
 
 
@@ -132,7 +132,7 @@ def run_life_cycle(
         "-n", namespace, "apply", "--server-side", "-f", "-", stdin=manifest("svc", "v1", 2)
     )
     for kind in ("deployment", "service", "pdb"):
-        wait_until(lambda k=kind: exists(cluster, namespace, k, "svc"), what=f"{kind}/svc")  # type: ignore[misc]
+        wait_until(lambda k=kind: exists(cluster, namespace, k, "svc"), what=f"{kind}/svc")
     wait_until(
         lambda: status_of(cluster, namespace, "svc").get("observedGeneration") == 1,
         what="status for generation 1",
