@@ -297,3 +297,62 @@ def test_canary_is_promoted_then_a_bad_one_rolled_back(
     ).stdout
     assert f"rolled back to {revision(promoted)}" in events
     assert "promoting canary" in events
+
+
+def test_builtin_autoscaler_and_hpa_mode(
+    cluster: Any,
+    crds_installed: list[str],
+    namespace: str,
+    start_operator: Any,
+    prometheus: ScriptedPrometheus,
+) -> None:
+    start_operator(namespaces=[namespace], env={"MLKUBE_PROMETHEUS_URL": prometheus.url})
+    prometheus.set({"mlkube_inflight_requests": 9.0})  # 9 in flight / 2 per pod -> 5 pods
+    spec: dict[str, Any] = {
+        "model": MODEL,
+        "replicas": 2,
+        "autoscaling": {
+            "minReplicas": 1,
+            "maxReplicas": 4,
+            "targetInFlight": 2,
+            "upscaleStabilization": "0s",
+        },
+    }
+    cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-", stdin=modelservice("scaled", spec)
+    )  # fmt: skip
+
+    def replicas(name: str = "scaled") -> int | None:
+        dep = get(cluster, namespace, "deployment", name)
+        return None if dep is None else dep["spec"].get("replicas")
+
+    # 2 -> 3 (x1.5) -> 4 (maxReplicas), by the operator's own timer.
+    wait_until(lambda: replicas() == 4, timeout=60, what="scaled to maxReplicas")
+    ms = get(cluster, namespace, "msvc", "scaled")
+    assert ms is not None
+    scaling = ms["status"]["autoscaling"]
+    assert scaling["desiredReplicas"] == 4
+    assert "bounded to [1, 4]" in scaling["reason"] or "maxUpscaleFactor" in scaling["reason"]
+    pdb = get(cluster, namespace, "pdb", "scaled")
+    assert pdb is not None
+
+    # Mode hpa: a real autoscaling/v2 HPA owned by the ModelService.
+    spec["autoscaling"] = {
+        "mode": "hpa",
+        "minReplicas": 2,
+        "maxReplicas": 6,
+        "hpa": {"resource": "memory", "targetUtilization": 75},
+    }
+    cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-", stdin=modelservice("scaled", spec)
+    )  # fmt: skip
+    hpa = wait_until(
+        lambda: get(cluster, namespace, "hpa", "scaled"), timeout=90, what="HorizontalPodAutoscaler"
+    )
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "scaled",
+    }
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "memory"
+    assert hpa["metadata"]["ownerReferences"][0]["kind"] == "ModelService"
