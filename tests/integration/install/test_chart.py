@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import filecmp
 import subprocess
+import tarfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -528,3 +529,20 @@ def test_notes_tell_the_next_step(helm_run: HelmRun) -> None:
     example = yaml.safe_load(notes.split("<<'YAML'\n", 1)[1].split("YAML\n", 1)[0])
     schema = _crd_schemas()[("mlkube.dev/v1alpha1", "ModelService")]
     jsonschema.Draft4Validator(schema).validate(example)
+
+
+def test_chart_packages_with_its_crds_and_schema(
+    helm_run: HelmRun, tmp_path: Path, package_version: str
+) -> None:
+    """What a chart repository serves: `helm package` keeps crds/, the schema and NOTES."""
+    proc = helm_run("package", str(CHART), "--destination", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    archive = tmp_path / f"mlkube-{package_version}.tgz"
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    expected = {f"mlkube/crds/{p.name}" for p in (REPO / "crds").glob("*.yaml")} | {
+        "mlkube/values.schema.json",
+        "mlkube/templates/NOTES.txt",
+        "mlkube/Chart.yaml",
+    }
+    assert expected <= names
