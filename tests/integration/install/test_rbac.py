@@ -48,6 +48,7 @@ NS = "ml"
 OPERATOR_TOKEN = "operator-token"
 HARNESS_TOKEN = "harness-token"
 PEERING = "mlkube"
+WAIT_SECONDS = 60.0
 T = TypeVar("T")
 
 
@@ -202,14 +203,15 @@ def rules_for(manifests: list[dict[str, Any]], namespace: str | None) -> list[di
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str = "") -> T:
-    deadline = time.monotonic() + 15.0
+    # generous: rollout steps wait for the operator's 5 s timer, on a machine under load
+    deadline = time.monotonic() + WAIT_SECONDS
     last: T | None = None
     while time.monotonic() < deadline:
         last = await probe()
         if last:
             return last
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after 15 s waiting for {what}; last: {last!r}")
+    raise AssertionError(f"timed out after {WAIT_SECONDS:.0f} s waiting for {what}; last: {last!r}")
 
 
 def free_port() -> int:
