@@ -546,3 +546,11 @@ def test_chart_packages_with_its_crds_and_schema(
         "mlkube/Chart.yaml",
     }
     assert expected <= names
+
+
+def test_chart_refuses_clusters_older_than_its_kube_version(helm_run: HelmRun) -> None:
+    """CEL rules in the CRDs need 1.28+: an older cluster is refused before anything runs."""
+    old = helm_run("template", "x", str(CHART), "--kube-version", "1.27.9")
+    assert old.returncode != 0
+    assert "requires kubeVersion: >=1.28.0-0" in old.stderr, old.stderr
+    assert helm_run("template", "x", str(CHART), "--kube-version", "1.28.0").returncode == 0
