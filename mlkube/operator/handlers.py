@@ -161,7 +161,9 @@ async def converge(
             now=now,
             problem_reason=problem_reason,
         )
-        if parsed.model is not None and not problems:
+        if rollout_plan is not None or (parsed.model is not None and not problems):
+            # A plan is kept even when applying failed half-way: its children are derived
+            # from this status, so the next reconcile re-applies the same ones.
             new = progressive.with_rollout(
                 new, parsed.status, rollout_plan, now=now, generation=parsed.meta.generation
             )

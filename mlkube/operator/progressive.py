@@ -284,8 +284,9 @@ def build_children(
     else:
         deletions.append(("Deployment", child_name(name, "canary")))
 
+    routing: list[JsonDict] = []
     if rollout.traffic_routing is TrafficRouting.GATEWAY_API and rollout.gateway_api is not None:
-        objects += [
+        routing = [
             build_track_service(ms, "stable"),
             build_track_service(ms, "canary"),
             build_httproute(ms, rollout, weight if canary is not None else 0),
@@ -307,6 +308,9 @@ def build_children(
                 name, ms.metadata.namespace, scaling, common_labels(name), owner_reference(ms)
             )
         )
+    # The route last: on a cluster without the Gateway API CRDs everything else still
+    # converges before the API server refuses it.
+    objects += routing
     return Children(objects, deletions, stable_n, canary_n, split)
 
 
