@@ -1,4 +1,5 @@
-"""Fixtures for the install tier: the real helm binary, rendered manifests, Lua 5.1.
+"""Fixtures for the install tier: the real helm binary, rendered manifests, Lua 5.1, and
+kmock with the real operator (operator_harness.py) for the RBAC and HA tests.
 
 Everything here runs real programs (helm, hadolint, lua5.1) that `make test` installs; a
 missing program is a test failure with the command that installs it, never a skip, so a
@@ -11,13 +12,23 @@ import json
 import math
 import shutil
 import subprocess
+import sys
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 import yaml
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # operator_harness.py, imported by the tests as a module
+
+from operator_harness import HARNESS_TOKEN, NS, OPERATOR_TOKEN, RESOURCES  # noqa: E402
+
+from mlkube.operator.kube import KubeAPI  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "mlkube"
@@ -171,3 +182,69 @@ def run_health(lua: str) -> Callable[[Path, Manifest], tuple[str, str]]:
         return status, message
 
     return _run
+
+
+# ------------------------------------------------------------- kmock and the operator
+
+
+@pytest.fixture
+def namespaces_path_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kmock 0.6 cannot parse ``/api/v1/namespaces[/NAME]`` (the path of the Namespace
+    resource itself, which kopf lists in namespaced mode): it takes "namespaces" for the
+    namespace prefix of a namespaced resource and fails. Parse those two shapes correctly
+    and leave every other path to kmock."""
+    from kmock._internal import parsing
+
+    original = parsing.parse_path
+
+    def parse_path(path: str) -> Any:
+        parts = path.strip("/").split("/")
+        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
+            name = parts[3] if len(parts) == 4 else None
+            return parsing.ParsedPath("", "v1", "namespaces", None, name, None)
+        return original(path)
+
+    monkeypatch.setattr(parsing, "parse_path", parse_path)
+
+
+@pytest.fixture
+def emulator(kmock: Any, namespaces_path_fix: None) -> Any:
+    for key, info in RESOURCES.items():
+        kmock.resources[key] = info
+    # namespaces exist before the operator starts (kopf lists them in namespaced mode)
+    for ns in (NS, "default"):
+        obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+        kmock.objects[kmock.resource("", "v1", "namespaces"), None, ns] = obj
+    return kmock
+
+
+@pytest.fixture
+def kubeconfig(emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The operator logs in as itself (its own token), so its requests can be told apart."""
+    path = tmp_path / "kubeconfig"
+    server = str(emulator.url).rstrip("/")
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+                "users": [{"name": "op", "user": {"token": OPERATOR_TOKEN}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "op"}}],
+                "current-context": "kmock",
+            }
+        ),
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return path
+
+
+@pytest.fixture
+async def harness(emulator: Any) -> AsyncIterator[KubeAPI]:
+    """The test's own client: plays the user, the controller-manager and the kubelet."""
+    info = kopf.ConnectionInfo(server=str(emulator.url).rstrip("/"), token=HARNESS_TOKEN)
+    client = KubeAPI(info)
+    yield client
+    await client.close()

@@ -21,73 +21,30 @@ invalid spec, and kopf's own machinery (CRD and namespace observation, peering).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-import json
-import socket
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import kmock
-import kopf
 import pytest
 import yaml
+from operator_harness import (
+    MS,
+    NS,
+    OPERATOR_TOKEN,
+    config,
+    eventually,
+    operator_running,
+)
 
-from mlkube.operator.app import OperatorContext, run_operator
-from mlkube.operator.config import OperatorConfig
 from mlkube.operator.kube import ApiError, KubeAPI, collection_path, object_path
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "mlkube"
-NS = "ml"
-OPERATOR_TOKEN = "operator-token"
-HARNESS_TOKEN = "harness-token"
 PEERING = "mlkube"
-WAIT_SECONDS = 60.0
-T = TypeVar("T")
-
-
-_ALL_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
-RESOURCES = {
-    "mlkube.dev/v1alpha1/modelservices": kmock.ResourceInfo(
-        kind="ModelService", namespaced=True, subresources={"status", "scale"}, verbs=_ALL_VERBS
-    ),
-    "mlkube.dev/v1alpha1/pytorchjobs": kmock.ResourceInfo(
-        kind="PyTorchJob", namespaced=True, subresources={"status", "scale"}, verbs=_ALL_VERBS
-    ),
-    "apps/v1/deployments": kmock.ResourceInfo(
-        kind="Deployment", namespaced=True, subresources={"status"}, verbs=_ALL_VERBS
-    ),
-    "v1/services": kmock.ResourceInfo(kind="Service", namespaced=True, verbs=_ALL_VERBS),
-    "autoscaling/v2/horizontalpodautoscalers": kmock.ResourceInfo(
-        kind="HorizontalPodAutoscaler", namespaced=True, verbs=_ALL_VERBS
-    ),
-    "gateway.networking.k8s.io/v1/httproutes": kmock.ResourceInfo(
-        kind="HTTPRoute", namespaced=True, verbs=_ALL_VERBS
-    ),
-    "policy/v1/poddisruptionbudgets": kmock.ResourceInfo(
-        kind="PodDisruptionBudget", namespaced=True, verbs=_ALL_VERBS
-    ),
-    "v1/pods": kmock.ResourceInfo(
-        kind="Pod", namespaced=True, subresources={"status"}, verbs=_ALL_VERBS
-    ),
-    "v1/events": kmock.ResourceInfo(kind="Event", namespaced=True, verbs=_ALL_VERBS),
-    "v1/namespaces": kmock.ResourceInfo(kind="Namespace", namespaced=False, verbs=_ALL_VERBS),
-    "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
-        kind="CustomResourceDefinition", namespaced=False, verbs=_ALL_VERBS
-    ),
-    "kopf.dev/v1/clusterkopfpeerings": kmock.ResourceInfo(
-        kind="ClusterKopfPeering", namespaced=False, verbs=_ALL_VERBS
-    ),
-    "kopf.dev/v1/kopfpeerings": kmock.ResourceInfo(
-        kind="KopfPeering", namespaced=True, verbs=_ALL_VERBS
-    ),
-}
 
 
 # ------------------------------------------------------------------ calls and rules
@@ -199,112 +156,6 @@ def rules_for(manifests: list[dict[str, Any]], namespace: str | None) -> list[di
     return out
 
 
-# --------------------------------------------------------------------------- harness
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str = "") -> T:
-    # generous: rollout steps wait for the operator's 5 s timer, on a machine under load
-    deadline = time.monotonic() + WAIT_SECONDS
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {WAIT_SECONDS:.0f} s waiting for {what}; last: {last!r}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def namespaces_path_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    """kmock 0.6 cannot parse ``/api/v1/namespaces[/NAME]`` (the path of the Namespace
-    resource itself, which kopf lists in namespaced mode): it takes "namespaces" for the
-    namespace prefix of a namespaced resource and fails. Parse those two shapes correctly
-    and leave every other path to kmock."""
-    from kmock._internal import parsing
-
-    original = parsing.parse_path
-
-    def parse_path(path: str) -> Any:
-        parts = path.strip("/").split("/")
-        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
-            name = parts[3] if len(parts) == 4 else None
-            return parsing.ParsedPath("", "v1", "namespaces", None, name, None)
-        return original(path)
-
-    monkeypatch.setattr(parsing, "parse_path", parse_path)
-
-
-@pytest.fixture
-def emulator(kmock: Any, namespaces_path_fix: None) -> Any:
-    for key, info in RESOURCES.items():
-        kmock.resources[key] = info
-    # namespaces exist before the operator starts (kopf lists them in namespaced mode)
-    for ns in (NS, "default"):
-        obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-        kmock.objects[kmock.resource("", "v1", "namespaces"), None, ns] = obj
-    return kmock
-
-
-@pytest.fixture
-def kubeconfig(emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The operator logs in as itself (its own token), so its requests can be told apart."""
-    path = tmp_path / "kubeconfig"
-    server = str(emulator.url).rstrip("/")
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-                "users": [{"name": "op", "user": {"token": OPERATOR_TOKEN}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "op"}}],
-                "current-context": "kmock",
-            }
-        ),
-        encoding="utf-8",
-    )
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    return path
-
-
-@pytest.fixture
-async def harness(emulator: Any) -> AsyncIterator[KubeAPI]:
-    """The test's own client: plays the user, the controller-manager and the kubelet."""
-    info = kopf.ConnectionInfo(server=str(emulator.url).rstrip("/"), token=HARNESS_TOKEN)
-    client = KubeAPI(info)
-    yield client
-    await client.close()
-
-
-def _fast(settings: kopf.OperatorSettings) -> None:
-    """Idle per-object workers exit after 5 s by default; the scenarios stop the operator."""
-    settings.queueing.idle_timeout = 0.5
-    settings.queueing.exit_timeout = 1.0
-
-
-@contextlib.asynccontextmanager
-async def operator_running(config: OperatorConfig) -> AsyncIterator[None]:
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(
-        run_operator(OperatorContext(config), stop_flag=stop, ready_flag=ready, settings_hook=_fast)
-    )
-    try:
-        await asyncio.wait_for(ready.wait(), timeout=15)
-        yield
-    finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=20)
-
-
 def operator_calls(emulator: Any) -> list[Call]:
     calls = []
     for request in list(emulator):
@@ -314,34 +165,6 @@ def operator_calls(emulator: Any) -> list[Call]:
         if call is not None:
             calls.append(call)
     return calls
-
-
-def config(namespaces: tuple[str, ...], peering: str) -> OperatorConfig:
-    return OperatorConfig(
-        namespaces=namespaces,
-        peering=peering,
-        default_image="ghcr.io/mlkube/mlkube:test",
-        reconcile_interval=0.5,
-        health_host="127.0.0.1",
-        health_port=free_port(),
-        watch_server_timeout=30,
-        watch_client_timeout=40.0,
-    )
-
-
-MS: dict[str, Any] = {
-    "apiVersion": "mlkube.dev/v1alpha1",
-    "kind": "ModelService",
-    # kmock keeps resourceVersion as given; kopf guards its finalizer patch with it
-    "metadata": {
-        "name": "recs",
-        "namespace": NS,
-        "uid": "uid-recs",
-        "generation": 1,
-        "resourceVersion": "1",
-    },
-    "spec": {"model": {"name": "ranker", "version": "v1"}, "replicas": 2},
-}
 
 
 async def drive_modelservice(api: KubeAPI) -> None:
