@@ -138,6 +138,8 @@ async def converge(
                     rollout_plan = await progressive.plan(ctx, parsed.model, desired, parsed.status)
                     revision = rollout_plan.stable_revision
                     replicas = rollout_plan.stable_replicas
+                    for obj in rollout_plan.handovers:
+                        await api.apply(obj, field_manager=progressive.HANDOVER_MANAGER)
                     for obj in rollout_plan.objects:
                         await api.apply(obj)
                     for kind, child in rollout_plan.deletions:

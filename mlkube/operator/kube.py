@@ -123,8 +123,11 @@ class KubeAPI:
 
     # ------------------------------------------------------------------ operations
 
-    async def apply(self, obj: JsonDict) -> JsonDict:
+    async def apply(self, obj: JsonDict, field_manager: str = FIELD_MANAGER) -> JsonDict:
         """Server-side apply ``obj`` as field manager ``mlkube``, taking over conflicts.
+
+        Another ``field_manager`` is used only to hand a field over (the replica count to
+        an HPA), never for the children themselves.
 
         The API server creates the object if it does not exist. Some API emulators answer
         404 to an apply of a missing object instead; then the object is created, with the
@@ -133,7 +136,7 @@ class KubeAPI:
         api_version, plural = RESOURCES[obj["kind"]]
         meta = obj["metadata"]
         path = object_path(api_version, plural, meta.get("namespace"), meta["name"])
-        params = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        params = {"fieldManager": field_manager, "force": "true"}
         try:
             return await self.request(
                 "PATCH", path, params=params, body=obj, content_type="application/apply-patch+yaml"
@@ -144,7 +147,7 @@ class KubeAPI:
         return await self.request(
             "POST",
             collection_path(api_version, plural, meta.get("namespace")),
-            params={"fieldManager": FIELD_MANAGER},
+            params={"fieldManager": field_manager},
             body=obj,
         )
 

@@ -94,6 +94,9 @@ if TYPE_CHECKING:
 JsonDict = dict[str, Any]
 log = logging.getLogger("mlkube.operator.rollout")
 
+HANDOVER_MANAGER = "mlkube-handover"
+"""Field manager that holds the stable Deployment's replica count while it passes to an HPA."""
+
 TICK_SECONDS = 5.0
 """How often the rollout/autoscaler timer runs per ModelService.  Decisions use the clock,
 not the tick count, so this only bounds how late a step can be."""
@@ -314,6 +317,40 @@ def build_children(
     return Children(objects, deletions, stable_n, canary_n, split)
 
 
+def owns_replicas(deployment: JsonDict, manager: str = "mlkube") -> bool:
+    """Whether ``manager`` holds ``spec.replicas`` of the Deployment by server-side apply."""
+    for entry in deployment.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}):
+            return True
+    return False
+
+
+def replicas_handover(deployment: JsonDict | None) -> list[JsonDict]:
+    """What to apply before leaving ``spec.replicas`` to an HPA.
+
+    Dropping a field from an apply removes it when no other manager holds it, and the API
+    server would default the Deployment to 1 replica until the HPA's next sync.  Applying
+    the current count first under a second manager makes the value survive the handover
+    (Kubernetes' documented way to transfer ownership); the HPA then takes it from there.
+    """
+    if deployment is None or not owns_replicas(deployment):
+        return []
+    replicas = deployment.get("spec", {}).get("replicas")
+    if not isinstance(replicas, int):
+        return []
+    meta = deployment.get("metadata", {})
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+            "spec": {"replicas": replicas},
+        }
+    ]
+
+
 def rollout_conditions(status: RolloutStatus) -> dict[str, tuple[str, str, str]]:
     """Condition overrides from the rollout: type -> (status, reason, message).
 
@@ -364,6 +401,8 @@ class Plan:
     rollout: RolloutStatus
     autoscaling: AutoscalingStatus | None
     events: list[RolloutEvent] = field(default_factory=list)
+    handovers: list[JsonDict] = field(default_factory=list)
+    """Applied first with :data:`HANDOVER_MANAGER` (see :func:`replicas_handover`)."""
 
 
 def _prometheus_url(ctx: OperatorContext, spec: RolloutSpec | None) -> str | None:
@@ -569,6 +608,7 @@ async def plan(
         update={"stable_spec": stable_spec, "traffic_split": children.traffic_split}
     )
     return Plan(
+        handovers=replicas_handover(stable_dep) if hpa else [],
         objects=children.objects,
         deletions=deletions,
         stable_revision=decision.stable_revision,

@@ -356,3 +356,21 @@ def test_builtin_autoscaler_and_hpa_mode(
     }
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "memory"
     assert hpa["metadata"]["ownerReferences"][0]["kind"] == "ModelService"
+
+    # The replica count was handed over, not reset: the Deployment keeps its 4 pods (no
+    # controller-manager runs here, so nothing else could have put them back) and the
+    # operator's own apply no longer claims the field.
+    def handed_over() -> dict[str, Any] | None:
+        proc = cluster.kubectl(
+            "-n", namespace, "get", "deployment", "scaled", "-o", "json", "--show-managed-fields"
+        )  # fmt: skip
+        dep: dict[str, Any] = json.loads(proc.stdout)
+        owners = {
+            m["manager"]
+            for m in dep["metadata"].get("managedFields", [])
+            if "f:replicas" in m.get("fieldsV1", {}).get("f:spec", {})
+        }
+        return dep if owners == {"mlkube-handover"} else None
+
+    dep = wait_until(handed_over, what="spec.replicas handed over")
+    assert dep["spec"]["replicas"] == 4

@@ -14,6 +14,7 @@ from mlkube.operator.progressive import (
     current_targets,
     deployment_ready,
     needs_ticks,
+    replicas_handover,
     rollout_spec,
     with_rollout,
 )
@@ -245,3 +246,31 @@ def test_only_moving_services_are_ticked() -> None:
     assert not needs_ticks({"rollout": {}}, {"rollout": {"phase": "Succeeded"}})
     assert not needs_ticks({"rollout": {}}, {"rollout": {"phase": "RolledBack"}})
     assert not needs_ticks({}, {"rollout": {"phase": "Progressing"}})
+
+
+def test_replicas_handover_only_while_mlkube_holds_the_field() -> None:
+    owned = {
+        "metadata": {
+            "name": "recs",
+            "namespace": "ml",
+            "managedFields": [
+                {
+                    "manager": "mlkube",
+                    "operation": "Apply",
+                    "fieldsV1": {"f:spec": {"f:replicas": {}}},
+                }
+            ],
+        },
+        "spec": {"replicas": 4},
+    }
+    assert replicas_handover(owned) == [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "recs", "namespace": "ml"},
+            "spec": {"replicas": 4},
+        }
+    ]
+    handed = {**owned, "metadata": {**owned["metadata"], "managedFields": []}}
+    assert replicas_handover(handed) == []
+    assert replicas_handover(None) == []
