@@ -93,6 +93,16 @@ def parse(body: JsonDict) -> Parsed:
     return Parsed(meta, status, model, spec_problems(model.spec), model.spec.replicas)
 
 
+def refresh_allowed(parsed: Parsed) -> bool:
+    """Pure: may a status-only refresh (no apply) write this object's status?
+
+    Only when the status already describes the current generation: ``observedGeneration``
+    promises that the operator has acted on that spec, which a refresh does not do.
+    """
+    observed = parsed.status.observed_generation if parsed.status is not None else None
+    return observed is not None and observed == parsed.meta.generation
+
+
 def now_iso() -> str:
     return (
         datetime.datetime.now(datetime.UTC)
@@ -121,6 +131,12 @@ async def converge(
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return  # gone: owner references let the garbage collector remove the children
         parsed = parse(body)
+        if not apply and not refresh_allowed(parsed):
+            # A spec change no reconcile has applied yet (e.g. after a restart the
+            # Deployment watch can deliver before the ModelService's resume handler runs):
+            # a status stamped with the new generation would describe the old Deployment.
+            # The apply that the spec change triggers writes the status.
+            return
         problems = list(parsed.problems)
         problem_reason = "InvalidSpec"
         revision = (parsed.status.revision if parsed.status else None) or ""

@@ -12,7 +12,9 @@ import copy
 from typing import Any
 
 import aiohttp
+import kopf
 import pytest
+from kopf._core.engines import posting as kopf_posting
 
 from mlkube.operator.kube import KubeAPI, collection_path, object_path
 
@@ -361,3 +363,46 @@ async def test_a_settled_object_is_left_alone(
     dep = await api.get("Deployment", NS, "recs")
     assert dep is not None
     assert dep["metadata"]["uid"] == created["metadata"]["uid"]  # never re-created
+
+
+async def test_a_status_refresh_never_claims_a_generation_it_did_not_apply(
+    api: KubeAPI, cluster: Any, kubeconfig: Any
+) -> None:
+    """A Deployment event handled before the spec change (as after an operator restart,
+    when both watches list at once) must not stamp the new generation on a status that
+    still describes the old Deployment."""
+    from mlkube.operator.app import OperatorContext
+    from mlkube.operator.config import OperatorConfig
+    from mlkube.operator.handlers import converge
+
+    # converge() posts Events through kopf, which needs its settings in context (set by
+    # kopf.operator); posting is off here: this test is about the status alone.
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False
+    kopf_posting.settings_var.set(settings)
+    ctx = OperatorContext(OperatorConfig(default_image="ghcr.io/mlkube/mlkube:test"))
+    ctx.connection = api.info
+    try:
+        await create_ms(api, manifest(replicas=1))
+        await converge(ctx, NS, "recs", apply=True)
+        first = await api.get("ModelService", NS, "recs")
+        assert first is not None
+        assert first["status"]["observedGeneration"] == 1
+        assert first["status"]["modelVersion"] == "v1"
+
+        # the user changes the spec while no reconcile has applied it yet
+        await patch(api, f"{MS_API}/modelservices", "recs", {"spec": {"model": {"version": "v2"}}})
+        await converge(ctx, NS, "recs", apply=False)  # a Deployment event comes first
+        refreshed = await api.get("ModelService", NS, "recs")
+        assert refreshed is not None
+        assert refreshed["metadata"]["generation"] == 2
+        assert refreshed["status"]["observedGeneration"] == 1
+        assert refreshed["status"]["modelVersion"] == "v1"
+
+        await converge(ctx, NS, "recs", apply=True)  # then the spec change is applied
+        applied = await api.get("ModelService", NS, "recs")
+        assert applied is not None
+        assert applied["status"]["observedGeneration"] == 2
+        assert applied["status"]["modelVersion"] == "v2"
+    finally:
+        await ctx.close()
