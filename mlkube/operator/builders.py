@@ -121,19 +121,29 @@ def resolve_image(spec: ModelServiceSpec, settings: BuildSettings) -> str:
     return spec.runtime.image or settings.default_image
 
 
-def compute_revision(spec: ModelServiceSpec, image: str) -> str:
+def compute_revision(spec: ModelServiceSpec, image: str, owner: str = "") -> str:
     """A short hash of everything that ends up in the pod template.
 
     Replicas are left out (scaling is not a new revision); the image is resolved first, so
-    upgrading the operator's default image is a new revision, as it should be.
+    upgrading the operator's default image is a new revision, as it should be. ``owner``
+    (``namespace/name``) makes the hash unique per ModelService: the canary analysis selects
+    Prometheus series by ``revision``, and two ModelServices with the same spec (staging and
+    production from one Git base) must never be judged on each other's traffic.
     """
     essence = spec.to_kube()
     essence.pop("replicas", None)
     for block in ("rollout", "autoscaling"):  # traffic/scaling policy, not pod content
         essence.pop(block, None)
     essence["image"] = image
+    if owner:
+        essence["owner"] = owner
     blob = json.dumps(essence, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def owner_key(ms: ModelService) -> str:
+    """``namespace/name``: what makes a revision hash unique to one ModelService."""
+    return f"{ms.metadata.namespace}/{ms.metadata.name}"
 
 
 def owner_reference(ms: ModelService) -> JsonDict:
@@ -376,7 +386,7 @@ def build_deployment(
     ``spec.replicas``.
     """
     image = resolve_image(ms.spec, settings)
-    rev = revision or compute_revision(ms.spec, image)
+    rev = revision or compute_revision(ms.spec, image, owner_key(ms))
     name = ms.metadata.name
     labels = {
         **common_labels(name),
@@ -468,7 +478,7 @@ class DesiredState:
 
 def desired_state(ms: ModelService, settings: BuildSettings) -> DesiredState:
     image = resolve_image(ms.spec, settings)
-    revision = compute_revision(ms.spec, image)
+    revision = compute_revision(ms.spec, image, owner_key(ms))
     return DesiredState(
         revision=revision,
         image=image,

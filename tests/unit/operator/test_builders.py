@@ -84,7 +84,7 @@ def test_names_labels_selector_and_owner() -> None:
     assert dep["spec"]["selector"] == {
         "matchLabels": {"mlkube.dev/modelservice": "recs", "mlkube.dev/track": "stable"}
     }
-    revision = compute_revision(ms().spec, SETTINGS.default_image)
+    revision = compute_revision(ms().spec, SETTINGS.default_image, "ml/recs")
     assert dep["spec"]["template"]["metadata"]["labels"] == {
         "app.kubernetes.io/name": "mlkube-model",
         "app.kubernetes.io/instance": "recs",
@@ -305,6 +305,10 @@ def test_revision_tracks_pod_content_not_replicas() -> None:
     assert compute_revision(ms().spec, "img:2") != base
     assert compute_revision(ms(model={"name": "ranker", "version": "v2"}).spec, "img:1") != base
     assert compute_revision(ms(gpu={"count": 1}).spec, "img:1") != base
+    # the same spec in another ModelService is another revision (Prometheus tells them apart)
+    assert compute_revision(ms().spec, "img:1", "staging/recs") != compute_revision(
+        ms().spec, "img:1", "prod/recs"
+    )
     assert len(base) == 10
 
 
