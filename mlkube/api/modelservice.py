@@ -555,6 +555,16 @@ MODELSERVICE = register(
             PrinterColumn("Age", ".metadata.creationTimestamp", type="date"),
             PrinterColumn("URL", ".status.url", priority=1),
             PrinterColumn("Revision", ".status.revision", priority=1),
+            PrinterColumn(
+                "Rollout", ".status.rollout.phase", priority=1, description="Canary rollout phase"
+            ),
+            PrinterColumn(
+                "Canary",
+                ".status.rollout.canaryWeight",
+                type="integer",
+                priority=1,
+                description="Canary traffic weight, percent",
+            ),
         ),
         scale=Scale(".spec.replicas", ".status.replicas", ".status.selector"),
         validations=(

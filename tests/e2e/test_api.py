@@ -304,7 +304,9 @@ def test_printer_columns(cluster: Any, crds_installed: list[str], namespace: str
     assert header(out) == ["NAME", "READY", "VERSION", "REPLICAS", "AGE"]
     assert out.splitlines()[1].split()[0] == "cols"
     wide = cluster.kubectl("-n", namespace, "get", "msvc", "-o", "wide").stdout
-    assert header(wide) == ["NAME", "READY", "VERSION", "REPLICAS", "AGE", "URL", "REVISION"]
+    assert header(wide) == [
+        "NAME", "READY", "VERSION", "REPLICAS", "AGE", "URL", "REVISION", "ROLLOUT", "CANARY",
+    ]  # fmt: skip
     jobs = cluster.kubectl("-n", namespace, "get", "ptj").stdout
     assert header(jobs)[0] == "NAME"
     assert "STATE" in header(jobs)
