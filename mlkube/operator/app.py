@@ -27,6 +27,7 @@ import kopf
 from mlkube.operator.builders import BuildSettings
 from mlkube.operator.config import OperatorConfig
 from mlkube.operator.kube import KubeAPI
+from mlkube.operator.timers import without_finalizers
 
 HANDLER_MODULES = (
     "mlkube.operator.handlers",
@@ -82,6 +83,10 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=STATE_PREFIX, key="last-handled-configuration"
     )
+    # No handler needs a finalizer (children are garbage-collected through owner
+    # references; timers are made finalizer-free in build_registry). kopf still has to know
+    # the name: it removes a finalizer it no longer needs, so objects that an older mlkube
+    # marked with this one are released by the current operator.
     settings.persistence.finalizer = FINALIZER
     # Watches that end on the server's schedule and a client-side limit just beyond it:
     # a connection that silently stops delivering events is dropped and re-listed instead
@@ -126,6 +131,7 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
             raise
         register: Callable[[kopf.OperatorRegistry, OperatorContext], None] = module.register
         register(registry, ctx)
+    without_finalizers(registry)
     return registry
 
 

@@ -420,3 +420,41 @@ def test_deleting_a_modelservice_is_not_blocked(
     wait_until(lambda: reconciled(cluster, namespace, "ranker"), what="status")
     cluster.kubectl("-n", namespace, "delete", "msvc", "ranker", "--timeout=30s")
     assert get(cluster, namespace, "msvc", "ranker") is None
+
+
+def test_no_finalizer_so_delete_completes_while_the_operator_is_stopped(
+    cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any
+) -> None:
+    """Children are owned (owner references), so the operator holds nothing back: with it
+    uninstalled or down, `kubectl delete msvc` must still finish, not hang on a finalizer."""
+    op = start_operator(namespaces=[namespace], reconcile_interval=1.0)
+    apply(cluster, namespace, manifest("ranker"))
+    wait_until(lambda: children(cluster, namespace, "ranker"), what="children")
+    wait_until(lambda: reconciled(cluster, namespace, "ranker"), what="status")
+    # several drift-timer ticks: whatever the timers would add has been added by now
+    wait_until(lambda: op.output().count("drift_check") >= 2, what="two drift checks")
+    ms = must_get(cluster, namespace, "msvc", "ranker")
+    assert ms["metadata"].get("finalizers", []) == []
+    op.stop()
+
+    cluster.kubectl("-n", namespace, "delete", "msvc", "ranker", "--timeout=30s")
+    assert get(cluster, namespace, "msvc", "ranker") is None
+    # the children carry the owner reference the garbage collector follows
+    assert must_get(cluster, namespace, "deployment", "ranker")["metadata"]["ownerReferences"]
+
+
+def test_a_finalizer_left_by_an_older_operator_is_released(
+    cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any
+) -> None:
+    """Objects marked by an operator version that still added mlkube.dev/finalizer are not
+    stuck: the current operator removes it (kopf drops a finalizer no handler needs)."""
+    body = json.loads(manifest("ranker"))
+    body["metadata"]["finalizers"] = ["mlkube.dev/finalizer"]
+    apply(cluster, namespace, json.dumps(body))
+    start_operator(namespaces=[namespace])
+    wait_until(
+        lambda: not must_get(cluster, namespace, "msvc", "ranker")["metadata"].get("finalizers"),
+        what="the old finalizer removed",
+    )
+    cluster.kubectl("-n", namespace, "delete", "msvc", "ranker", "--timeout=30s")
+    assert get(cluster, namespace, "msvc", "ranker") is None

@@ -132,3 +132,18 @@ def test_example_job_runs_scales_and_succeeds(
     assert status["completionTime"]
     # cleanPodPolicy Running: the finished master stays for its logs, the rest are gone.
     assert set(pods(cluster, namespace)) == {f"{JOB}-master-0"}
+
+
+def test_no_finalizer_so_delete_completes_while_the_operator_is_stopped(
+    cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any
+) -> None:
+    op = start_operator(namespaces=[namespace], reconcile_interval=1.0)
+    cluster.kubectl("-n", namespace, "apply", "--server-side", "-f", str(EXAMPLE))
+    wait_until(lambda: set(pods(cluster, namespace)) == PODS, what="pods")
+    wait_until(lambda: state(cluster, namespace), what="a status condition")
+    wait_until(lambda: op.output().count("pytorchjob_drift_check") >= 2, what="two drift checks")
+    assert job(cluster, namespace)["metadata"].get("finalizers", []) == []
+    op.stop()
+
+    cluster.kubectl("-n", namespace, "delete", "ptj", JOB, "--timeout=30s")
+    assert "NotFound" in cluster.kubectl("-n", namespace, "get", "ptj", JOB, check=False).stderr

@@ -406,3 +406,57 @@ async def test_a_status_refresh_never_claims_a_generation_it_did_not_apply(
         assert applied["status"]["modelVersion"] == "v2"
     finally:
         await ctx.close()
+
+
+def finalizer_writes(cluster: Any) -> list[Any]:
+    """Every write to a ModelService that sets metadata.finalizers to a non-empty list."""
+    return [
+        r
+        for r in list(cluster)
+        if r.resource is not None
+        and r.resource.plural == "modelservices"
+        and isinstance(r.data, dict)
+        and (r.data.get("metadata") or {}).get("finalizers")
+    ]
+
+
+async def test_no_finalizer_is_added_and_the_timer_stops_on_delete(
+    api: KubeAPI, cluster: Any, operator: Any, eventually: Any
+) -> None:
+    """Children go with their owner through owner references, so nothing must hold a
+    deleted ModelService back: with the operator gone, `kubectl delete` would hang."""
+    await create_ms(api, manifest(replicas=1))
+    await eventually(lambda: _with_condition(api, "recs", "Progressing", "True"), what="status")
+    await asyncio.sleep(1.2)  # a couple of drift-timer ticks (0.5 s)
+    ms = await api.get("ModelService", NS, "recs")
+    assert ms is not None
+    assert ms["metadata"].get("finalizers") in (None, [])
+    assert finalizer_writes(cluster) == []
+
+    def reads() -> int:
+        return len(requests_for(cluster, "GET", "modelservices", "recs"))
+
+    before = reads()
+    await asyncio.sleep(1.2)
+    assert reads() > before  # the drift timer is ticking
+    await api.request("DELETE", object_path(MS_API, "modelservices", NS, "recs"))
+    await asyncio.sleep(0.8)  # the DELETED event, and a tick already under way
+    after_delete = reads()
+    await asyncio.sleep(1.5)  # three more ticks, were the timer still alive
+    assert reads() == after_delete
+    assert operator.alive
+
+
+async def test_a_finalizer_left_by_an_older_operator_is_removed(
+    api: KubeAPI, cluster: Any, operator: Any, eventually: Any
+) -> None:
+    body = manifest(replicas=1)
+    body["metadata"]["finalizers"] = ["mlkube.dev/finalizer"]
+    await create_ms(api, body)
+
+    async def released() -> dict[str, Any] | None:
+        ms = await api.get("ModelService", NS, "recs")
+        return ms if ms and not ms["metadata"].get("finalizers") else None
+
+    await eventually(released, what="the old finalizer removed")
+    await eventually(lambda: api.get("Deployment", NS, "recs"), what="Deployment")
