@@ -40,6 +40,7 @@ from mlkube.operator.builders import (
     pod_selector,
 )
 from mlkube.operator.kube import ApiError, KubeAPI
+from mlkube.operator.repair import conflicting_ports_patch
 from mlkube.operator.rollout import RolloutEvent
 from mlkube.operator.status import (
     Observed,
@@ -118,6 +119,40 @@ async def observe(api: KubeAPI, namespace: str, name: str) -> Observed:
     return Observed(deployment=deployment, pods=pods)
 
 
+async def apply_child(api: KubeAPI, obj: JsonDict, logger: AnyLogger = log) -> None:
+    """Server-side apply one child; repair a hand-edited Service the apply cannot fix.
+
+    Only on the API server's refusal (422) of a Service, and only when the live ports
+    explain it (see :mod:`mlkube.operator.repair`): the conflicting entries are swapped
+    for ours in one guarded JSON patch, then the apply runs again. Any other refusal,
+    or a patch the server rejects (the Service changed meanwhile), surfaces as before.
+    """
+    try:
+        await api.apply(obj)
+        return
+    except ApiError as exc:
+        if exc.status != 422 or obj.get("kind") != "Service":
+            raise
+        refusal = exc
+    meta = obj["metadata"]
+    live = await api.get("Service", meta.get("namespace"), meta["name"])
+    ops = conflicting_ports_patch(live, obj) if live is not None else []
+    if not ops:
+        raise refusal
+    try:
+        await api.json_patch("Service", meta.get("namespace"), meta["name"], ops)
+    except ApiError as exc:
+        if exc.status >= 500 or exc.status == 429:
+            raise
+        raise refusal from exc
+    logger.info(
+        "Service %s/%s: replaced hand-edited ports the apply could not merge",
+        meta.get("namespace"),
+        meta["name"],
+    )
+    await api.apply(obj)
+
+
 async def converge(
     ctx: OperatorContext, namespace: str, name: str, *, apply: bool, logger: AnyLogger = log
 ) -> None:
@@ -157,7 +192,7 @@ async def converge(
                     for obj in rollout_plan.handovers:
                         await api.apply(obj, field_manager=progressive.HANDOVER_MANAGER)
                     for obj in rollout_plan.objects:
-                        await api.apply(obj)
+                        await apply_child(api, obj, logger)
                     for kind, child in rollout_plan.deletions:
                         await api.delete_owned(kind, namespace, child, parsed.meta.uid)
             observed = await observe(api, namespace, name)

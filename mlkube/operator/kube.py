@@ -97,7 +97,7 @@ class KubeAPI:
         path: str,
         *,
         params: dict[str, str] | None = None,
-        body: JsonDict | None = None,
+        body: JsonDict | list[JsonDict] | None = None,
         content_type: str = "application/json",
     ) -> JsonDict:
         session = await self.session()
@@ -149,6 +149,19 @@ class KubeAPI:
             collection_path(api_version, plural, meta.get("namespace")),
             params={"fieldManager": field_manager},
             body=obj,
+        )
+
+    async def json_patch(
+        self, kind: str, namespace: str | None, name: str, ops: list[JsonDict]
+    ) -> JsonDict:
+        """JSON patch (RFC 6902) as field manager ``mlkube``; ``test`` ops make it atomic."""
+        api_version, plural = RESOURCES[kind]
+        return await self.request(
+            "PATCH",
+            object_path(api_version, plural, namespace, name),
+            params={"fieldManager": FIELD_MANAGER},
+            body=ops,
+            content_type="application/json-patch+json",
         )
 
     async def get(self, kind: str, namespace: str | None, name: str) -> JsonDict | None:

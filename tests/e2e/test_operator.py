@@ -458,3 +458,33 @@ def test_a_finalizer_left_by_an_older_operator_is_released(
     )
     cluster.kubectl("-n", namespace, "delete", "msvc", "ranker", "--timeout=30s")
     assert get(cluster, namespace, "msvc", "ranker") is None
+
+
+def test_a_hand_edited_service_port_is_taken_back(
+    cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any
+) -> None:
+    """Service ports are a map list keyed by port and protocol: after a hand edit of the
+    port, a plain apply would add port 80 next to the edited entry, and the API server
+    refuses two ports named http. The operator removes the conflicting entry first."""
+    op = start_operator(namespaces=[namespace], reconcile_interval=1.0)
+    apply(cluster, namespace, manifest("ranker"))
+    wait_until(lambda: children(cluster, namespace, "ranker"), what="children")
+    wait_until(lambda: reconciled(cluster, namespace, "ranker"), what="status")
+    edit = [{"op": "replace", "path": "/spec/ports/0/port", "value": 81}]
+    cluster.kubectl(
+        "-n", namespace, "patch", "svc", "ranker", "--type=json", "-p", json.dumps(edit)
+    )  # fmt: skip
+    assert [p["port"] for p in must_get(cluster, namespace, "svc", "ranker")["spec"]["ports"]] == [
+        81
+    ]
+
+    def restored() -> list[dict[str, Any]] | None:
+        ports: list[dict[str, Any]] = must_get(cluster, namespace, "svc", "ranker")["spec"]["ports"]
+        return ports if [p["port"] for p in ports] == [80] else None
+
+    [port] = wait_until(restored, timeout=30, what="the Service back on port 80 alone")
+    assert (port["name"], port["protocol"]) == ("http", "TCP")
+    ms = must_get(cluster, namespace, "msvc", "ranker")
+    assert conditions(ms)["Degraded"]["status"] == "False", conditions(ms)["Degraded"]
+    assert "Duplicate value" not in op.output()
+    op.assert_alive()
