@@ -5,8 +5,9 @@ alpha ~ U(1, 1000) and beta ~ U(1, 10000) drawn per item -- the posterior counts
 Thompson-sampling bandit.  n=400 is one request's worth of arms (per-call overhead matters),
 n=1,000,000 is the bulk rate.  The baselines run in the same process and the same run:
 numpy ``Generator.beta`` on PCG64 and ``scipy.stats.beta.rvs``.  Each case is timed in
-several rounds; the best round and the median are printed, plus the load average, because
-the machine may be shared.
+several rounds, interleaved across cases; the best round, the median, and the median of the
+per-round ratios to numpy are printed, plus the load average, because the machine may be
+shared.
 
     python bench/sampler.py            # full run (about half a minute)
     python bench/sampler.py --demo     # a few seconds: samples/s against numpy
@@ -23,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -53,70 +55,88 @@ def bandit_parameters(n: int, seed: int = 2026) -> tuple[Array, Array]:
     return rng.uniform(1.0, 1000.0, n), rng.uniform(1.0, 10000.0, n)
 
 
-def measure(name: str, n: int, call: Callable[[], object], rounds: int, round_s: float) -> Result:
-    """Samples/s of ``call`` (n draws each) over ``rounds`` rounds of about ``round_s``."""
-    call()  # warm up: first-touch of the output, lazy state set-up
+@dataclass
+class Case:
+    name: str
+    backend: str
+    call: Callable[[], object]
+    calls_per_round: int = 1
+
+
+def calibrate(case: Case, round_s: float) -> None:
+    """Warm up (first touch of buffers, lazy state set-up) and size a round to ~round_s."""
+    native.set_backend(case.backend)
+    case.call()
     start = time.perf_counter()
-    call()
+    case.call()
     once = max(time.perf_counter() - start, 1e-7)
-    calls = max(1, int(round_s / once))
-    rates = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        elapsed = time.perf_counter() - start
-        rates.append(n * calls / elapsed)
-    return Result(name, n, rates)
+    case.calls_per_round = max(1, int(round_s / once))
 
 
-def cases(n: int, backend: str, with_scipy: bool) -> list[tuple[str, Callable[[], object]]]:
+def time_round(case: Case, n: int) -> float:
+    """Samples/s of one round of ``case``."""
+    native.set_backend(case.backend)
+    start = time.perf_counter()
+    for _ in range(case.calls_per_round):
+        case.call()
+    return n * case.calls_per_round / (time.perf_counter() - start)
+
+
+def cases(n: int, backends: list[str], with_scipy: bool) -> list[Case]:
     """What to time at size n.  libbetadist allocates its output like numpy does; the
     ``out=`` row shows what reusing a buffer (the serving runtime's pattern) changes."""
     alpha, beta = bandit_parameters(n)
     out = np.empty(n)
-    sampler = BetaSampler(1)
     generator = np.random.Generator(np.random.PCG64(1))
-    native.set_backend(backend)
-    name = f"libbetadist {native.backend()}"
-    found: list[tuple[str, Callable[[], object]]] = [
-        (name, lambda: sampler.sample(alpha, beta)),
-        (f"{name}, out=", lambda: sampler.sample(alpha, beta, out)),
-    ]
-    if backend == "auto":  # the baselines once per size
-        found.append(("numpy Generator.beta", lambda: generator.beta(alpha, beta)))
-        if with_scipy:
-            from scipy import stats
+    found: list[Case] = []
+    for backend in backends:
+        native.set_backend(backend)
+        name = f"libbetadist {native.backend()}"
+        sampler = BetaSampler(1)
+        found.append(Case(name, backend, partial(sampler.sample, alpha, beta)))
+        found.append(Case(f"{name}, out=", backend, partial(sampler.sample, alpha, beta, out)))
+    found.append(Case("numpy Generator.beta", "auto", partial(generator.beta, alpha, beta)))
+    if with_scipy:
+        from scipy import stats
 
-            found.append(
-                (
-                    "scipy.stats.beta.rvs",
-                    lambda: stats.beta.rvs(alpha, beta, random_state=generator),
-                )
+        found.append(
+            Case(
+                "scipy.stats.beta.rvs",
+                "auto",
+                partial(stats.beta.rvs, alpha, beta, random_state=generator),
             )
+        )
     return found
 
 
 def run(
     sizes: list[int], rounds: int, round_s: float, backends: list[str], with_scipy: bool
 ) -> list[Result]:
+    """Rounds are interleaved (round 1 of every case, then round 2, ...), so that another
+    job's burst on a shared machine hits all cases alike; per-round ratios pair them up."""
     results: list[Result] = []
     try:
         for n in sizes:
-            for backend in backends:
-                for name, call in cases(n, backend, with_scipy):
-                    native.set_backend(backend)
-                    results.append(measure(name, n, call, rounds, round_s))
+            timed = cases(n, backends, with_scipy)
+            for case in timed:
+                calibrate(case, round_s)
+            rates: list[list[float]] = [[] for _ in timed]
+            for _ in range(rounds):
+                for k, case in enumerate(timed):
+                    rates[k].append(time_round(case, n))
+            results.extend(Result(case.name, n, r) for case, r in zip(timed, rates, strict=True))
     finally:
         native.set_backend("auto")
     return results
 
 
 def report(results: list[Result], markdown: bool) -> None:
-    """Print the table; ratios are against numpy at the same n (best/best, median/median)."""
+    """Print the table.  Ratios are against numpy at the same n: best round over best round,
+    and the median over rounds of the ratio within each round (robust to load bursts)."""
     rows = []
     for r in results:
         base = next(x for x in results if x.n == r.n and x.name.startswith("numpy"))
+        paired = statistics.median(a / b for a, b in zip(r.rates, base.rates, strict=True))
         rows.append(
             (
                 r.name,
@@ -124,18 +144,21 @@ def report(results: list[Result], markdown: bool) -> None:
                 f"{r.best / 1e6:.2f}",
                 f"{r.median / 1e6:.2f}",
                 f"{r.best / base.best:.2f}x",
-                f"{r.median / base.median:.2f}x",
+                f"{paired:.2f}x",
             )
         )
-    header = ("case", "n", "best Msamples/s", "median Msamples/s", "vs numpy (best)", "(median)")
+    header = (
+        "case",
+        "n",
+        "best Msamples/s",
+        "median Msamples/s",
+        "vs numpy (best)",
+        "vs numpy (median of rounds)",
+    )
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print(
-            "  ".join(
-                cell.ljust(w) if i == 0 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
+        cells = zip(row, widths, strict=True)
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(cells)))
     if markdown:
         print()
         print("| " + " | ".join(header) + " |")
@@ -161,8 +184,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", action="store_true", help="a few seconds, against numpy only")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per case")
-    parser.add_argument("--round-seconds", type=float, default=0.25, help="length of a round")
+    parser.add_argument("--rounds", type=int, default=9, help="timed rounds per case")
+    parser.add_argument("--round-seconds", type=float, default=0.2, help="length of a round")
     args = parser.parse_args(argv)
 
     # "auto" is AVX2 where the CPU has it; the scalar row shows the portable path.
