@@ -34,7 +34,7 @@ its CRD-level metadata once, at import time, in its own module under ``mlkube/ap
         printer_columns=(PrinterColumn("Ready", ".status.conditions[?(@.type=='Ready')].status"),
                          PrinterColumn("URL", ".status.url", priority=1)),
         scale=Scale(".spec.replicas", ".status.replicas", ".status.selector"),
-        validations=(rule("self.metadata.name.size() <= 56", "name too long"),),
+        name_validations=(rule("self.size() <= 56", "name must be at most 56 characters"),),
     ))
 
 * ``kube(...)`` returns the ``x-kubernetes-*`` keywords for one node: ``validations``
@@ -43,6 +43,9 @@ its CRD-level metadata once, at import time, in its own module under ``mlkube/ap
   ``list_map_keys``, ``map_type``, ``nullable`` and verbatim OpenAPI keywords
   (``maxLength=63``, ``pattern=...``). Put it in ``Field(json_schema_extra=...)`` for a field,
   in ``model_config`` for a model, or use ``Annotated[T, Kube.of(...)]`` for a reusable type.
+* ``validations=`` are rules on the whole object; ``name_validations=`` are rules on
+  ``metadata.name`` (``self`` is the name string), which the API server then reports at
+  ``metadata.name`` with the value, not at ``<nil>``.
 * The status subresource is added whenever ``status=`` is given; ``scale=`` adds scale.
 * Every module in the ``mlkube.api`` package is imported before generation, so a new kind
   only has to call ``register`` in its own module.
@@ -308,6 +311,21 @@ def _description(resource: CustomResource) -> str:
     return _tidy(doc.split("\n\n", 1)[0]) if doc else resource.kind
 
 
+def _metadata_schema(resource: CustomResource) -> JsonDict:
+    """``metadata`` stays free-form (the API server validates it), except that rules on
+    the name sit on ``metadata.name`` itself (structural schemas allow restricting only
+    ``name`` and ``generateName`` there)."""
+    if not resource.name_validations:
+        return {"type": "object"}
+    name = _ordered(
+        {
+            "type": "string",
+            "x-kubernetes-validations": [dict(r) for r in resource.name_validations],
+        }
+    )
+    return {"type": "object", "properties": {"name": name}}
+
+
 def build_crd(resource: CustomResource) -> JsonDict:
     """The CustomResourceDefinition object for one registered kind."""
     properties: JsonDict = {
@@ -321,7 +339,7 @@ def build_crd(resource: CustomResource) -> JsonDict:
             "object represents.",
             "type": "string",
         },
-        "metadata": {"type": "object"},
+        "metadata": _metadata_schema(resource),
         "spec": model_schema(resource.spec, "spec"),
     }
     if resource.status is not None:

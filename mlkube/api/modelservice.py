@@ -567,14 +567,14 @@ MODELSERVICE = register(
             ),
         ),
         scale=Scale(".spec.replicas", ".status.replicas", ".status.selector"),
-        validations=(
+        name_validations=(
             rule(
-                f"self.metadata.name.matches('{DNS1035_LABEL}')",
+                f"self.matches('{DNS1035_LABEL}')",
                 "name must be a DNS-1035 label (lower-case letters, digits and '-', starting "
                 "with a letter) because it names the Service",
             ),
             rule(
-                f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+                f"size(self) <= {MAX_NAME_LENGTH}",
                 f"name must be at most {MAX_NAME_LENGTH} characters so that derived names "
                 "(e.g. <name>-canary) stay within 63",
             ),

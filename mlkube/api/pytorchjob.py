@@ -490,14 +490,14 @@ PYTORCHJOB = register(
             status_replicas_path=".status.replicaStatuses.Worker.active",
             label_selector_path=".status.replicaStatuses.Worker.selector",
         ),
-        validations=(
+        name_validations=(
             rule(
-                f"self.metadata.name.matches('{NAME_PATTERN}')",
+                f"self.matches('{NAME_PATTERN}')",
                 "the name must be a DNS-1035 label: lower-case letters, digits and '-', "
                 "starting with a letter",
             ),
             rule(
-                f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+                f"self.size() <= {MAX_NAME_LENGTH}",
                 f"the name must be at most {MAX_NAME_LENGTH} characters "
                 "(pod names append -worker-N)",
             ),

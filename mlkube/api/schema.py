@@ -253,7 +253,12 @@ class CustomResource:
     printer_columns: tuple[PrinterColumn, ...] = ()
     scale: Scale | None = None
     validations: tuple[JsonDict, ...] = ()
-    """Rules on the whole object (``self.metadata.name``, ``self.spec``...)."""
+    """Rules on the whole object (``self.spec``, ``self.status``...)."""
+    name_validations: tuple[JsonDict, ...] = ()
+    """Rules on ``metadata.name`` (``self`` is the name). Placed on that node, so the API
+    server reports ``metadata.name: Invalid value: "<name>": <message>``; a rule on the
+    whole object would be reported at ``<nil>``, and a root ``fieldPath`` cannot point
+    into metadata unless ``name`` is declared there, which this does."""
     description: str | None = None
     spec_required: bool = True
     extra: JsonDict = field(default_factory=dict)

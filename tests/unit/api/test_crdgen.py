@@ -266,3 +266,38 @@ def test_registering_a_different_definition_under_one_name_fails(
     schema.register(WIDGET)  # the same definition again (a re-import) is harmless
     with pytest.raises(ValueError, match=r"widgets\.mlkube\.dev is registered twice"):
         schema.register(CustomResource(kind="Widget", plural="widgets", spec=WindowSpec))
+
+
+def test_name_rules_sit_on_metadata_name() -> None:
+    """So the API server reports `metadata.name: Invalid value: "<name>": ...`."""
+    named = CustomResource(
+        kind="Widget",
+        plural="widgets",
+        spec=WidgetSpec,
+        name_validations=(
+            rule(
+                "self.size() <= 20",
+                "name must be at most 20 characters",
+                reason="FieldValueInvalid",
+            ),
+        ),
+    )
+    root = build_crd(named)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert root["properties"]["metadata"] == {
+        "type": "object",
+        "properties": {
+            "name": {
+                "type": "string",
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "self.size() <= 20",
+                        "message": "name must be at most 20 characters",
+                        "reason": "FieldValueInvalid",
+                    }
+                ],
+            }
+        },
+    }
+    # without name rules metadata stays free-form
+    plain = build_crd(WIDGET)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert plain["properties"]["metadata"] == {"type": "object"}

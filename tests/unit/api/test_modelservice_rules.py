@@ -33,19 +33,9 @@ RULES = _rules(SCHEMA)
 # message prefix -> (values the rule accepts, values it refuses). Values are `self` at the
 # node that carries the rule, after the API server has applied defaults.
 CASES: dict[str, tuple[list[Any], list[Any]]] = {
-    "name must be a DNS-1035 label": (
-        [{"metadata": {"name": "recs"}}, {"metadata": {"name": "a-1-b"}}],
-        [
-            {"metadata": {"name": "1recs"}},
-            {"metadata": {"name": "Recs"}},
-            {"metadata": {"name": "recs-"}},
-            {"metadata": {"name": "re.cs"}},
-        ],
-    ),
-    "name must be at most 56": (
-        [{"metadata": {"name": "a" * 56}}],
-        [{"metadata": {"name": "a" * 57}}],
-    ),
+    # on metadata.name: `self` is the name
+    "name must be a DNS-1035 label": (["recs", "a-1-b"], ["1recs", "Recs", "recs-", "re.cs"]),
+    "name must be at most 56": (["a" * 56], ["a" * 57]),
     "version must be a valid label value": (
         ["v1", "2024-06-01", "v1.2_rc3", "A"],
         ["-v1", "v1.", "v 1", "v1/2", "v1:latest"],
@@ -193,6 +183,14 @@ def test_rules_carry_messages_people_can_read() -> None:
     for path, rule in RULES:
         assert len(rule["message"]) >= 20, (path, rule)
         assert rule["message"][0].islower() or rule["message"][0].isdigit(), (path, rule)
+
+
+def test_name_rules_are_reported_at_metadata_name() -> None:
+    """On the whole object the API server reports a failed rule at `<nil>`; on the name
+    node it says `metadata.name: Invalid value: "<name>": <message>`."""
+    at_name = {r["message"][:30] for p, r in RULES if p == "metadata.name"}
+    assert at_name == {"name must be a DNS-1035 label ", "name must be at most 56 charac"}
+    assert not [r for p, r in RULES if p == "<root>" and "metadata" in r["rule"]]
 
 
 def test_field_paths_point_at_declared_fields() -> None:

@@ -14,14 +14,9 @@ M = {"replicas": 1, "template": {}, "restartPolicy": "OnFailure"}
 
 # rule expression -> (a value it accepts, a value it refuses), both at the rule's node.
 CASES: dict[str, tuple[Any, Any]] = {
-    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')": (
-        {"metadata": {"name": "mnist-2"}},
-        {"metadata": {"name": "MNIST"}},
-    ),
-    "self.metadata.name.size() <= 50": (
-        {"metadata": {"name": "a" * 50}},
-        {"metadata": {"name": "a" * 51}},
-    ),
+    # the name rules sit on metadata.name: `self` is the name
+    "self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')": ("mnist-2", "MNIST"),
+    "self.size() <= 50": ("a" * 50, "a" * 51),
     "!has(self.elasticPolicy) || 'Worker' in self.pytorchReplicaSpecs": (
         {"elasticPolicy": {}, "pytorchReplicaSpecs": {"Worker": W}},
         {"elasticPolicy": {}, "pytorchReplicaSpecs": {"Master": M}},
