@@ -135,7 +135,7 @@ _TEMPLATE_SCHEMA: dict[str, Any] = {
                     "items": _CONTAINER_SCHEMA,
                     "x-kubernetes-validations": [
                         rule(
-                            f"self.exists(c, c.name == '{DEFAULT_CONTAINER_NAME}')",
+                            f"self.exists(c, has(c.name) && c.name == '{DEFAULT_CONTAINER_NAME}')",
                             f"the pod template needs a container named "
                             f"'{DEFAULT_CONTAINER_NAME}' (the one that runs the training)",
                         )
@@ -270,18 +270,26 @@ class ElasticPolicy(KubeModel):
 
 # ---------------------------------------------------------------------------------- spec
 
+# Every rule guards each key it reads (`in` for the replica types, `has()` for fields):
+# CEL fails on a missing key, and the API server then prints "no such key: Worker
+# evaluating rule: ..." instead of (or next to) the message below. `replicas` is
+# defaulted to 1, so a missing one counts as 1.
 _REPLICA_SPECS_RULES = [
     rule(
         "self.all(k, k == 'Master' || k == 'Worker')",
         "pytorchReplicaSpecs accepts only the replica types Master and Worker",
     ),
-    rule("'Master' in self || 'Worker' in self", "pytorchReplicaSpecs needs a Master or a Worker"),
     rule(
-        "!('Master' in self) || self['Master'].replicas == 1",
+        "'Master' in self || 'Worker' in self",
+        "pytorchReplicaSpecs needs a Master (exactly 1 replica) or a Worker (at least 1 replica)",
+    ),
+    rule(
+        "!('Master' in self) || !has(self.Master.replicas) || self.Master.replicas == 1",
         "there must be exactly 1 Master replica",
     ),
     rule(
-        "'Master' in self || self['Worker'].replicas >= 1",
+        "'Master' in self || !('Worker' in self) || !has(self.Worker.replicas) "
+        "|| self.Worker.replicas >= 1",
         "a job without a Master needs at least 1 Worker replica",
     ),
 ]
@@ -295,7 +303,8 @@ class PyTorchJobSpec(KubeModel):
         json_schema_extra=kube(
             validations=[
                 rule(
-                    "!has(self.elasticPolicy) || 'Worker' in self.pytorchReplicaSpecs",
+                    "!has(self.elasticPolicy) || (has(self.pytorchReplicaSpecs) "
+                    "&& 'Worker' in self.pytorchReplicaSpecs)",
                     "elasticPolicy needs a Worker replica spec",
                 ),
                 rule(
@@ -345,7 +354,10 @@ class PyTorchJobSpec(KubeModel):
     def _kubeflow_webhook_checks(self) -> PyTorchJobSpec:
         specs = self.pytorch_replica_specs
         if not specs:
-            raise ValueError("pytorchReplicaSpecs needs a Master or a Worker")
+            raise ValueError(
+                "pytorchReplicaSpecs needs a Master (exactly 1 replica) or a Worker "
+                "(at least 1 replica)"
+            )
         for rtype, spec in specs.items():
             validate_template(spec.template, rtype)
         if MASTER in specs and specs[MASTER].replicas != 1:

@@ -223,7 +223,13 @@ BAD_PYTORCHJOBS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         "no-replicas",
         "empty",
         {"pytorchReplicaSpecs": {}},
-        ["pytorchReplicaSpecs needs a Master or a Worker"],
+        ["pytorchReplicaSpecs needs a Master (exactly 1 replica) or a Worker (at least 1"],
+    ),
+    (
+        "no-worker-replicas",
+        "idle",
+        {"pytorchReplicaSpecs": {"Worker": replica(0)}},
+        ["a job without a Master needs at least 1 Worker replica"],
     ),
     (
         "elastic-bounds",
@@ -268,6 +274,8 @@ def test_bad_pytorchjob_is_refused_with_a_clear_message(
     )  # fmt: skip
     assert proc.returncode != 0, proc.stdout
     assert f'The PyTorchJob "{name}" is invalid' in proc.stderr
+    # every rule guards the keys it reads: no "no such key: Worker evaluating rule: ..."
+    assert "evaluating rule" not in proc.stderr
     for message in messages:
         assert message in proc.stderr
         # each of our errors names the field it is about (a rule on the whole object would

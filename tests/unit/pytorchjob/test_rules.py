@@ -17,7 +17,8 @@ CASES: dict[str, tuple[Any, Any]] = {
     # the name rules sit on metadata.name: `self` is the name
     "self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')": ("mnist-2", "MNIST"),
     "self.size() <= 50": ("a" * 50, "a" * 51),
-    "!has(self.elasticPolicy) || 'Worker' in self.pytorchReplicaSpecs": (
+    "!has(self.elasticPolicy) || (has(self.pytorchReplicaSpecs) "
+    "&& 'Worker' in self.pytorchReplicaSpecs)": (
         {"elasticPolicy": {}, "pytorchReplicaSpecs": {"Worker": W}},
         {"elasticPolicy": {}, "pytorchReplicaSpecs": {"Master": M}},
     ),
@@ -27,15 +28,16 @@ CASES: dict[str, tuple[Any, Any]] = {
     ),
     "self.all(k, k == 'Master' || k == 'Worker')": ({"Master": M, "Worker": W}, {"Chief": M}),
     "'Master' in self || 'Worker' in self": ({"Worker": W}, {}),
-    "!('Master' in self) || self['Master'].replicas == 1": (
+    "!('Master' in self) || !has(self.Master.replicas) || self.Master.replicas == 1": (
         {"Master": M},
         {"Master": {**M, "replicas": 2}},
     ),
-    "'Master' in self || self['Worker'].replicas >= 1": (
+    "'Master' in self || !('Worker' in self) || !has(self.Worker.replicas) "
+    "|| self.Worker.replicas >= 1": (
         {"Master": M, "Worker": {**W, "replicas": 0}},
         {"Worker": {**W, "replicas": 0}},
     ),
-    "self.exists(c, c.name == 'pytorch')": (
+    "self.exists(c, has(c.name) && c.name == 'pytorch')": (
         [{"name": "sidecar", "image": "x"}, {"name": "pytorch", "image": "y"}],
         [{"name": "main", "image": "x"}],
     ),
@@ -70,3 +72,37 @@ def test_rule_accepts_good_and_refuses_bad(cel_eval: Any, rule: dict[str, Any]) 
     assert cel_eval(rule["rule"], good) is True
     assert cel_eval(rule["rule"], bad) is False
     assert len(rule["message"]) > 20  # a sentence a person can act on
+
+
+# Values with keys missing that a rule may read: each rule must answer true or false on
+# every one of them, never fail to evaluate (kubectl would print "no such key: Worker
+# evaluating rule: ..." next to, or instead of, the message a person can act on).
+MISSING_KEYS: list[Any] = [
+    {},
+    {"Master": {"template": {}}},
+    {"Worker": {"template": {}}},
+    {"Master": {"template": {}}, "Worker": {"template": {}}},
+    {"elasticPolicy": {}},
+    {"pytorchReplicaSpecs": {}},
+    {"nprocPerNode": "2"},
+    [{"image": "x"}],
+    [],
+]
+
+
+def _evaluates(cel_eval: Any, expression: str, value: Any) -> bool:
+    """False when the value's shape cannot reach this rule's node (a list for an object
+    rule and so on), else evaluate: an evaluation error fails the test."""
+    is_list_rule = expression.startswith("self.exists(")
+    if isinstance(value, list) != is_list_rule:
+        return False
+    cel_eval(expression, value)
+    return True
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[r["message"][:40] for r in RULES])
+def test_no_rule_fails_on_missing_keys(cel_eval: Any, rule: dict[str, Any]) -> None:
+    if rule["rule"].startswith("self.matches(") or rule["rule"].startswith("self.size()"):
+        return  # the name rules: `self` is a string the API server always sets
+    reached = [_evaluates(cel_eval, rule["rule"], value) for value in MISSING_KEYS]
+    assert any(reached)
