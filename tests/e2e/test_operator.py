@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -389,20 +391,64 @@ def test_kubectl_scale_reaches_the_deployment(
     assert "mlkube.dev/modelservice=ranker" in scale["status"]["selector"]
 
 
+def watched_states(path: Path) -> list[dict[str, Any]]:
+    """The objects of a ``kubectl get -w -o json --output-watch-events`` log so far."""
+    text, decoder, out, at = path.read_text(), json.JSONDecoder(), [], 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        try:
+            event, at = decoder.raw_decode(text, at)
+        except ValueError:
+            return out  # the end, or an event still being written
+        out.append(event["object"])
+
+
 def test_operator_restart_converges_without_duplicates(
-    cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any
+    cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any, tmp_path: Path
 ) -> None:
-    """A change made while the operator is down is picked up when it comes back."""
+    """A change made while the operator is down is picked up when it comes back.
+
+    After the restart the Deployment watch and the ModelService's resume handler race;
+    whichever runs first, no status may claim generation 2 while it describes the v1
+    Deployment (every status version is recorded with a watch, not sampled by polling).
+    """
     first = start_operator(namespaces=[namespace])
     apply(cluster, namespace, manifest("ranker", version="v1"))
     before = wait_until(lambda: children(cluster, namespace, "ranker"), what="children")
     wait_until(lambda: reconciled(cluster, namespace, "ranker"), what="status")
     first.stop()
 
-    apply(cluster, namespace, manifest("ranker", version="v2"))
-    start_operator(namespaces=[namespace])
-    ms = wait_until(lambda: reconciled(cluster, namespace, "ranker"), what="status for v2")
+    log = tmp_path / "watch.json"
+    with log.open("wb") as fh:
+        watch = subprocess.Popen(
+            [
+                str(cluster.kubectl_path), "-n", namespace, "get", "msvc", "ranker",
+                "--watch", "--output-watch-events", "-o", "json",
+            ],
+            stdout=fh, stderr=subprocess.DEVNULL, env=cluster.env(), start_new_session=True,
+        )  # fmt: skip
+    try:
+        apply(cluster, namespace, manifest("ranker", version="v2"))
+        start_operator(namespaces=[namespace])
+        ms = wait_until(lambda: reconciled(cluster, namespace, "ranker"), what="status for v2")
+        wait_until(
+            lambda: any(
+                o.get("status", {}).get("observedGeneration") == 2 for o in watched_states(log)
+            ),
+            what="the watch to see the final status",
+        )
+    finally:
+        watch.terminate()
+        watch.wait(timeout=10)
     assert ms["status"]["modelVersion"] == "v2"
+    claimed = [
+        o["status"].get("modelVersion")
+        for o in watched_states(log)
+        if o.get("status", {}).get("observedGeneration") == 2
+    ]
+    assert claimed
+    assert set(claimed) == {"v2"}, claimed
     dep = must_get(cluster, namespace, "deployment", "ranker")
     assert dep["metadata"]["uid"] == before["deployment"]["metadata"]["uid"]
     labels = dep["spec"]["template"]["metadata"]["labels"]
