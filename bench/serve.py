@@ -10,14 +10,18 @@ with 400 candidate items per request (drawn from 10,000 items that all have coun
 * ``mlkube redis``: `mlkube serve` with the Redis store (a real redis-server on loopback);
 * ``mlkube redis + batching``: the same with the dynamic batcher on (does it pay?).
 
-Per case: requests/s, items/s, latency p50/p99 (wrk's own histogram), non-2xx answers, and the
+Per case: requests/s, items/s, latency p50/p99 (wrk's own histogram), non-2xx answers, the
 server's CPU seconds per request (utime + stime of the server's processes from /proc, before
-and after). wrk and the server share the machine's cores; the load average is printed because
-the machine may be shared with other jobs.
+and after), wrk's own CPU per request (getrusage of the finished wrk), and how much of the
+machine's CPU went to processes other than the server, wrk and redis during the measurement
+("others", in cores, from /proc/stat): wrk and the server share the machine's cores, and the
+machine may be shared with other jobs, so throughput and tail latency are only comparable
+between runs with similar "others".
 
     python bench/serve.py                  # full run: 4 cases x 10 s
     python bench/serve.py --duration 3     # quicker
     python bench/serve.py --markdown       # also print rows for docs/benchmarks.md
+    python bench/serve.py --repeat 3       # the case list 3 times; best and median per case
     python bench/serve.py --naive-server PORT   # (internal) run the naive baseline server
 """
 
@@ -29,9 +33,11 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +46,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 N_ITEMS = 10_000
@@ -101,9 +108,13 @@ def breakdown(items_per_request: int, rounds: int = 2000) -> list[tuple[str, flo
     """Thread CPU time of each hot-path stage for one request (no HTTP), in microseconds.
 
     CPU time, not wall time: on a shared machine the wall clock also counts the time other
-    processes hold the core.
+    processes hold the core. Metrics are in prometheus-client's multiprocess mode (mmap'd
+    files), as in `mlkube serve`, and the stage includes the in-flight gauge.
     """
     import asyncio
+
+    metrics_dir = tempfile.mkdtemp(prefix="mlkube-bench-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
     import numpy as np
 
@@ -136,7 +147,11 @@ def breakdown(items_per_request: int, rounds: int = 2000) -> list[tuple[str, flo
         store = MemoryStore()
         names = [f"item-{i}" for i in range(N_ITEMS)]
         await store.add_feedback(
-            "default", names, np.arange(N_ITEMS) % 50.0, np.arange(N_ITEMS) % 70.0, None
+            "default",
+            names,
+            np.arange(N_ITEMS, dtype=np.float64) % 50,
+            np.arange(N_ITEMS, dtype=np.float64) % 70,
+            None,
         )
         metrics = Metrics("bandit", "1", "")
         model = BanditModel(settings_from(cfg), cfg, store, BetaSampler(1), metrics)
@@ -166,13 +181,17 @@ def breakdown(items_per_request: int, rounds: int = 2000) -> list[tuple[str, flo
             t = add("top-k ranking + outputs", t)
             render_v2(response, "bandit", "1", None)
             t = add("encode response (orjson)", t)
+            metrics.inflight_child.inc()
+            metrics.inflight_child.dec()
             metrics.observe_request("infer", 200, 0.001)
-            metrics.items_child.inc(items_per_request)
-            add("metrics", t)
+            add("metrics (multiprocess mode)", t)
         await model.close()
         return [(stage, ns / rounds / 1000) for stage, ns in totals.items()]
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -191,7 +210,8 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
 
 
 @contextlib.contextmanager
-def redis_server(directory: Path) -> Iterator[str]:
+def redis_server(directory: Path) -> Iterator[tuple[str, int]]:
+    """A real redis-server on loopback with the benchmark's counts; yields (url, pid)."""
     port = free_port()
     args = [
         shutil.which("redis-server") or "redis-server",
@@ -209,12 +229,12 @@ def redis_server(directory: Path) -> Iterator[str]:
                 break
             time.sleep(0.05)
         pipe = client.pipeline()
-        s = {f"item-{i}": float(i % 50) for i in range(N_ITEMS)}
-        f = {f"item-{i}": float(i % 70) for i in range(N_ITEMS)}
+        s: dict[Any, Any] = {f"item-{i}": float(i % 50) for i in range(N_ITEMS)}
+        f: dict[Any, Any] = {f"item-{i}": float(i % 70) for i in range(N_ITEMS)}
         pipe.hset("mlkube:bandit:seg:default:s", mapping=s)
         pipe.hset("mlkube:bandit:seg:default:f", mapping=f)
         pipe.execute()
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -235,6 +255,13 @@ def server(cmd: list[str], env: dict[str, str], port: int) -> Iterator[subproces
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy (everything but idle and iowait), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user..steal minus idle, iowait
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -293,6 +320,12 @@ class Result:
     cpu_seconds: float
     items: int
     load: float
+    wrk_cpu_seconds: float = 0.0
+    others_cores: float = 0.0  # CPU used by other processes during the run, in cores
+
+    @property
+    def wrk_us_per_request(self) -> float:
+        return 1e6 * self.wrk_cpu_seconds / max(1, self.requests)
 
     @property
     def rps(self) -> float:
@@ -305,6 +338,49 @@ class Result:
     @property
     def cpu_us_per_request(self) -> float:
         return 1e6 * self.cpu_seconds / max(1, self.requests)
+
+
+@dataclass
+class Summary:
+    """The median over the repeated runs of one case (and the best run's figures)."""
+
+    case: str
+    runs: int
+    items: int
+    rps: float
+    best_rps: float
+    p50_ms: float
+    p99_ms: float
+    best_p99_ms: float
+    cpu_us: float
+    wrk_us: float
+    others_cores: float
+    load: float
+
+
+def summarize(results: list[Result]) -> list[Summary]:
+    """Medians per case, in the order the cases first ran."""
+    by_case: dict[str, list[Result]] = {}
+    for r in results:
+        by_case.setdefault(r.case, []).append(r)
+    med = statistics.median
+    return [
+        Summary(
+            case,
+            len(rs),
+            rs[0].items,
+            med(r.rps for r in rs),
+            max(r.rps for r in rs),
+            med(r.p50_ms for r in rs),
+            med(r.p99_ms for r in rs),
+            min(r.p99_ms for r in rs),
+            med(r.cpu_us_per_request for r in rs),
+            med(r.wrk_us_per_request for r in rs),
+            med(r.others_cores for r in rs),
+            med(r.load for r in rs),
+        )
+        for case, rs in by_case.items()
+    ]
 
 
 def _ms(text: str) -> float:
@@ -322,8 +398,12 @@ def run_wrk(
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
         "--timeout", "5s", "-s", str(script), f"http://127.0.0.1:{port}",
     ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     res: dict[str, float] = {"non_2xx": 0, "errors": 0}
+    # only wrk finished in between: the servers and redis are still running
+    res["wrk_cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     m = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", out)
     if not m:
         raise RuntimeError(f"cannot parse wrk output:\n{out}")
@@ -348,12 +428,18 @@ def measure(
     port: int,
     script: Path,
     args: argparse.Namespace,
+    redis_pid: int,
 ) -> Result:
     run_wrk(port, script, args.connections, args.warmup, args.wrk_threads)
     load = os.getloadavg()[0]
     cpu0 = tree_cpu_seconds(proc.pid)
+    redis0 = tree_cpu_seconds(redis_pid)
+    busy0, wall0 = machine_busy_seconds(), time.monotonic()
     res = run_wrk(port, script, args.connections, args.duration, args.wrk_threads)
+    busy, wall = machine_busy_seconds() - busy0, time.monotonic() - wall0
     cpu = tree_cpu_seconds(proc.pid) - cpu0
+    redis_cpu = tree_cpu_seconds(redis_pid) - redis0
+    others = max(0.0, busy - cpu - redis_cpu - res["wrk_cpu"]) / wall
     return Result(
         case,
         int(res["requests"]),
@@ -365,6 +451,8 @@ def measure(
         cpu,
         args.items,
         load,
+        res["wrk_cpu"],
+        others,
     )
 
 
@@ -380,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         "--cases",
         default="naive,memory,redis,redis-batching",
         help="comma list of: naive, memory, redis, redis-batching, redis-batching-nodelay",
+    )
+    p.add_argument(
+        "--repeat", type=int, default=1, help="run the case list this many times (alternating)"
     )
     p.add_argument("--markdown", action="store_true")
     p.add_argument(
@@ -414,8 +505,8 @@ def main(argv: list[str] | None = None) -> int:
             "MLKUBE_HOST": "127.0.0.1",
             "MLKUBE_MAX_ITEMS": str(max(10_000, args.items)),
         }
-        with redis_server(Path(tmp)) as redis_url:
-            for case in cases:
+        with redis_server(Path(tmp)) as (redis_url, redis_pid):
+            for case in cases * max(1, args.repeat):
                 port = free_port()
                 env = dict(base_env, MLKUBE_PORT=str(port))
                 if case == "naive":
@@ -445,29 +536,44 @@ def main(argv: list[str] | None = None) -> int:
                     "redis-batching-nodelay": f"mlkube redis + batching, 0 delay ({workers} w.)",
                 }[case]
                 with server(cmd, env, port) as proc:
-                    result = measure(name, proc, port, script, args)
+                    result = measure(name, proc, port, script, args, redis_pid)
                 results.append(result)
                 print(
                     f"{name:42s} {result.rps:9.0f} req/s {result.items_per_s / 1e6:7.3f} M items/s"
                     f"  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms"
                     f"  cpu {result.cpu_us_per_request:6.0f} us/req  non-2xx {result.non_2xx}"
-                    f"  errors {result.errors}  load {result.load:.2f}",
+                    f"  errors {result.errors}  wrk {result.wrk_us_per_request:4.0f} us/req"
+                    f"  others {result.others_cores:.2f} cores  load {result.load:.2f}",
                     flush=True,
                 )
-    naive = next((r for r in results if r.case.startswith("naive")), None)
+    summaries = summarize(results)
+    naive = next((m for m in summaries if m.case.startswith("naive")), None)
+    if args.repeat > 1:
+        print(f"\nmedian (best) of {args.repeat} runs per case:")
+        for m in summaries:
+            print(
+                f"{m.case:42s} {m.rps:9.0f} ({m.best_rps:.0f}) req/s"
+                f"  p99 {m.p99_ms:6.2f} ({m.best_p99_ms:.2f}) ms  cpu {m.cpu_us:6.0f} us/req"
+                f"  others {m.others_cores:.2f} cores"
+            )
     if naive is not None:
-        for r in results:
-            if r is not naive:
-                print(f"{r.case}: {r.rps / naive.rps:.1f}x the naive baseline's throughput")
+        for m in summaries:
+            if m is not naive:
+                print(f"{m.case}: {m.rps / naive.rps:.1f}x the naive baseline's throughput")
     if args.markdown:
         print()
-        print("| case | req/s | items/s | p50 ms | p99 ms | server CPU us/req | vs naive | load |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for r in results:
-            ratio = f"{r.rps / naive.rps:.1f}x" if naive else "-"
+        print(
+            "| case | req/s | items/s | p50 ms | p99 ms | server CPU us/req | wrk CPU us/req"
+            " | vs naive | others (cores) | load |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for m in summaries:
+            ratio = f"{m.rps / naive.rps:.1f}x" if naive else "-"
+            best = f" (best {m.best_rps:,.0f})" if args.repeat > 1 else ""
             print(
-                f"| {r.case} | {r.rps:,.0f} | {r.items_per_s:,.0f} | {r.p50_ms:.2f} |"
-                f" {r.p99_ms:.2f} | {r.cpu_us_per_request:,.0f} | {ratio} | {r.load:.2f} |"
+                f"| {m.case} | {m.rps:,.0f}{best} | {m.rps * m.items:,.0f} | {m.p50_ms:.2f} |"
+                f" {m.p99_ms:.2f} | {m.cpu_us:,.0f} | {m.wrk_us:,.0f} | {ratio} |"
+                f" {m.others_cores:.2f} | {m.load:.2f} |"
             )
     bad = [r for r in results if r.non_2xx or r.errors]
     if bad:

@@ -28,6 +28,16 @@ def test_rank_orders_by_score_and_cuts_at_top_k() -> None:
     assert rank(np.array([]), 0).tolist() == []
 
 
+def test_rank_top_k_is_the_head_of_the_full_ranking() -> None:
+    """The partial sort returns exactly what a full descending sort would, for every k."""
+    rng = np.random.default_rng(11)
+    for n in (2, 3, 17, 400):
+        scores = rng.random(n)
+        full = np.argsort(-scores, kind="stable").tolist()
+        for k in range(1, n + 1):
+            assert rank(scores, k).tolist() == full[:k], (n, k)
+
+
 def test_snapshot_maps_unknown_items_to_the_prior_row() -> None:
     snap = build_snapshot(counts(["a", "b"], [3, 0], [1, 5]), 1.0, 2.0, read_at=10.0)
     rows = lookup_rows(snap, ["b", "zzz", "a"])
