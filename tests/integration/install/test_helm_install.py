@@ -75,8 +75,23 @@ def can_i(cluster: Any, verb: str, resource: str, namespace: str | None = "model
 
 def test_helm_install_upgrade_uninstall(cluster: Any, helm: str) -> None:
     helm_bin = helm
+    # The namespace enforces the restricted Pod Security level and warns on workloads: the
+    # API server's PodSecurity admission judges the operator's pod template itself.
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": "mlkube-system",
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/warn": "restricted",
+            },
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(namespace))
     out = helm_on(cluster, helm_bin, "install", "mlkube", str(CHART), "-n", "mlkube-system",
-                "--create-namespace", "--set", "operator.prometheusUrl=http://prom:9090")  # fmt: skip
+                  "--set", "operator.prometheusUrl=http://prom:9090")  # fmt: skip
+    assert "PodSecurity" not in out, out
     assert "NOTES:" in out
     assert "kubectl apply -n default -f -" in out
 
@@ -162,3 +177,34 @@ def test_manifests_path_kubectl_server_side(cluster: Any, helm: str, tmp_path: P
             check=False,
         )  # fmt: skip
         assert proc.stdout.strip() == expected, (ns, proc.stdout, proc.stderr)
+
+
+def test_operator_pod_passes_the_api_servers_pod_security_admission(
+    cluster: Any, helm: str
+) -> None:
+    """The real PodSecurity admission (restricted:latest) on the rendered Deployments,
+    including the HA ones, with a broken copy as the control that the check can fail."""
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": "psa-restricted",
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/warn": "restricted",
+            },
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(namespace))
+    rendered = subprocess.run(
+        [helm, "template", "psa", str(CHART), "-n", "psa-restricted",
+         "-s", "templates/deployment.yaml", "--set", "operator.replicas=2"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    ok = cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=rendered)
+    assert "PodSecurity" not in ok.stderr, ok.stderr
+    assert ok.stdout.count("deployment.apps/") == 2
+
+    broken = rendered.replace("runAsNonRoot: true", "runAsNonRoot: false")
+    refused = cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=broken)
+    assert 'would violate PodSecurity "restricted:latest"' in refused.stderr
