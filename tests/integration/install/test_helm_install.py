@@ -94,6 +94,14 @@ def test_helm_install_upgrade_uninstall(cluster: Any, helm: str) -> None:
     assert "PodSecurity" not in out, out
     assert "NOTES:" in out
     assert "kubectl apply -n default -f -" in out
+    # the ModelService the NOTES suggest is accepted by the real API server (schema + CEL)
+    example = out.split("<<'YAML'\n", 1)[1].split("YAML\n", 1)[0]
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/modelservices.mlkube.dev"
+    )
+    accepted = cluster.kubectl("apply", "-n", "default", "--dry-run=server", "-f", "-",
+                               stdin=example)  # fmt: skip
+    assert "modelservice.mlkube.dev/recommender created (server dry run)" in accepted.stdout
 
     crds = cluster.kubectl("get", "crd", "-o", "name").stdout.split()
     for name in (
