@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -216,3 +217,95 @@ def test_operator_pod_passes_the_api_servers_pod_security_admission(
     broken = rendered.replace("runAsNonRoot: true", "runAsNonRoot: false")
     refused = cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=broken)
     assert 'would violate PodSecurity "restricted:latest"' in refused.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_gitops_managed_modelservice_stays_in_sync_on_a_real_api_server(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """What Argo CD does with ServerSideApply/ServerSideDiff, done with kubectl: apply the
+    manifest from Git as field manager ``argocd-controller``, let the real operator
+    reconcile it, then diff server-side as the same manager. No difference, and no other
+    manager owns any field of the spec: the operator wrote status and metadata only."""
+    manifest = REPO / "examples" / "modelservice-bandit.yaml"
+    name = yaml.safe_load(manifest.read_text(encoding="utf-8"))["metadata"]["name"]
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/modelservices.mlkube.dev"
+    )
+    cluster.kubectl("create", "namespace", "gitops", check=False)
+    argocd = ("--server-side", "--field-manager=argocd-controller", "-n", "gitops")
+    cluster.kubectl("apply", *argocd, "-f", str(manifest))
+
+    log = tmp_path / "operator.log"
+    env = cluster.env(
+        {
+            "MLKUBE_WATCH_NAMESPACES": "gitops",
+            "MLKUBE_PEERING": "",
+            "MLKUBE_HEALTH_HOST": "127.0.0.1",
+            "MLKUBE_HEALTH_PORT": str(_free_port()),
+            "MLKUBE_LOG_FORMAT": "text",
+        }
+    )
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlkube", "operator"],
+            stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=REPO, start_new_session=True,
+        )  # fmt: skip
+    try:
+
+        def reconciled() -> bool:
+            got = cluster.kubectl("-n", "gitops", "get", "msvc", name, "-o", "json")
+            status = json.loads(got.stdout).get("status") or {}
+            deployment = cluster.kubectl("-n", "gitops", "get", "deployment", name, check=False)
+            return status.get("observedGeneration") == 1 and deployment.returncode == 0
+
+        _controlplane().wait_until(reconciled, timeout=90, what="the operator's reconcile")
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+
+    diff = cluster.kubectl("diff", *argocd, "-f", str(manifest), check=False)
+    assert diff.returncode == 0, f"OutOfSync after the operator ran:\n{diff.stdout}{diff.stderr}"
+
+    live = json.loads(
+        cluster.kubectl(
+            "-n", "gitops", "get", "msvc", name, "-o", "json", "--show-managed-fields"
+        ).stdout
+    )
+    spec_owners = {
+        entry["manager"]
+        for entry in live["metadata"]["managedFields"]
+        if "f:spec" in (entry.get("fieldsV1") or {}) and entry.get("subresource") != "status"
+    }
+    assert spec_owners == {"argocd-controller"}
+    operator_writes = [
+        entry
+        for entry in live["metadata"]["managedFields"]
+        if entry["manager"] != "argocd-controller"
+    ]
+    assert operator_writes, "the operator wrote nothing: the test proves nothing"
+    for entry in operator_writes:
+        fields = set(entry.get("fieldsV1") or {})
+        assert entry.get("subresource") == "status" or fields <= {"f:metadata"}, entry
+
+    # The control, and the one case docs/install.md says needs ignoreDifferences: someone
+    # scaling the ModelService through its scale subresource changes a field Git owns.
+    cluster.kubectl("-n", "gitops", "scale", "msvc", name, "--replicas=3")
+    drift = cluster.kubectl("diff", *argocd, "-f", str(manifest), check=False)
+    # kubectl diff exits 1 on a difference, and >1 when the server-side apply would even
+    # conflict with the scale subresource's manager; either way .spec.replicas is named
+    assert drift.returncode != 0
+    assert "replicas" in drift.stdout + drift.stderr
