@@ -135,7 +135,7 @@ async def apply_child(api: KubeAPI, obj: JsonDict, logger: AnyLogger = log) -> N
             raise
         refusal = exc
     meta = obj["metadata"]
-    live = await api.get("Service", meta.get("namespace"), meta["name"])
+    live = await api.find("Service", meta["namespace"], meta["name"])
     ops = conflicting_ports_patch(live, obj) if live is not None else []
     if not ops:
         raise refusal

@@ -183,6 +183,21 @@ class KubeAPI:
         items: list[JsonDict] = result.get("items") or []
         return items
 
+    async def find(self, kind: str, namespace: str, name: str) -> JsonDict | None:
+        """One object by name through ``list`` with a field selector.
+
+        For kinds the operator may list but not get: the chart grants Services only
+        ``list`` (RBAC derived from the calls the operator makes).
+        """
+        api_version, plural = RESOURCES[kind]
+        result = await self.request(
+            "GET",
+            collection_path(api_version, plural, namespace),
+            params={"fieldSelector": f"metadata.name={name}"},
+        )
+        items: list[JsonDict] = result.get("items") or []
+        return items[0] if items else None
+
     async def delete_owned(self, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
         """Delete ``name`` only if ``owner_uid`` is its controller; True if deleted.
 

@@ -151,6 +151,21 @@ def run_life_cycle(
     )
     cluster.kubectl("-n", namespace, "delete", "service", "svc", "--wait=false")
     wait_until(lambda: exists(cluster, namespace, "service", "svc"), what="the Service back")
+    # a hand-edited Service port: the repair reads the Service and JSON-patches it
+    edit = '[{"op": "replace", "path": "/spec/ports/0/port", "value": 81}]'
+    cluster.kubectl("-n", namespace, "patch", "service", "svc", "--type=json", "-p", edit)
+    wait_until(
+        lambda: (
+            [
+                p["port"]
+                for p in cluster.kubectl_json("-n", namespace, "get", "service", "svc")["spec"][
+                    "ports"
+                ]
+            ]
+            == [80]
+        ),
+        what="the Service back on port 80",
+    )
     op.assert_alive()
 
     events = cluster.audit_events(SA_USER)[audited_before:]
