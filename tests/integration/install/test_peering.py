@@ -73,7 +73,7 @@ async def instance(env: dict[str, str], pod: str) -> AsyncIterator[None]:
     finally:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=20)
+            await asyncio.wait_for(task, timeout=10)
 
 
 @pytest.mark.xfail(
@@ -105,5 +105,5 @@ async def test_two_instances_from_the_ha_chart_get_the_work_done(
         await eventually(
             lambda: harness.get("Deployment", NS, "recs"),
             what="a Deployment from whichever instance works",
-            within=20.0,
+            within=10.0,
         )
