@@ -110,6 +110,33 @@ class Cluster:
                 raise AssertionError(f"timed out waiting for {what or check}")
             await asyncio.sleep(0.05)
 
+    def status_writes(self, name: str) -> list[dict[str, Any]]:
+        """Every status the operator wrote on job ``name``, oldest first (from the request log).
+
+        Some states last a single reconcile (``Restarting`` gives way to ``Running`` as soon
+        as the replacement pod exists while the Master still runs), so polling the live
+        object can miss them; the writes themselves cannot be missed.
+        """
+        out = []
+        for request in list(self.kmock):
+            if request.resource is None or str(request.resource.plural) != "pytorchjobs":
+                continue
+            if request.name != name or request.subresource != "status":
+                continue
+            if str(request.method.value).upper() != "PATCH" or not isinstance(request.data, dict):
+                continue
+            out.append(request.data.get("status") or {})
+        return out
+
+    def state_history(self, name: str) -> list[str]:
+        """The successive states (newest condition type) the operator wrote on job ``name``."""
+        history: list[str] = []
+        for status in self.status_writes(name):
+            conditions = status.get("conditions") or []
+            if conditions and (not history or history[-1] != conditions[-1]["type"]):
+                history.append(conditions[-1]["type"])
+        return history
+
     def events(self, reason: str | None = None) -> list[dict[str, Any]]:
         """Events posted so far (read from the request log: kmock ignores generateName)."""
         out = []

@@ -148,7 +148,21 @@ async def test_exit_code_policy_fails_on_a_permanent_error(operator: Any, cluste
         await cluster.set_phase(pod, "Running")
     await cluster.eventually(lambda: cluster.state("ec") == "Running")
     await cluster.set_phase("ec-worker-0", "Failed", exit_code=137)  # OOM-killed: retried
-    await cluster.eventually(lambda: cluster.state("ec") == "Restarting", what="Restarting")
+    # Restarting lasts one reconcile (the Master still runs, so the job is Running again as
+    # soon as worker-0's replacement exists): wait for what persists, the restart count,
+    # and read the transition from the status writes rather than polling for it.
+    await cluster.eventually(
+        lambda: cluster.job("ec")["status"].get("restartCount") == 1, what="restartCount 1"
+    )
+    assert cluster.state_history("ec")[:3] == ["Created", "Running", "Restarting"]
+    restarting = next(
+        s for s in cluster.status_writes("ec") if s["conditions"][-1]["type"] == "Restarting"
+    )
+    assert restarting["conditions"][-1]["reason"] == "PyTorchJobRestarting"
+    assert restarting["restartCount"] == 1
+    await cluster.eventually(
+        lambda: bool(cluster.events("PyTorchJobRestarting")), what="Restarting event"
+    )
     await cluster.eventually(
         lambda: (
             "phase"
@@ -158,6 +172,8 @@ async def test_exit_code_policy_fails_on_a_permanent_error(operator: Any, cluste
     )
     await cluster.set_phase("ec-worker-0", "Failed", exit_code=3)  # a bug: not retried
     await cluster.eventually(lambda: cluster.state("ec") == "Failed", what="Failed")
+    # Every state the job went through, in order: the permanent error ends the job.
+    assert cluster.state_history("ec") == ["Created", "Running", "Restarting", "Running", "Failed"]
     await cluster.eventually(
         lambda: cluster.pods() == {} and cluster.services() == {}, what="cleanPodPolicy All"
     )
