@@ -43,6 +43,7 @@ from mlkube.operator.kube import ApiError, KubeAPI
 from mlkube.operator.repair import conflicting_ports_patch
 from mlkube.operator.rollout import RolloutEvent
 from mlkube.operator.status import (
+    APPLY_FAILED,
     Observed,
     Transition,
     compute_status,
@@ -117,6 +118,16 @@ async def observe(api: KubeAPI, namespace: str, name: str) -> Observed:
     deployment = await api.get("Deployment", namespace, name)
     pods = await api.list("Pod", namespace, pod_selector(name))
     return Observed(deployment=deployment, pods=pods)
+
+
+async def observe_after_refusal(api: KubeAPI, namespace: str, name: str) -> Observed:
+    """The children after the API server refused part of an apply (nothing if unreadable)."""
+    try:
+        return await observe(api, namespace, name)
+    except ApiError as exc:
+        if exc.status >= 500 or exc.status == 429:
+            raise kopf.TemporaryError(f"API server: {exc}", delay=10) from exc
+        return Observed(deployment=None)
 
 
 async def apply_child(api: KubeAPI, obj: JsonDict, logger: AnyLogger = log) -> None:
@@ -201,8 +212,10 @@ async def converge(
                 raise kopf.TemporaryError(f"API server: {exc}", delay=10) from exc
             # The server refused what we built (admission policy, quota, RBAC): say so.
             problems = [f"the API server refused a child object: {exc}"]
-            problem_reason = "ApplyFailed"
-            observed = Observed(deployment=None)
+            problem_reason = APPLY_FAILED
+            # What was applied before the refusal runs; Ready must say so exactly as the
+            # status-only refreshes in between will, or it would flip at each of them.
+            observed = await observe_after_refusal(api, namespace, name)
         now = now_iso()
         new = compute_status(
             parsed.meta,
@@ -213,6 +226,7 @@ async def converge(
             problems=problems,
             now=now,
             problem_reason=problem_reason,
+            applied=apply,
         )
         if rollout_plan is not None or (parsed.model is not None and not problems):
             # A plan is kept even when applying failed half-way: its children are derived

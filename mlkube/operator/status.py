@@ -8,6 +8,7 @@ conditions, counts and messages. Rules:
 * ``Progressing`` is True while a rollout or scale is under way.
 * ``Degraded`` is True for an invalid spec, crash-looping or unpullable pods, or a
   Deployment that exceeded its progress deadline; the message says which pod and why.
+  A child the API server refused (``ApplyFailed``) keeps it True until an apply succeeds.
 * ``lastTransitionTime`` changes only when a condition's status flips, so writing the same
   observation twice changes nothing and the reconcile can skip the status write.
 """
@@ -28,6 +29,7 @@ from mlkube.operator.builders import (
 
 JsonDict = dict[str, Any]
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
+APPLY_FAILED = "ApplyFailed"
 
 # Waiting reasons that do not fix themselves: the pod needs a person (or a new spec).
 STUCK_WAITING_REASONS = frozenset(
@@ -255,6 +257,25 @@ def merge_conditions(
     return merged
 
 
+def standing_apply_failure(old: ModelServiceStatus | None, generation: int) -> str | None:
+    """The message of the apply failure ``old`` records for ``generation``, or None.
+
+    The ``Degraded`` condition is the record of the last apply's outcome: an apply the API
+    server refused writes ``Degraded=True`` / ``ApplyFailed`` (the message says why), and
+    only an apply that succeeds replaces it. A failure recorded for an older generation
+    concerned another spec, which the next apply judges afresh.
+    """
+    for cond in old.conditions if old is not None else []:
+        if (
+            cond.type == "Degraded"
+            and cond.status == "True"
+            and cond.reason == APPLY_FAILED
+            and cond.observed_generation == generation
+        ):
+            return cond.message or ""
+    return None
+
+
 def compute_status(
     meta: ObjectMeta,
     old: ModelServiceStatus | None,
@@ -265,12 +286,24 @@ def compute_status(
     problems: list[str],
     now: str,
     problem_reason: str = "InvalidSpec",
+    applied: bool = False,
 ) -> ModelServiceStatus:
     """The whole status block the operator owns, from the observation.
 
     Takes the metadata and the previous status rather than a parsed ModelService so that
     an object whose spec does not even parse still gets a truthful status.
+
+    ``applied`` says that this pass applied the desired state, so ``problems`` holds the
+    apply's outcome (none: it succeeded). A status-only refresh (``applied=False``) cannot
+    know whether a refusal recorded in ``old`` is over, so it keeps it (see
+    :func:`standing_apply_failure`); judging the children alone would clear ``Degraded``
+    at every Deployment event and the next failed apply would set it again, with a
+    Warning Event each time.
     """
+    if not applied and not problems:
+        standing = standing_apply_failure(old, meta.generation)
+        if standing is not None:
+            problems, problem_reason = [standing], APPLY_FAILED
     old = old or ModelServiceStatus()
     generation = meta.generation
     conditions = merge_conditions(

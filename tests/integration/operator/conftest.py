@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp.web
 import kmock
 import kopf
 import pytest
@@ -42,7 +43,25 @@ class ApiServerEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
 
     _counter = itertools.count(2)
 
+    #: ``group/plural`` of resources this API server does not serve, as one without their
+    #: CRD (e.g. ``gateway.networking.k8s.io/httproutes``): every request is answered 404
+    #: with the API server's Status, and nothing is stored. Tests assign a set per instance.
+    unserved: frozenset[str] | set[str] = frozenset()
+
     async def _handle(self, request: Any) -> Any:
+        resource = request.resource
+        if resource is not None and f"{resource.group}/{resource.plural}" in self.unserved:
+            return aiohttp.web.json_response(
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "message": "the server could not find the requested resource",
+                    "reason": "NotFound",
+                    "code": 404,
+                },
+                status=404,
+            )
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             meta = data.setdefault("metadata", {})

@@ -460,3 +460,78 @@ async def test_a_finalizer_left_by_an_older_operator_is_removed(
 
     await eventually(released, what="the old finalizer removed")
     await eventually(lambda: api.get("Deployment", NS, "recs"), what="Deployment")
+
+
+def status_writes(cluster: Any, name: str) -> list[dict[str, Any]]:
+    """Every status the operator wrote on ModelService ``name``, oldest first (request log)."""
+    return [
+        r.data.get("status") or {}
+        for r in list(cluster)
+        if r.resource is not None
+        and r.resource.plural == "modelservices"
+        and r.name == name
+        and r.subresource == "status"
+        and isinstance(r.data, dict)
+    ]
+
+
+async def test_a_refused_child_keeps_the_object_degraded_until_an_apply_succeeds(
+    api: KubeAPI, cluster: Any, operator: Any, eventually: Any
+) -> None:
+    """Gateway API routing on a cluster without the Gateway API CRDs: the API server
+    answers 404 for the HTTPRoute on every reconcile.
+    That is one lasting state, not a flip-flop: the status-only refreshes in between
+    (Deployment events) cannot know the apply succeeded, so they keep Degraded=True /
+    ApplyFailed; one Warning Event says so; only an apply that succeeds clears it."""
+    rollout = {
+        "trafficRouting": "gatewayAPI",
+        "gatewayAPI": {"parentRefs": [{"name": "public"}]},
+    }
+    cluster.unserved = {"gateway.networking.k8s.io/httproutes"}
+    await create_ms(api, manifest("routed", rollout=rollout))
+    ms = await eventually(
+        lambda: _with_condition(api, "routed", "Degraded", "True"), what="Degraded"
+    )
+    degraded = condition(ms, "Degraded")
+    assert degraded["reason"] == "ApplyFailed"
+    assert "the server could not find the requested resource" in degraded["message"]
+    # Everything applied before the route is there and runs.
+    assert await api.get("Deployment", NS, "routed") is not None
+    assert await api.get("Service", NS, "routed-stable") is not None
+
+    # The Deployment controller reports the pods up (a Deployment event: a status-only
+    # refresh), and the drift timer re-applies, failing again, every 0.5 s.
+    await make_deployment_ready(api, "routed", 2)
+    ms = await eventually(
+        lambda: _with_condition(api, "routed", "Ready", "True"), what="previous pods serve"
+    )
+    assert condition(ms, "Ready")["reason"] == "ApplyFailed"
+    await asyncio.sleep(1.0)
+    await make_deployment_ready(api, "routed", 2)  # one more refresh between ticks
+    await asyncio.sleep(1.5)
+
+    writes = status_writes(cluster, "routed")
+    first = next(
+        i
+        for i, w in enumerate(writes)
+        if any(c["type"] == "Degraded" and c["status"] == "True" for c in w["conditions"])
+    )
+    for written in writes[first:]:
+        (cond,) = [c for c in written["conditions"] if c["type"] == "Degraded"]
+        assert (cond["status"], cond["reason"]) == ("True", "ApplyFailed"), writes
+    ms = await api.get("ModelService", NS, "routed")
+    assert condition(ms, "Degraded")["lastTransitionTime"] == degraded["lastTransitionTime"]
+    # One Event per real change: deployed, refused, not ready yet, ready (the pods that
+    # were applied serve); nothing repeated, no Recovered in between.
+    reasons = sorted(e.get("reason", "") for e in await events(api))
+    assert reasons == ["ApplyFailed", "Deployed", "NotReady", "Ready"]
+
+    # The CRDs get installed: the next apply succeeds, and that clears the condition.
+    cluster.unserved = set()
+    await eventually(lambda: _with_condition(api, "routed", "Degraded", "False"), what="recovered")
+    assert await api.get("HTTPRoute", NS, "routed") is not None
+
+    async def recovered_event() -> list[str]:
+        return [e["reason"] for e in await events(api) if e.get("reason") == "Recovered"]
+
+    assert await eventually(recovered_event, what="Recovered event") == ["Recovered"]

@@ -199,6 +199,78 @@ def test_apply_failures_have_their_own_reason() -> None:
     assert (degraded.reason, degraded.message) == ("ApplyFailed", "quota exceeded")
 
 
+def _degraded(status: ModelServiceStatus) -> Condition:
+    return next(c for c in status.conditions if c.type == "Degraded")
+
+
+def test_a_failed_apply_stays_degraded_until_an_apply_succeeds() -> None:
+    """A status-only refresh (Deployment event, no apply) cannot know that the refusal is
+    over: it keeps Degraded=True/ApplyFailed instead of judging the children alone, so the
+    condition and its Events do not flip between reconciles."""
+    ready = Observed(deployment())
+    failed = compute_status(
+        META,
+        None,
+        Observed(deployment()),
+        replicas=2,
+        revision=REV,
+        problems=["HTTP 404 NotFound: the server could not find the requested resource"],
+        problem_reason="ApplyFailed",
+        now="t1",
+        applied=True,
+    )
+    assert (_degraded(failed).status, _degraded(failed).reason) == ("True", "ApplyFailed")
+
+    refreshed = compute_status(META, failed, ready, replicas=2, revision=REV, problems=[], now="t2")
+    assert not status_changed(failed, refreshed)  # nothing to write, no Event
+    assert transitions(failed, refreshed) == []
+    assert _degraded(refreshed).message == _degraded(failed).message
+    assert _degraded(refreshed).last_transition_time == "t1"
+    # Ready says the same in both passes: the pods applied before the refusal serve.
+    ready_cond = next(c for c in refreshed.conditions if c.type == "Ready")
+    assert (ready_cond.status, ready_cond.reason) == ("True", "ApplyFailed")
+
+    # Only an apply that succeeds clears it (with one Recovered Event).
+    applied = compute_status(
+        META, refreshed, ready, replicas=2, revision=REV, problems=[], now="t3", applied=True
+    )
+    assert (_degraded(applied).status, _degraded(applied).reason) == ("False", "AsExpected")
+    assert [e.reason for e in transitions(refreshed, applied)] == ["Recovered"]
+
+
+def test_a_refresh_keeps_only_an_apply_failure_of_the_current_generation() -> None:
+    failed = compute_status(
+        META,
+        None,
+        Observed(None),
+        replicas=2,
+        revision=REV,
+        problems=["quota exceeded"],
+        problem_reason="ApplyFailed",
+        now="t1",
+        applied=True,
+    )
+    newer = META.model_copy(update={"generation": META.generation + 1})
+    refreshed = compute_status(
+        newer, failed, Observed(deployment()), replicas=2, revision=REV, problems=[], now="t2"
+    )
+    assert _degraded(refreshed).status == "False"
+    # Other causes are the children's to judge: a refresh re-reads them.
+    crashed = compute_status(
+        META,
+        None,
+        Observed(deployment(), [pod("recs-a", "CrashLoopBackOff", restarts=3)]),
+        replicas=2,
+        revision=REV,
+        problems=[],
+        now="t1",
+    )
+    healed = compute_status(
+        META, crashed, Observed(deployment()), replicas=2, revision=REV, problems=[], now="t2"
+    )
+    assert (_degraded(crashed).status, _degraded(healed).status) == ("True", "False")
+
+
 def test_transition_time_changes_only_when_status_flips() -> None:
     old = [
         Condition(type="Ready", status="False", reason="PodsNotReady", last_transition_time="t0"),
