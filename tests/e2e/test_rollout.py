@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -374,3 +377,93 @@ def test_builtin_autoscaler_and_hpa_mode(
 
     dep = wait_until(handed_over, what="spec.replicas handed over")
     assert dep["spec"]["replicas"] == 4
+
+
+def watched_versions(path: Path) -> list[dict[str, Any]]:
+    """The objects of a ``kubectl get -w -o json --output-watch-events`` log so far."""
+    text, decoder, at = path.read_text(), json.JSONDecoder(), 0
+    out: list[dict[str, Any]] = []
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        try:
+            event, at = decoder.raw_decode(text, at)
+        except ValueError:
+            return out  # the end, or an event still being written
+        out.append(event["object"])
+
+
+def test_gateway_api_without_its_crds_stays_degraded_with_one_event(
+    cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any, tmp_path: Path
+) -> None:
+    """No Gateway API CRDs here: the API server answers 404 to the HTTPRoute at every
+    reconcile. Degraded=True/ApplyFailed is set once and stays across drift ticks and the
+    status-only refreshes between them (every status version is recorded with a watch,
+    not sampled), with one Warning Event; what was applied before the route runs."""
+    assert get(cluster, namespace, "crd", "httproutes.gateway.networking.k8s.io") is None
+    start_operator(namespaces=[namespace], reconcile_interval=2.0)
+    spec = {
+        "model": MODEL,
+        "replicas": 2,
+        "rollout": {
+            "trafficRouting": "gatewayAPI",
+            "gatewayAPI": {"parentRefs": [{"name": "public"}]},
+        },
+    }
+    cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-", stdin=modelservice("routed", spec)
+    )  # fmt: skip
+    log = tmp_path / "watch.json"
+    with log.open("wb") as fh:
+        watch = subprocess.Popen(
+            [
+                str(cluster.kubectl_path), "-n", namespace, "get", "msvc", "routed",
+                "--watch", "--output-watch-events", "-o", "json",
+            ],
+            stdout=fh, stderr=subprocess.DEVNULL, env=cluster.env(), start_new_session=True,
+        )  # fmt: skip
+
+    def degraded_of(ms: dict[str, Any] | None) -> dict[str, Any]:
+        conds = {c["type"]: c for c in ((ms or {}).get("status") or {}).get("conditions", [])}
+        return dict(conds.get("Degraded") or {})
+
+    def condition(kind: str) -> dict[str, Any]:
+        ms = get(cluster, namespace, "msvc", "routed") or {}
+        conds = {c["type"]: c for c in (ms.get("status") or {}).get("conditions", [])}
+        return dict(conds.get(kind) or {})
+
+    try:
+        degraded = wait_until(
+            lambda: (d := condition("Degraded")).get("status") == "True" and d, what="Degraded"
+        )
+        assert degraded["reason"] == "ApplyFailed"
+        assert "404 page not found" in degraded["message"]
+        for kind, name in (
+            ("deployment", "routed"),
+            ("service", "routed"),
+            ("service", "routed-stable"),
+            ("service", "routed-canary"),
+        ):
+            assert get(cluster, namespace, kind, name) is not None, (kind, name)
+        mark_rolled_out(cluster, namespace, "routed")  # a Deployment event: a refresh
+        ready = wait_until(
+            lambda: (r := condition("Ready")).get("status") == "True" and r, what="Ready"
+        )
+        assert ready["reason"] == "ApplyFailed"  # the applied pods serve; the route is missing
+        time.sleep(7)  # three more drift ticks (2 s), each refused again
+    finally:
+        watch.terminate()
+        watch.wait(timeout=10)
+
+    versions = [degraded_of(ms) for ms in watched_versions(log)]
+    first = next(i for i, d in enumerate(versions) if d.get("status") == "True")
+    assert len(versions) > first + 1  # the watch saw the refreshed status too
+    for seen in versions[first:]:
+        assert (seen["status"], seen["reason"]) == ("True", "ApplyFailed"), versions
+        assert seen["lastTransitionTime"] == degraded["lastTransitionTime"]
+    events = cluster.kubectl_json(
+        "-n", namespace, "get", "events", "--field-selector", "involvedObject.name=routed"
+    )
+    reasons = [e["reason"] for e in events["items"]]
+    assert reasons.count("ApplyFailed") == 1, reasons
+    assert "Recovered" not in reasons, reasons

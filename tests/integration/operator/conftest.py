@@ -44,24 +44,15 @@ class ApiServerEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
     _counter = itertools.count(2)
 
     #: ``group/plural`` of resources this API server does not serve, as one without their
-    #: CRD (e.g. ``gateway.networking.k8s.io/httproutes``): every request is answered 404
-    #: with the API server's Status, and nothing is stored. Tests assign a set per instance.
+    #: CRD (e.g. ``gateway.networking.k8s.io/httproutes``): every request is answered as
+    #: kube-apiserver answers for an API group it does not know (404, plain text), and
+    #: nothing is stored. Tests assign a set per instance.
     unserved: frozenset[str] | set[str] = frozenset()
 
     async def _handle(self, request: Any) -> Any:
         resource = request.resource
         if resource is not None and f"{resource.group}/{resource.plural}" in self.unserved:
-            return aiohttp.web.json_response(
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "status": "Failure",
-                    "message": "the server could not find the requested resource",
-                    "reason": "NotFound",
-                    "code": 404,
-                },
-                status=404,
-            )
+            return aiohttp.web.Response(status=404, text="404 page not found\n")
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
