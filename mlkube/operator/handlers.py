@@ -188,6 +188,7 @@ async def converge(
         revision = (parsed.status.revision if parsed.status else None) or ""
         replicas = parsed.replicas
         rollout_plan: progressive.Plan | None = None
+        child = "a child object"  # named in the message when the API server refuses it
         try:
             if parsed.model is not None and not problems:
                 desired = desired_state(parsed.model, ctx.build)
@@ -201,17 +202,21 @@ async def converge(
                     revision = rollout_plan.stable_revision
                     replicas = rollout_plan.stable_replicas
                     for obj in rollout_plan.handovers:
+                        child = f"{obj['kind']} {obj['metadata']['name']}"
                         await api.apply(obj, field_manager=progressive.HANDOVER_MANAGER)
                     for obj in rollout_plan.objects:
+                        child = f"{obj['kind']} {obj['metadata']['name']}"
                         await apply_child(api, obj, logger)
-                    for kind, child in rollout_plan.deletions:
-                        await api.delete_owned(kind, namespace, child, parsed.meta.uid)
+                    for kind, child_name in rollout_plan.deletions:
+                        child = f"the deletion of {kind} {child_name}"
+                        await api.delete_owned(kind, namespace, child_name, parsed.meta.uid)
+                    child = "a child object"
             observed = await observe(api, namespace, name)
         except ApiError as exc:
             if exc.status >= 500 or exc.status == 429:
                 raise kopf.TemporaryError(f"API server: {exc}", delay=10) from exc
             # The server refused what we built (admission policy, quota, RBAC): say so.
-            problems = [f"the API server refused a child object: {exc}"]
+            problems = [f"the API server refused {child}: {exc}"]
             problem_reason = APPLY_FAILED
             # What was applied before the refusal runs; Ready must say so exactly as the
             # status-only refreshes in between will, or it would flip at each of them.

@@ -437,6 +437,7 @@ def test_gateway_api_without_its_crds_stays_degraded_with_one_event(
             lambda: (d := condition("Degraded")).get("status") == "True" and d, what="Degraded"
         )
         assert degraded["reason"] == "ApplyFailed"
+        assert "the API server refused HTTPRoute routed: HTTP 404" in degraded["message"]
         assert "404 page not found" in degraded["message"]
         for kind, name in (
             ("deployment", "routed"),

@@ -494,6 +494,7 @@ async def test_a_refused_child_keeps_the_object_degraded_until_an_apply_succeeds
     )
     degraded = condition(ms, "Degraded")
     assert degraded["reason"] == "ApplyFailed"
+    assert "the API server refused HTTPRoute routed: HTTP 404" in degraded["message"]
     assert "404 page not found" in degraded["message"]
     # Everything applied before the route is there and runs.
     assert await api.get("Deployment", NS, "routed") is not None
