@@ -159,7 +159,9 @@ def owner_reference(ms: ModelService) -> JsonDict:
     }
 
 
-def _metadata(ms: ModelService, name: str, labels: dict[str, str]) -> JsonDict:
+def child_metadata(ms: ModelService, name: str, labels: dict[str, str]) -> JsonDict:
+    """Metadata of a child object: in the ModelService's namespace, owned by it (so the
+    garbage collector removes it with the ModelService)."""
     return {
         "name": name,
         "namespace": ms.metadata.namespace,
@@ -398,7 +400,7 @@ def build_deployment(
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
-            **_metadata(ms, child_name(name, track), labels),
+            **child_metadata(ms, child_name(name, track), labels),
             "annotations": {ANNOTATION_REVISION: rev},
         },
         "spec": {
@@ -418,16 +420,21 @@ def build_deployment(
     }
 
 
-def build_service(ms: ModelService) -> JsonDict:
-    """ClusterIP Service ``N`` on port 80, selecting the pods of every track."""
-    name = ms.metadata.name
+def cluster_ip_service(
+    ms: ModelService, name: str, labels: dict[str, str], selector: dict[str, str]
+) -> JsonDict:
+    """A ClusterIP Service ``name`` owned by ``ms``: port 80 to the pods' named http port.
+
+    Every Service the operator makes (``N`` and, for Gateway API routing, the per-track
+    ones) has this one port shape, so that clients and routes can address any of them alike.
+    """
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(ms, name, common_labels(name)),
+        "metadata": child_metadata(ms, name, labels),
         "spec": {
             "type": "ClusterIP",
-            "selector": {LABEL_MODELSERVICE: name},
+            "selector": selector,
             "ports": [
                 {
                     "name": PORT_NAME,
@@ -441,6 +448,12 @@ def build_service(ms: ModelService) -> JsonDict:
     }
 
 
+def build_service(ms: ModelService) -> JsonDict:
+    """ClusterIP Service ``N`` on port 80, selecting the pods of every track."""
+    name = ms.metadata.name
+    return cluster_ip_service(ms, name, common_labels(name), {LABEL_MODELSERVICE: name})
+
+
 def build_pdb(ms: ModelService, replicas: int | None = None) -> JsonDict | None:
     """At most one pod voluntarily disrupted at a time; none for a single replica (a PDB
     that forbids evicting the only pod blocks node drains forever)."""
@@ -451,7 +464,7 @@ def build_pdb(ms: ModelService, replicas: int | None = None) -> JsonDict | None:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(ms, name, common_labels(name)),
+        "metadata": child_metadata(ms, name, common_labels(name)),
         "spec": {
             "maxUnavailable": 1,
             "selector": {"matchLabels": {LABEL_MODELSERVICE: name}},

@@ -64,13 +64,14 @@ from mlkube.operator.autoscaler import (
 )
 from mlkube.operator.builders import (
     LABEL_REVISION,
-    PORT_NAME,
     SERVICE_PORT,
     BuildSettings,
     DesiredState,
     build_deployment,
     build_pdb,
+    child_metadata,
     child_name,
+    cluster_ip_service,
     common_labels,
     owner_reference,
     selector_labels,
@@ -153,15 +154,6 @@ class Children:
     traffic_split: str
 
 
-def _child_metadata(ms: ModelService, name: str, labels: dict[str, str]) -> JsonDict:
-    return {
-        "name": name,
-        "namespace": ms.metadata.namespace,
-        "labels": labels,
-        "ownerReferences": [owner_reference(ms)],
-    }
-
-
 def _stable_model(ms: ModelService, stable_spec: JsonDict | None) -> ModelService:
     if stable_spec is None:
         return ms
@@ -173,24 +165,8 @@ def build_track_service(ms: ModelService, track: str) -> JsonDict:
     """``N-stable`` / ``N-canary``: one Service per track, the HTTPRoute's backends."""
     name = ms.metadata.name
     labels = {**common_labels(name), "mlkube.dev/track": track}
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _child_metadata(ms, f"{name}-{track}", labels),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector_labels(name, "canary" if track == "canary" else "stable"),
-            "ports": [
-                {
-                    "name": PORT_NAME,
-                    "port": SERVICE_PORT,
-                    "targetPort": PORT_NAME,
-                    "protocol": "TCP",
-                    "appProtocol": "http",
-                }
-            ],
-        },
-    }
+    selector = selector_labels(name, "canary" if track == "canary" else "stable")
+    return cluster_ip_service(ms, f"{name}-{track}", labels, selector)
 
 
 def build_httproute(ms: ModelService, rollout: RolloutSpec, canary_weight: int) -> JsonDict:
@@ -226,7 +202,7 @@ def build_httproute(ms: ModelService, rollout: RolloutSpec, canary_weight: int) 
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
-        "metadata": _child_metadata(ms, name, common_labels(name)),
+        "metadata": child_metadata(ms, name, common_labels(name)),
         "spec": spec,
     }
 
