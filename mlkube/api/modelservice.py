@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Field
 
 from mlkube.api.rollout import AutoscalingSpec, AutoscalingStatus, RolloutSpec, RolloutStatus
 from mlkube.api.schema import (
+    DNS1035_LABEL,
     CustomResource,
     KubeModel,
     PrinterColumn,
@@ -31,14 +32,13 @@ from mlkube.api.schema import (
     register,
     rule,
 )
+from mlkube.api.schema import GROUP as GROUP
+from mlkube.api.schema import VERSION as VERSION
 
-GROUP = "mlkube.dev"
-VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "ModelService"
 PLURAL = "modelservices"
 
-DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 MAX_NAME_LENGTH = 56

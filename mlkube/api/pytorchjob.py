@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from mlkube.api.schema import (
+    DNS1035_LABEL,
     CustomResource,
     KubeModel,
     PrinterColumn,
@@ -38,9 +39,9 @@ from mlkube.api.schema import (
     register,
     rule,
 )
+from mlkube.api.schema import GROUP as GROUP
+from mlkube.api.schema import VERSION as VERSION
 
-GROUP = "mlkube.dev"
-VERSION = "v1alpha1"
 KIND = "PyTorchJob"
 PLURAL = "pytorchjobs"
 
@@ -57,7 +58,7 @@ DEFAULT_TERMINATING_TIMEOUT_SECONDS = 120
 # Longest job name whose pod/service names (``<job>-worker-<index>``) stay valid DNS-1035
 # labels (63 characters) for up to 99999 workers.
 MAX_NAME_LENGTH = 50
-NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAME_PATTERN = DNS1035_LABEL
 NPROC_PATTERN = r"^(auto|cpu|gpu|[1-9][0-9]*)$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _NPROC_RE = re.compile(NPROC_PATTERN)

@@ -27,6 +27,14 @@ from pydantic_core import CoreSchema
 
 JsonDict = dict[str, Any]
 
+GROUP = "mlkube.dev"
+"""The API group of every mlkube kind."""
+VERSION = "v1alpha1"
+"""The served (and stored) version of every mlkube kind."""
+DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+"""What Kubernetes accepts as a Service name, and so as the name of a kind whose children
+are named after it."""
+
 
 class KubeModel(BaseModel):
     """Base of every API model.
@@ -244,8 +252,8 @@ class CustomResource:
     plural: str
     spec: type[BaseModel]
     status: type[BaseModel] | None = None
-    group: str = "mlkube.dev"
-    version: str = "v1alpha1"
+    group: str = GROUP
+    version: str = VERSION
     scope: Literal["Namespaced", "Cluster"] = "Namespaced"
     singular: str | None = None
     short_names: tuple[str, ...] = ()
