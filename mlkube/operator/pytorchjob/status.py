@@ -335,8 +335,9 @@ def _finish(p: _Pass, ctype: ConditionType, message: str) -> None:
 
 
 def _cleanup_finished(p: _Pass, views: Sequence[PodView]) -> None:
-    """Stop what still runs (always), delete finished pods if ``cleanPodPolicy: All``,
-    honour ``ttlSecondsAfterFinished``."""
+    """Mark the pass finished, stop what still runs (always), delete finished pods if
+    ``cleanPodPolicy: All``, honour ``ttlSecondsAfterFinished``."""
+    p.out.finished = True
     policy = p.job.spec.run_policy
     for view in views:
         if view.state is PodState.STUCK:
@@ -356,6 +357,16 @@ def _cleanup_finished(p: _Pass, views: Sequence[PodView]) -> None:
             p.out.delete_job = True
         else:
             p.out.wake_in((expires - p.now).total_seconds())
+
+
+def _end(p: _Pass, ctype: ConditionType, message: str, views: Sequence[PodView]) -> None:
+    """Finish the job as ``ctype`` and clean up after it: every terminal decision ends so."""
+    _finish(p, ctype, message)
+    _cleanup_finished(p, views)
+
+
+def _backoff_limit_message(job: PyTorchJob) -> str:
+    return f"Job {job.name} has failed because it has reached the specified backoff limit"
 
 
 def assess(job: PyTorchJob, pods: Sequence[Mapping[str, Any]], now: datetime) -> Assessment:
@@ -381,7 +392,6 @@ def _assess(job: PyTorchJob, pods: Sequence[Mapping[str, Any]], now: datetime) -
         p.set(ConditionType.CREATED, "True", "Created", f"{KIND} {job.name} is created.")
 
     if is_finished(status):
-        p.out.finished = True
         _cleanup_finished(p, views)
         return p.out
 
@@ -419,13 +429,12 @@ def _assess(job: PyTorchJob, pods: Sequence[Mapping[str, Any]], now: datetime) -
     if deadline is not None:
         expires = status.start_time + timedelta(seconds=deadline)
         if p.now >= expires:
-            _finish(
+            _end(
                 p,
                 ConditionType.FAILED,
                 f"Job {job.name} has failed because it was active longer than specified deadline",
+                views,
             )
-            p.out.finished = True
-            _cleanup_finished(p, views)
             return p.out
         p.out.wake_in((expires - p.now).total_seconds())
 
@@ -488,9 +497,7 @@ def _running(p: _Pass, views: Sequence[PodView]) -> None:
                     )
                 p.out.wake_in(5)
                 return
-            _finish(p, ConditionType.SUCCEEDED, f"{KIND} {job.name} is successfully completed.")
-            p.out.finished = True
-            _cleanup_finished(p, views)
+            _end(p, ConditionType.SUCCEEDED, f"{KIND} {job.name} is successfully completed.", views)
             return
     else:
         workers = specs[WORKER].replicas
@@ -498,9 +505,7 @@ def _running(p: _Pass, views: Sequence[PodView]) -> None:
             1 for v in in_range if v.replica_type == WORKER and v.state is PodState.SUCCEEDED
         )
         if succeeded >= workers or (spec.elastic_policy is not None and succeeded > 0):
-            _finish(p, ConditionType.SUCCEEDED, f"{KIND} {job.name} is successfully completed.")
-            p.out.finished = True
-            _cleanup_finished(p, views)
+            _end(p, ConditionType.SUCCEEDED, f"{KIND} {job.name} is successfully completed.", views)
             return
 
     # 4. failures.
@@ -546,14 +551,13 @@ def _running(p: _Pass, views: Sequence[PodView]) -> None:
     if permanent:
         rtype = permanent[0].replica_type
         assert rtype is not None
-        _finish(
+        _end(
             p,
             ConditionType.FAILED,
             f"{KIND} {job.name} is failed because {failed_by_type[rtype]} {rtype} "
             "replica(s) failed.",
+            views,
         )
-        p.out.finished = True
-        _cleanup_finished(p, views)
         return
 
     restart_all = run.restart_policy is JobRestartPolicy.RESTART_ALL
@@ -561,13 +565,12 @@ def _running(p: _Pass, views: Sequence[PodView]) -> None:
         needed = 1 if restart_all else len(retry)
         limit = run.backoff_limit
         if limit is not None and status.restart_count + needed + container_restarts > limit:
-            _finish(
+            _end(
                 p,
                 ConditionType.FAILED,
-                f"Job {job.name} has failed because it has reached the specified backoff limit",
+                _backoff_limit_message(job),
+                views,
             )
-            p.out.finished = True
-            _cleanup_finished(p, views)
             return
         status.restart_count += needed
         targets = in_range if restart_all else retry
@@ -590,13 +593,12 @@ def _running(p: _Pass, views: Sequence[PodView]) -> None:
 
     limit = run.backoff_limit
     if limit is not None and status.restart_count + container_restarts > limit:
-        _finish(
+        _end(
             p,
             ConditionType.FAILED,
-            f"Job {job.name} has failed because it has reached the specified backoff limit",
+            _backoff_limit_message(job),
+            views,
         )
-        p.out.finished = True
-        _cleanup_finished(p, views)
         return
 
     # Missing pods may be created, except that RestartAll waits until every old pod is gone
