@@ -107,6 +107,10 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.peering.name = config.peering or "mlkube"
     settings.peering.clusterwide = config.clusterwide
     settings.peering.mandatory = not config.standalone
+    # Distinct priorities are what let several instances share one peering: kopf pauses
+    # every peer that sees a live peer of higher *or equal* priority.
+    settings.peering.priority = config.peering_priority
+    settings.peering.lifetime = config.peering_lifetime
 
 
 def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:

@@ -28,6 +28,12 @@ class OperatorConfig:
     """Namespaces to watch; empty means cluster-wide."""
     peering: str = ""
     """kopf peering object name; empty runs standalone (one replica, no leader election)."""
+    peering_priority: int = 0
+    """This instance's kopf peering priority. The highest-priority live peer works and the
+    others pause; peers of equal priority all pause, so HA replicas need distinct values."""
+    peering_lifetime: int = 60
+    """Seconds this instance's keep-alive stays valid: how long the standby waits after the
+    active instance dies without saying goodbye (a clean exit withdraws it at once)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "text"
     default_image: str = default_image()
@@ -61,6 +67,14 @@ def _split(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _integer(text: str) -> int | None:
+    """A whole number as flags and environment variables write it, or None."""
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        return None
+
+
 def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> OperatorConfig:
     """Flags over ``MLKUBE_*`` environment variables over defaults."""
     parser = argparse.ArgumentParser(
@@ -84,6 +98,17 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> OperatorConfig:
         "empty: standalone",
     )
     parser.add_argument("--standalone", action="store_true", help="ignore peering")
+    parser.add_argument(
+        "--peering-priority",
+        default=env.get("MLKUBE_PEERING_PRIORITY", "0"),
+        help="this instance's peering priority (MLKUBE_PEERING_PRIORITY, integer, default 0): "
+        "the highest live priority works, the others stand by",
+    )
+    parser.add_argument(
+        "--peering-lifetime",
+        default=env.get("MLKUBE_PEERING_LIFETIME", "60"),
+        help="seconds a keep-alive stays valid (MLKUBE_PEERING_LIFETIME, default 60)",
+    )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="debug logging (MLKUBE_LOG_LEVEL=DEBUG)"
     )
@@ -139,9 +164,20 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> OperatorConfig:
         parser.error("--reconcile-interval must be positive")
     if args.watch_timeout <= 0:
         parser.error("--watch-timeout must be positive")
+    priority = _integer(args.peering_priority)
+    if priority is None:
+        parser.error(f"--peering-priority must be an integer, not {args.peering_priority!r}")
+    lifetime = _integer(args.peering_lifetime)
+    if lifetime is None or lifetime <= 0:
+        parser.error(
+            f"--peering-lifetime must be a positive number of seconds, not "
+            f"{args.peering_lifetime!r}"
+        )
     return OperatorConfig(
         namespaces=namespaces,
         peering="" if args.standalone else args.peering,
+        peering_priority=priority,
+        peering_lifetime=lifetime,
         log_level="DEBUG" if args.verbose else args.log_level,
         log_format=args.log_format,
         default_image=args.default_image,

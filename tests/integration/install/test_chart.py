@@ -584,7 +584,7 @@ class _Recording(dict[str, str]):
 
 # Settings the chart already passes for operator features that are not there yet
 # (docs/install.md, Known gaps). Anything else the operator ignores is a chart bug.
-NOT_YET_READ = {"MLKUBE_PEERING_PRIORITY", "MLKUBE_PEERING_LIFETIME", "MLKUBE_METRICS_PORT"}
+NOT_YET_READ = {"MLKUBE_METRICS_PORT"}
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
@@ -595,6 +595,7 @@ def test_the_operator_understands_the_charts_configuration(render: Render, name:
 
     values = VALUE_SETS[name]
     op_values = values.get("operator", {})
+    priorities = []
     for deployment in of_kind(render(values), "Deployment"):
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         env = _Recording({k: v for k, v in env_of(container).items() if isinstance(v, str)})
@@ -607,8 +608,14 @@ def test_the_operator_understands_the_charts_configuration(render: Render, name:
         peering = op_values.get("peering", {})
         if op_values.get("replicas", 1) > 1 or peering.get("enabled"):
             assert config.peering == peering.get("name", "mlkube")
+            assert config.peering_lifetime == peering.get("lifetime", 60)
+            priorities.append(config.peering_priority)
         else:
             assert config.standalone
         assert config.health_port == 8081  # the port the liveness probe calls
         ignored = {k for k in env if k.startswith("MLKUBE_")} - env.read
         assert ignored <= NOT_YET_READ, f"the operator ignores {sorted(ignored - NOT_YET_READ)}"
+    # kopf pauses every instance that sees a live peer of equal priority: one each, the
+    # first instance highest.
+    top = peering.get("priority", 100)
+    assert sorted(priorities, reverse=True) == [top - i for i in range(len(priorities))]

@@ -4,13 +4,12 @@
 ``MLKUBE_PEERING_PRIORITY``. Here the operator is started twice against kmock, each time
 configured exactly as its pod would be: the environment is taken from the rendered
 Deployment and parsed by the operator's own ``parse_config``. The promise of the HA mode:
-the work gets done (a ModelService gets its Deployment), by the higher-priority instance.
+the work gets done (a ModelService gets its Deployment) by the higher-priority instance,
+the other stands by, and takes over when the first one stops.
 
-It fails today, as an expected failure: the operator does not read a peering priority, so
-both instances run with kopf's default priority 0, and kopf pauses every operator that
-shares its priority with a live peer. docs/install.md lists this under Known gaps; the
-marker is strict, so the day the operator reads the priority this test passes and the
-marker must go.
+To tell the instances apart in what they write, each gets its own model image
+(``MLKUBE_DEFAULT_IMAGE``, the only setting changed from the rendered environment): the
+Deployment's image names the instance that applied it.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import asyncio
 import contextlib
 import copy
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from operator_harness import MS, NS, eventually, fast_settings, free_port
 
 from mlkube.operator.app import OperatorContext, run_operator
 from mlkube.operator.config import parse_config
-from mlkube.operator.kube import KubeAPI, collection_path
+from mlkube.operator.kube import KubeAPI, collection_path, object_path
 
 pytestmark = pytest.mark.slow
 
@@ -76,10 +75,6 @@ async def instance(env: dict[str, str], pod: str) -> AsyncIterator[None]:
             await asyncio.wait_for(task, timeout=10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the operator ignores MLKUBE_PEERING_PRIORITY: equal priorities pause every instance",
-)
 async def test_two_instances_from_the_ha_chart_get_the_work_done(
     emulator: Any, harness: KubeAPI, kubeconfig: Path, helm: str
 ) -> None:
@@ -92,18 +87,43 @@ async def test_two_instances_from_the_ha_chart_get_the_work_done(
         body={"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
               "metadata": {"name": "mlkube"}},
     )  # fmt: skip
-    async with (
-        instance(envs[0], "mlkube-operator-0"),
-        instance(envs[1], "mlkube-operator-standby-1-0"),
-    ):
-        await asyncio.sleep(1.0)  # both keep-alives are in the peering object
-        await harness.request(
-            "POST",
-            collection_path("mlkube.dev/v1alpha1", "modelservices", NS),
-            body=copy.deepcopy(MS),
-        )
+    first = {**envs[0], "MLKUBE_DEFAULT_IMAGE": "ghcr.io/mlkube/mlkube:instance-0"}
+    second = {**envs[1], "MLKUBE_DEFAULT_IMAGE": "ghcr.io/mlkube/mlkube:instance-1"}
+
+    async def image() -> str | None:
+        deployment = await harness.get("Deployment", NS, "recs")
+        if deployment is None:
+            return None
+        image: str = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        return image
+
+    async with instance(second, "mlkube-operator-standby-1-0"):
+        async with instance(first, "mlkube-operator-0"):
+            await asyncio.sleep(1.0)  # both keep-alives are in the peering object
+            peering = await harness.request(
+                "GET", object_path("kopf.dev/v1", "clusterkopfpeerings", None, "mlkube")
+            )
+            priorities = {k: v["priority"] for k, v in peering["status"].items()}
+            assert priorities == {"mlkube-operator-0": 100, "mlkube-operator-standby-1-0": 99}
+            await harness.request(
+                "POST",
+                collection_path("mlkube.dev/v1alpha1", "modelservices", NS),
+                body=copy.deepcopy(MS),
+            )
+            assert (
+                await eventually(image, what="a Deployment", within=10.0)
+                == first["MLKUBE_DEFAULT_IMAGE"]
+            ), "the lower-priority instance worked"
+            await asyncio.sleep(1.5)  # the standby would have applied its own image by now
+            assert await image() == first["MLKUBE_DEFAULT_IMAGE"], "both instances work"
+        # The active instance stopped and withdrew its keep-alive: the standby resumes,
+        # sees the ModelService for the first time and reconciles it with its own image.
         await eventually(
-            lambda: harness.get("Deployment", NS, "recs"),
-            what="a Deployment from whichever instance works",
-            within=10.0,
+            lambda: _is(image, second["MLKUBE_DEFAULT_IMAGE"]),
+            what="the standby to take over",
+            within=20.0,
         )
+
+
+async def _is(probe: Callable[[], Awaitable[str | None]], expected: str) -> bool:
+    return await probe() == expected

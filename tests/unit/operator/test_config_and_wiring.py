@@ -92,6 +92,46 @@ def test_peering_mode_is_mandatory_when_named() -> None:
     assert not settings.peering.clusterwide
 
 
+def test_peering_priority_and_lifetime_from_environment_and_flags() -> None:
+    env = {
+        "MLKUBE_PEERING": "mlkube",
+        "MLKUBE_PEERING_PRIORITY": "99",
+        "MLKUBE_PEERING_LIFETIME": "30",
+    }
+    config = parse_config([], env)
+    assert (config.peering_priority, config.peering_lifetime) == (99, 30)
+    flagged = parse_config(["--peering-priority", "-5", "--peering-lifetime", "15"], env)
+    assert (flagged.peering_priority, flagged.peering_lifetime) == (-5, 15)
+    defaults = parse_config([], {})
+    assert (defaults.peering_priority, defaults.peering_lifetime) == (0, 60)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MLKUBE_PEERING_PRIORITY": "high"},
+        {"MLKUBE_PEERING_PRIORITY": "1.5"},
+        {"MLKUBE_PEERING_LIFETIME": "0"},
+        {"MLKUBE_PEERING_LIFETIME": "-10"},
+        {"MLKUBE_PEERING_LIFETIME": "soon"},
+    ],
+)
+def test_bad_peering_values_are_refused_naming_the_flag(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_config([], env)
+    assert "--peering-" in capsys.readouterr().err
+
+
+def test_peering_priority_and_lifetime_reach_kopf() -> None:
+    settings = kopf.OperatorSettings()
+    config = OperatorConfig(peering="mlkube", peering_priority=99, peering_lifetime=30)
+    configure_settings(settings, config)
+    assert settings.peering.priority == 99
+    assert settings.peering.lifetime == 30
+
+
 def _body(**spec: Any) -> dict[str, Any]:
     return {
         "metadata": {"name": "recs", "namespace": "ml", "uid": "u", "generation": 2},
