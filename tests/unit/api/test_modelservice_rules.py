@@ -11,24 +11,13 @@ from typing import Any
 
 import pytest
 
-from mlkube.api.crdgen import build_crd
 from mlkube.api.modelservice import MODELSERVICE
+from tests.support.cel import assert_rule_cases, crd_schema, rules_in
 
-SCHEMA: dict[str, Any] = build_crd(MODELSERVICE)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-
-
-def _rules(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
-    found = [(path or "<root>", r) for r in node.get("x-kubernetes-validations", [])]
-    for name, child in node.get("properties", {}).items():
-        found += _rules(child, f"{path}.{name}" if path else name)
-    if "items" in node:
-        found += _rules(node["items"], f"{path}[]")
-    if isinstance(node.get("additionalProperties"), dict):
-        found += _rules(node["additionalProperties"], f"{path}{{}}")
-    return found
+SCHEMA = crd_schema(MODELSERVICE)
 
 
-RULES = _rules(SCHEMA)
+RULES = rules_in(SCHEMA)
 
 # message prefix -> (values the rule accepts, values it refuses). Values are `self` at the
 # node that carries the rule, after the API server has applied defaults.
@@ -172,11 +161,7 @@ def test_every_rule_is_tested() -> None:
     ("path", "rule"), RULES, ids=[f"{p}:{r['message'][:40]}" for p, r in RULES]
 )
 def test_rule_accepts_good_and_refuses_bad(cel_eval: Any, path: str, rule: dict[str, Any]) -> None:
-    good, bad = _case_for(rule["message"])
-    for value in good:
-        assert cel_eval(rule["rule"], value), f"{path}: refused {value!r}"
-    for value in bad:
-        assert not cel_eval(rule["rule"], value), f"{path}: accepted {value!r}"
+    assert_rule_cases(cel_eval, path, rule, *_case_for(rule["message"]))
 
 
 def test_rules_carry_messages_people_can_read() -> None:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from mlkube.api.crdgen import build_crd
 from mlkube.api.pytorchjob import PYTORCHJOB
+from tests.support.cel import crd_schema, rules_in
 
 W = {"replicas": 2, "template": {}, "restartPolicy": "OnFailure"}
 M = {"replicas": 1, "template": {}, "restartPolicy": "OnFailure"}
@@ -48,18 +48,7 @@ CASES: dict[str, tuple[Any, Any]] = {
 }
 
 
-def _rules(node: dict[str, Any]) -> list[dict[str, Any]]:
-    found = list(node.get("x-kubernetes-validations", []))
-    for child in (node.get("properties") or {}).values():
-        found += _rules(child)
-    if isinstance(node.get("additionalProperties"), dict):
-        found += _rules(node["additionalProperties"])
-    if "items" in node:
-        found += _rules(node["items"])
-    return found
-
-
-RULES = _rules(build_crd(PYTORCHJOB)["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+RULES = [rule for _, rule in rules_in(crd_schema(PYTORCHJOB))]
 
 
 def test_every_rule_has_a_case() -> None:

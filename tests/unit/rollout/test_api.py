@@ -14,6 +14,7 @@ from mlkube.api.rollout import (
     RolloutStatus,
     parse_duration,
 )
+from tests.support.cel import assert_rule_cases, rules_in
 
 
 def test_rollout_defaults_follow_flagger() -> None:
@@ -109,16 +110,7 @@ def test_status_round_trips_as_the_api_server_stores_it() -> None:
 # ------------------------------------------------------------------- CEL, as kubectl sees it
 
 
-def _rules(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
-    found = [(path or "<root>", r) for r in node.get("x-kubernetes-validations", [])]
-    for name, child in node.get("properties", {}).items():
-        found += _rules(child, f"{path}.{name}" if path else name)
-    if "items" in node:
-        found += _rules(node["items"], f"{path}[]")
-    return found
-
-
-RULES = _rules(model_schema(RolloutSpec)) + _rules(model_schema(AutoscalingSpec))
+RULES = rules_in(model_schema(RolloutSpec)) + rules_in(model_schema(AutoscalingSpec))
 
 # message prefix -> (self values accepted, self values refused), after defaulting
 CASES: dict[str, tuple[list[Any], list[Any]]] = {
@@ -185,11 +177,7 @@ def test_every_rule_is_tested() -> None:
     ("path", "rule"), RULES, ids=[f"{p}:{r['message'][:30]}" for p, r in RULES]
 )
 def test_rule_accepts_good_and_refuses_bad(cel_eval: Any, path: str, rule: dict[str, Any]) -> None:
-    good, bad = _case_for(rule["message"])
-    for value in good:
-        assert cel_eval(rule["rule"], value), f"{path}: refused {value!r}"
-    for value in bad:
-        assert not cel_eval(rule["rule"], value), f"{path}: accepted {value!r}"
+    assert_rule_cases(cel_eval, path, rule, *_case_for(rule["message"]))
 
 
 def test_schema_is_structural_with_defaults() -> None:
