@@ -8,91 +8,23 @@ write Deployment and Pod status as the kube-controller-manager and kubelet would
 
 from __future__ import annotations
 
-import asyncio
-import datetime
-import itertools
-import json
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import aiohttp.web
 import kmock
 import kopf
 import pytest
 
-from mlkube.operator.app import OperatorContext, run_operator
 from mlkube.operator.config import OperatorConfig
 from mlkube.operator.kube import KubeAPI
-
-T = TypeVar("T")
-
-
-class ApiServerEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
-    """kmock plus the bookkeeping a real API server does on writes.
-
-    kmock stores objects as given. kopf relies on server-assigned fields: names from
-    ``generateName`` (its Events), a ``resourceVersion`` that changes on every write (its
-    consistency check after its own patches), and ``generation`` that moves on spec changes
-    (our ``observedGeneration``). This subclass adds exactly those, as kmock's docs suggest
-    for special field treatment; everything else is kmock's.
-    """
-
-    _counter = itertools.count(2)
-
-    #: ``group/plural`` of resources this API server does not serve, as one without their
-    #: CRD (e.g. ``gateway.networking.k8s.io/httproutes``): every request is answered as
-    #: kube-apiserver answers for an API group it does not know (404, plain text), and
-    #: nothing is stored. Tests assign a set per instance.
-    unserved: frozenset[str] | set[str] = frozenset()
-
-    async def _handle(self, request: Any) -> Any:
-        resource = request.resource
-        if resource is not None and f"{resource.group}/{resource.plural}" in self.unserved:
-            return aiohttp.web.Response(status=404, text="404 page not found\n")
-        data = request.data
-        if request.resource is not None and isinstance(data, dict):
-            meta = data.setdefault("metadata", {})
-            version = str(next(self._counter))
-            if request.action == kmock.action.CREATE:
-                if not meta.get("name") and meta.get("generateName"):
-                    meta["name"] = f"{meta['generateName']}{version}"
-                meta.setdefault("uid", f"uid-{version}")
-                meta.setdefault("generation", 1)
-                meta.setdefault(
-                    "creationTimestamp",
-                    datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                )
-                meta["resourceVersion"] = version
-            elif request.action == kmock.action.UPDATE and request.name is not None:
-                meta["resourceVersion"] = version
-                key = (request.resource, request.namespace, request.name)
-                if "spec" in data and not request.subresource and key in self.objects:
-                    current = self.objects[key]
-                    if not current.deleted and current.get("spec") != _merged(
-                        current.get("spec"), data["spec"]
-                    ):
-                        meta["generation"] = (
-                            int(current.get("metadata", {}).get("generation", 1)) + 1
-                        )
-        return await super()._handle(request)
-
-
-def _merged(base: Any, patch: Any) -> Any:
-    """JSON merge patch (RFC 7386), to tell whether a patch changes the spec."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(base) if isinstance(base, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = _merged(out.get(key), value)
-    return out
-
+from tests.support.kube import (
+    ApiServerEmulator,
+    RunningOperator,
+    eventually,
+    free_port,
+    write_kubeconfig,
+)
 
 NAMESPACE = "ml"
 
@@ -124,20 +56,6 @@ RESOURCES = {
 }
 
 
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], within: float = 10.0, what: str = ""
-) -> T:
-    """Poll until ``probe`` returns something truthy (reconciles are asynchronous)."""
-    deadline = time.monotonic() + within
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or probe}; last: {last!r}")
-
-
 @pytest.fixture
 def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
     return {**kmock_options, "cls": ApiServerEmulator}
@@ -160,84 +78,7 @@ async def api(cluster: Any) -> AsyncIterator[KubeAPI]:
 @pytest.fixture
 def kubeconfig(cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A kubeconfig pointing at the emulator; the operator logs in with it like with any."""
-    path = tmp_path / "kubeconfig"
-    server = str(cluster.url).rstrip("/")
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-                "users": [{"name": "test", "user": {"token": "test-token"}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
-                "current-context": "kmock",
-            }
-        )
-    )
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RunningOperator:
-    """The operator in its own thread and event loop, as in production.
-
-    A separate loop matters: on shutdown kopf waits for, then cancels, every task created
-    in its loop after it started, which would include the test's own tasks.
-    """
-
-    def __init__(self, config: OperatorConfig) -> None:
-        self.config = config
-        self.stop_flag = threading.Event()
-        self.ready_flag = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.error: BaseException | None = None
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(
-                run_operator(
-                    OperatorContext(self.config),
-                    stop_flag=self.stop_flag,
-                    ready_flag=self.ready_flag,
-                    settings_hook=_fast_exit,
-                )
-            )
-        except BaseException as exc:  # reported by the fixture
-            self.error = exc
-
-    async def start(self) -> None:
-        self.stop_flag = threading.Event()
-        self.ready_flag = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="mlkube-operator", daemon=True)
-        self.thread.start()
-        assert await asyncio.to_thread(self.ready_flag.wait, 10), "operator did not start"
-
-    @property
-    def alive(self) -> bool:
-        return self.thread is not None and self.thread.is_alive() and self.error is None
-
-    async def stop(self) -> None:
-        if self.thread is None:
-            return
-        self.stop_flag.set()
-        await asyncio.to_thread(self.thread.join, 15)
-        assert not self.thread.is_alive(), "operator did not stop within 15 s"
-        self.thread = None
-        assert self.error is None, f"operator failed: {self.error!r}"
-
-
-def _fast_exit(settings: kopf.OperatorSettings) -> None:
-    """Idle per-object workers exit after 5 s by default; tests stop the operator often."""
-    settings.queueing.idle_timeout = 0.5
-    settings.queueing.exit_timeout = 1.0
+    return write_kubeconfig(str(cluster.url).rstrip("/"), tmp_path / "kubeconfig", monkeypatch)
 
 
 @pytest.fixture
@@ -250,7 +91,7 @@ async def operator(kubeconfig: Path) -> AsyncIterator[RunningOperator]:
         watch_server_timeout=30,
         watch_client_timeout=40.0,
     )
-    running = RunningOperator(config)
+    running = RunningOperator(config, stop_within=15.0)
     await running.start()
     yield running
     await running.stop()

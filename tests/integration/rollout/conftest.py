@@ -11,16 +11,12 @@ exact text.  Every query received is recorded.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
-import socket
-import threading
-import time
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import kmock
 import kopf
@@ -28,11 +24,10 @@ import pytest
 from aiohttp import web
 
 from mlkube.operator import progressive
-from mlkube.operator.app import OperatorContext, run_operator
 from mlkube.operator.config import OperatorConfig
 from mlkube.operator.kube import KubeAPI
-
-T = TypeVar("T")
+from tests.support import kube
+from tests.support.kube import RunningOperator, eventually, free_port, write_kubeconfig
 
 
 @dataclass
@@ -110,49 +105,11 @@ async def prometheus() -> AsyncIterator[MockPrometheus]:
 # ------------------------------------------------------------------ Kubernetes (kmock)
 
 
-class ApiServerEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
-    """kmock plus the bookkeeping a real API server does on writes (the same approach as
-    tests/integration/operator): names from ``generateName`` (kopf's Events), a changing
-    ``resourceVersion``, and ``generation`` bumped on spec changes."""
+class ApiServerEmulator(kube.ApiServerEmulator):
+    """The shared emulator (tests/support/kube.py), creating objects at the fake clock's
+    start so that their ages agree with the rollout clock."""
 
-    _counter = itertools.count(2)
-
-    async def _handle(self, request: Any) -> Any:
-        data = request.data
-        if request.resource is not None and isinstance(data, dict):
-            meta = data.setdefault("metadata", {})
-            version = str(next(self._counter))
-            if request.action == kmock.action.CREATE:
-                if not meta.get("name") and meta.get("generateName"):
-                    meta["name"] = f"{meta['generateName']}{version}"
-                meta.setdefault("uid", f"uid-{version}")
-                meta.setdefault("generation", 1)
-                meta.setdefault("creationTimestamp", "2026-01-01T12:00:00Z")
-                meta["resourceVersion"] = version
-            elif request.action == kmock.action.UPDATE and request.name is not None:
-                meta["resourceVersion"] = version
-                key = (request.resource, request.namespace, request.name)
-                if "spec" in data and not request.subresource and key in self.objects:
-                    current = self.objects[key]
-                    if not current.deleted and current.get("spec") != _merged(
-                        current.get("spec"), data["spec"]
-                    ):
-                        generation = int(current.get("metadata", {}).get("generation", 1))
-                        meta["generation"] = generation + 1
-        return await super()._handle(request)
-
-
-def _merged(base: Any, patch: Any) -> Any:
-    """JSON merge patch (RFC 7386), to tell whether a patch changes the spec."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(base) if isinstance(base, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = _merged(out.get(key), value)
-    return out
+    creation_timestamp = "2026-01-01T12:00:00Z"
 
 
 RESOURCES = {
@@ -195,23 +152,9 @@ RESOURCES = {
 }
 
 
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], limit: float = 15.0, what: str = ""
-) -> T:
-    """Poll until ``probe`` returns something truthy (reconciles are asynchronous)."""
-    deadline = time.monotonic() + limit
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or probe}; last: {last!r}")
-
-
 @pytest.fixture(name="eventually")
 def eventually_fixture() -> Callable[..., Awaitable[Any]]:
-    return eventually
+    return functools.partial(eventually, within=15.0)
 
 
 @pytest.fixture
@@ -235,30 +178,7 @@ async def api(cluster: Any) -> AsyncIterator[KubeAPI]:
 
 @pytest.fixture
 def kubeconfig(cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "kubeconfig"
-    server = str(cluster.url).rstrip("/")
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-                "users": [{"name": "test", "user": {"token": "test-token"}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
-                "current-context": "kmock",
-            }
-        )
-    )
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return write_kubeconfig(str(cluster.url).rstrip("/"), tmp_path / "kubeconfig", monkeypatch)
 
 
 class FakeClock:
@@ -281,54 +201,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     return fake
 
 
-class RunningOperator:
-    """The real operator (kopf, our handlers) in its own thread and event loop, as in
-    production (kopf cancels every task of its loop on shutdown, the test's included);
-    stop() and start() again to play an operator restart."""
-
-    def __init__(self, config: OperatorConfig) -> None:
-        self.config = config
-        self.stop_flag = threading.Event()
-        self.ready_flag = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.error: BaseException | None = None
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(
-                run_operator(
-                    OperatorContext(self.config),
-                    stop_flag=self.stop_flag,
-                    ready_flag=self.ready_flag,
-                    settings_hook=_fast_exit,
-                )
-            )
-        except BaseException as exc:  # reported by stop()
-            self.error = exc
-
-    async def start(self) -> None:
-        self.stop_flag = threading.Event()
-        self.ready_flag = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="mlkube-operator", daemon=True)
-        self.thread.start()
-        assert await asyncio.to_thread(self.ready_flag.wait, 10), "operator did not start"
-
-    async def stop(self) -> None:
-        if self.thread is None:
-            return
-        self.stop_flag.set()
-        await asyncio.to_thread(self.thread.join, 20)
-        assert not self.thread.is_alive(), "operator did not stop within 20 s"
-        self.thread = None
-        assert self.error is None, f"operator failed: {self.error!r}"
-
-
-def _fast_exit(settings: kopf.OperatorSettings) -> None:
-    """Idle per-object workers exit after 5 s by default; tests stop the operator often."""
-    settings.queueing.idle_timeout = 0.5
-    settings.queueing.exit_timeout = 1.0
-
-
 @pytest.fixture
 async def operator(
     kubeconfig: Path, prometheus: MockPrometheus, clock: FakeClock
@@ -343,7 +215,7 @@ async def operator(
         watch_server_timeout=30,
         watch_client_timeout=40.0,
     )
-    running = RunningOperator(config)
+    running = RunningOperator(config, stop_within=20.0)
     await running.start()
     yield running
     await running.stop()
