@@ -12,7 +12,7 @@ plus tuple building that is not worth paying per request.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -60,6 +60,16 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         base = ["model", "version", "revision"]
+
+        def revision_gauge(
+            name: str, documentation: str, mode: Literal["livesum", "livemax", "max"]
+        ) -> Gauge:
+            """A gauge of the pods of one revision (labels model and revision): ``mode``
+            says how the workers' values merge into one series."""
+            return Gauge(
+                name, documentation, ["model", "revision"], multiprocess_mode=mode, registry=reg
+            )
+
         self.requests = Counter(
             "mlkube_requests_total",
             "Requests answered, by endpoint and HTTP status code.",
@@ -73,12 +83,10 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
-        self.inflight = Gauge(
+        self.inflight = revision_gauge(
             "mlkube_inflight_requests",
             "Requests being processed now (summed over workers).",
-            ["model", "revision"],
-            multiprocess_mode="livesum",
-            registry=reg,
+            "livesum",
         )
         self.items_scored = Counter(
             "mlkube_items_scored_total",
@@ -111,26 +119,20 @@ class Metrics:
             ["model", "revision", "operation"],
             registry=reg,
         )
-        self.staleness = Gauge(
+        self.staleness = revision_gauge(
             "mlkube_feature_store_staleness_seconds",
             "Age of the oldest feature snapshot a worker serves from (max over workers).",
-            ["model", "revision"],
-            multiprocess_mode="livemax",
-            registry=reg,
+            "livemax",
         )
-        self.staleness_bound = Gauge(
+        self.staleness_bound = revision_gauge(
             "mlkube_feature_store_staleness_bound_seconds",
             "Configured staleness bound; older snapshots make predictions degraded.",
-            ["model", "revision"],
-            multiprocess_mode="max",
-            registry=reg,
+            "max",
         )
-        self.circuit = Gauge(
+        self.circuit = revision_gauge(
             "mlkube_circuit_state",
             "Feature-store circuit breaker: 0 closed, 1 open, 2 half-open (max over workers).",
-            ["model", "revision"],
-            multiprocess_mode="livemax",
-            registry=reg,
+            "livemax",
         )
         self.batch_size = Histogram(
             "mlkube_batch_size",
@@ -139,12 +141,10 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=reg,
         )
-        self.snapshot_items = Gauge(
+        self.snapshot_items = revision_gauge(
             "mlkube_feature_snapshot_items",
             "Items held in a worker's feature snapshot (summed over workers).",
-            ["model", "revision"],
-            multiprocess_mode="livesum",
-            registry=reg,
+            "livesum",
         )
         self._request_children: dict[tuple[str, int], Any] = {}
         self._duration_children: dict[str, Any] = {}
