@@ -32,6 +32,27 @@ from mlkube.operator.config import OperatorConfig
 T = TypeVar("T")
 
 
+#: What the operator itself needs of the API server: its ModelServices (status and scale
+#: subresources), pods (their readiness), namespaces (kopf waits for them to be discoverable
+#: before it starts any watch) and events. Each conftest adds the child kinds it serves.
+OPERATOR_RESOURCES = {
+    "mlkube.dev/v1alpha1/modelservices": kmock.ResourceInfo(
+        kind="ModelService",
+        namespaced=True,
+        singular="modelservice",
+        shortnames={"msvc"},
+        categories={"mlkube"},
+        subresources={"status", "scale"},
+        verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
+    ),
+    "v1/pods": kmock.ResourceInfo(kind="Pod", namespaced=True, verbs={"get", "list", "watch"}),
+    "v1/namespaces": kmock.ResourceInfo(
+        kind="Namespace", namespaced=False, verbs={"list", "watch"}
+    ),
+    "v1/events": kmock.ResourceInfo(kind="Event", namespaced=True, verbs={"create", "list"}),
+}
+
+
 class ApiServerEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
     """kmock plus the bookkeeping a real API server does on writes.
 

@@ -18,6 +18,7 @@ import pytest
 
 from mlkube.operator.config import OperatorConfig
 from mlkube.operator.kube import KubeAPI
+from tests.support import kube
 from tests.support.kube import (
     ApiServerEmulator,
     RunningOperator,
@@ -29,15 +30,7 @@ from tests.support.kube import (
 NAMESPACE = "ml"
 
 RESOURCES = {
-    "mlkube.dev/v1alpha1/modelservices": kmock.ResourceInfo(
-        kind="ModelService",
-        namespaced=True,
-        singular="modelservice",
-        shortnames={"msvc"},
-        categories={"mlkube"},
-        subresources={"status", "scale"},
-        verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
-    ),
+    **kube.OPERATOR_RESOURCES,
     "apps/v1/deployments": kmock.ResourceInfo(
         kind="Deployment", namespaced=True, verbs={"get", "list", "watch", "create", "patch"}
     ),
@@ -47,12 +40,6 @@ RESOURCES = {
     "policy/v1/poddisruptionbudgets": kmock.ResourceInfo(
         kind="PodDisruptionBudget", namespaced=True, verbs={"get", "list", "create", "patch"}
     ),
-    "v1/pods": kmock.ResourceInfo(kind="Pod", namespaced=True, verbs={"get", "list", "watch"}),
-    # kopf waits for namespaces to be discoverable before it starts any watch.
-    "v1/namespaces": kmock.ResourceInfo(
-        kind="Namespace", namespaced=False, verbs={"list", "watch"}
-    ),
-    "v1/events": kmock.ResourceInfo(kind="Event", namespaced=True, verbs={"create", "list"}),
 }
 
 

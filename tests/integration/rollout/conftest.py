@@ -113,15 +113,7 @@ class ApiServerEmulator(kube.ApiServerEmulator):
 
 
 RESOURCES = {
-    "mlkube.dev/v1alpha1/modelservices": kmock.ResourceInfo(
-        kind="ModelService",
-        namespaced=True,
-        singular="modelservice",
-        shortnames={"msvc"},
-        categories={"mlkube"},
-        subresources={"status", "scale"},
-        verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
-    ),
+    **kube.OPERATOR_RESOURCES,
     "apps/v1/deployments": kmock.ResourceInfo(
         kind="Deployment",
         namespaced=True,
@@ -143,12 +135,6 @@ RESOURCES = {
     "gateway.networking.k8s.io/v1/httproutes": kmock.ResourceInfo(
         kind="HTTPRoute", namespaced=True, verbs={"get", "list", "create", "patch", "delete"}
     ),
-    "v1/pods": kmock.ResourceInfo(kind="Pod", namespaced=True, verbs={"get", "list", "watch"}),
-    # kopf waits for namespaces to be discoverable before it starts any watch.
-    "v1/namespaces": kmock.ResourceInfo(
-        kind="Namespace", namespaced=False, verbs={"list", "watch"}
-    ),
-    "v1/events": kmock.ResourceInfo(kind="Event", namespaced=True, verbs={"create", "list"}),
 }
 
 
