@@ -64,6 +64,7 @@ from mlkube.operator.autoscaler import (
 )
 from mlkube.operator.builders import (
     LABEL_REVISION,
+    LABEL_TRACK,
     SERVICE_PORT,
     BuildSettings,
     DesiredState,
@@ -164,7 +165,7 @@ def _stable_model(ms: ModelService, stable_spec: JsonDict | None) -> ModelServic
 def build_track_service(ms: ModelService, track: str) -> JsonDict:
     """``N-stable`` / ``N-canary``: one Service per track, the HTTPRoute's backends."""
     name = ms.metadata.name
-    labels = {**common_labels(name), "mlkube.dev/track": track}
+    labels = {**common_labels(name), LABEL_TRACK: track}
     selector = selector_labels(name, "canary" if track == "canary" else "stable")
     return cluster_ip_service(ms, f"{name}-{track}", labels, selector)
 

@@ -27,16 +27,14 @@ from mlkube.api.pytorchjob import (
     PyTorchJob,
     RestartPolicy,
 )
+from mlkube.operator.builders import LABEL_COMPONENT, LABEL_INSTANCE, LABEL_NAME
+from mlkube.operator.builders import LABEL_MANAGED_BY as LABEL_MANAGED_BY
 from mlkube.operator.pytorchjob.env import merge_env, pod_env, replica_name
 
 LABEL_JOB_NAME = "training.kubeflow.org/job-name"
 LABEL_REPLICA_TYPE = "training.kubeflow.org/replica-type"
 LABEL_REPLICA_INDEX = "training.kubeflow.org/replica-index"
 LABEL_JOB_ROLE = "training.kubeflow.org/job-role"
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 APP_NAME = "pytorchjob"
 MANAGED_BY = "mlkube"
 
