@@ -16,21 +16,12 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.kubectl import modelservice
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-
-
-def modelservice(name: str, spec: dict[str, Any]) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "mlkube.dev/v1alpha1",
-            "kind": "ModelService",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-    )
 
 
 def pytorchjob(name: str, spec: dict[str, Any]) -> str:

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.kubectl import watched_objects
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 controlplane = importlib.import_module("mlkube_e2e_controlplane")  # loaded by conftest.py
@@ -391,19 +393,6 @@ def test_kubectl_scale_reaches_the_deployment(
     assert "mlkube.dev/modelservice=ranker" in scale["status"]["selector"]
 
 
-def watched_states(path: Path) -> list[dict[str, Any]]:
-    """The objects of a ``kubectl get -w -o json --output-watch-events`` log so far."""
-    text, decoder, out, at = path.read_text(), json.JSONDecoder(), [], 0
-    while True:
-        while at < len(text) and text[at].isspace():
-            at += 1
-        try:
-            event, at = decoder.raw_decode(text, at)
-        except ValueError:
-            return out  # the end, or an event still being written
-        out.append(event["object"])
-
-
 def test_operator_restart_converges_without_duplicates(
     cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any, tmp_path: Path
 ) -> None:
@@ -434,7 +423,7 @@ def test_operator_restart_converges_without_duplicates(
         ms = wait_until(lambda: reconciled(cluster, namespace, "ranker"), what="status for v2")
         wait_until(
             lambda: any(
-                o.get("status", {}).get("observedGeneration") == 2 for o in watched_states(log)
+                o.get("status", {}).get("observedGeneration") == 2 for o in watched_objects(log)
             ),
             what="the watch to see the final status",
         )
@@ -444,7 +433,7 @@ def test_operator_restart_converges_without_duplicates(
     assert ms["status"]["modelVersion"] == "v2"
     claimed = [
         o["status"].get("modelVersion")
-        for o in watched_states(log)
+        for o in watched_objects(log)
         if o.get("status", {}).get("observedGeneration") == 2
     ]
     assert claimed

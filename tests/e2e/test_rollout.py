@@ -23,23 +23,14 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from tests.support.kubectl import modelservice, watched_objects
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 controlplane = importlib.import_module("mlkube_e2e_controlplane")  # loaded by conftest.py
 wait_until = controlplane.wait_until
 
 MODEL = {"name": "ranker", "version": "v1"}
-
-
-def modelservice(name: str, spec: dict[str, Any]) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "mlkube.dev/v1alpha1",
-            "kind": "ModelService",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-    )
 
 
 BAD: list[tuple[str, dict[str, Any], str]] = [
@@ -379,20 +370,6 @@ def test_builtin_autoscaler_and_hpa_mode(
     assert dep["spec"]["replicas"] == 4
 
 
-def watched_versions(path: Path) -> list[dict[str, Any]]:
-    """The objects of a ``kubectl get -w -o json --output-watch-events`` log so far."""
-    text, decoder, at = path.read_text(), json.JSONDecoder(), 0
-    out: list[dict[str, Any]] = []
-    while True:
-        while at < len(text) and text[at].isspace():
-            at += 1
-        try:
-            event, at = decoder.raw_decode(text, at)
-        except ValueError:
-            return out  # the end, or an event still being written
-        out.append(event["object"])
-
-
 def test_gateway_api_without_its_crds_stays_degraded_with_one_event(
     cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any, tmp_path: Path
 ) -> None:
@@ -456,7 +433,7 @@ def test_gateway_api_without_its_crds_stays_degraded_with_one_event(
         watch.terminate()
         watch.wait(timeout=10)
 
-    versions = [degraded_of(ms) for ms in watched_versions(log)]
+    versions = [degraded_of(ms) for ms in watched_objects(log)]
     first = next(i for i, d in enumerate(versions) if d.get("status") == "True")
     assert len(versions) > first + 1  # the watch saw the refreshed status too
     for seen in versions[first:]:
