@@ -232,6 +232,7 @@ def run(count: int, timeout: float, breakdown: dict[str, int]) -> dict[str, floa
                         "MLKUBE_LOG_FORMAT": "text",
                         "MLKUBE_HEALTH_HOST": "127.0.0.1",
                         "MLKUBE_HEALTH_PORT": str(cpmod.free_port()),
+                        "MLKUBE_METRICS_PORT": str(cpmod.free_port()),
                     }
                 ),
                 cwd=ROOT,

@@ -27,6 +27,7 @@ import kopf
 from mlkube.operator.builders import BuildSettings
 from mlkube.operator.config import OperatorConfig
 from mlkube.operator.kube import KubeAPI
+from mlkube.operator.metrics import OperatorMetrics, start_server
 from mlkube.operator.timers import without_finalizers
 
 HANDLER_MODULES = (
@@ -46,6 +47,7 @@ class OperatorContext:
 
     config: OperatorConfig
     connection: kopf.ConnectionInfo | None = None
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     _api: KubeAPI | None = None
     _locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
 
@@ -168,6 +170,9 @@ async def run_operator(
     configure_settings(settings, config)
     if settings_hook is not None:
         settings_hook(settings)
+    metrics_server = None
+    if config.metrics_port:
+        metrics_server = await start_server(ctx.metrics, config.health_host, config.metrics_port)
     try:
         await kopf.operator(
             registry=build_registry(ctx),
@@ -181,5 +186,7 @@ async def run_operator(
             ready_flag=ready_flag,
         )
     finally:
+        if metrics_server is not None:
+            await metrics_server.cleanup()
         # After kopf returns every handler has finished, so nothing can reopen it.
         await ctx.close()

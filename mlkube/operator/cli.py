@@ -9,6 +9,7 @@ Examples::
 
 The liveness endpoint (``/healthz`` on :8081 by default) answers once the operator is up
 and stops answering if its event loop is stuck, so the kubelet restarts a wedged operator.
+Prometheus metrics are on :8082/metrics (``--metrics-port``, 0 turns them off).
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     scope = "cluster-wide" if config.clusterwide else "namespaces " + ",".join(config.namespaces)
     mode = f"peering {config.peering}" if config.peering else "standalone"
     logging.getLogger("mlkube.operator").info(
-        "mlkube operator starting: %s, %s, default image %s, liveness %s",
+        "mlkube operator starting: %s, %s, default image %s, liveness %s, metrics %s",
         scope,
         mode,
         config.default_image,
         config.liveness_endpoint,
+        f"http://{config.health_host}:{config.metrics_port}/metrics"
+        if config.metrics_port
+        else "off",
     )
     try:
         asyncio.run(run_operator(OperatorContext(config)))

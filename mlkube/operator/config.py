@@ -15,6 +15,8 @@ from typing import Literal
 from mlkube import __version__
 
 DEFAULT_IMAGE_REPOSITORY = "ghcr.io/mlkube/mlkube"
+DEFAULT_METRICS_PORT = 8082
+"""The chart's ``operator.metricsPort`` default: next to the liveness endpoint's 8081."""
 
 
 def default_image(version: str = __version__) -> str:
@@ -42,6 +44,10 @@ class OperatorConfig:
     """Prometheus the rollout analysis and autoscaler query (read by those components)."""
     health_host: str = "0.0.0.0"
     health_port: int = 8081
+    metrics_port: int = 0
+    """Port of the Prometheus endpoint ``/metrics`` (on ``health_host``); 0 serves none.
+    The command line defaults to :data:`DEFAULT_METRICS_PORT`; an operator built in code
+    (tests, an embedding program) opens no port it was not given."""
     reconcile_interval: float = 60.0
     """Seconds between drift checks per ModelService (recreates deleted or edited children)."""
     watch_server_timeout: int = 300
@@ -139,7 +145,17 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> OperatorConfig:
         default=int(env.get("MLKUBE_HEALTH_PORT", "8081")),
         help="port of the liveness endpoint /healthz",
     )
-    parser.add_argument("--health-host", default=env.get("MLKUBE_HEALTH_HOST", "0.0.0.0"))
+    parser.add_argument(
+        "--health-host",
+        default=env.get("MLKUBE_HEALTH_HOST", "0.0.0.0"),
+        help="address the liveness and metrics endpoints listen on",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        default=env.get("MLKUBE_METRICS_PORT", str(DEFAULT_METRICS_PORT)),
+        help=f"port of the Prometheus endpoint /metrics (MLKUBE_METRICS_PORT, default "
+        f"{DEFAULT_METRICS_PORT}); 0 serves none",
+    )
     parser.add_argument(
         "--reconcile-interval",
         type=float,
@@ -173,6 +189,11 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> OperatorConfig:
             f"--peering-lifetime must be a positive number of seconds, not "
             f"{args.peering_lifetime!r}"
         )
+    metrics_port = _integer(args.metrics_port)
+    if metrics_port is None or not 0 <= metrics_port <= 65535:
+        parser.error(f"--metrics-port must be a port number or 0, not {args.metrics_port!r}")
+    if metrics_port and metrics_port == args.health_port:
+        parser.error(f"--metrics-port {metrics_port} is the liveness endpoint's port")
     return OperatorConfig(
         namespaces=namespaces,
         peering="" if args.standalone else args.peering,
@@ -185,6 +206,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> OperatorConfig:
         prometheus_url=args.prometheus_url,
         health_host=args.health_host,
         health_port=args.health_port,
+        metrics_port=metrics_port,
         reconcile_interval=args.reconcile_interval,
         watch_server_timeout=args.watch_timeout,
         watch_client_timeout=args.watch_timeout + 30.0,

@@ -32,7 +32,7 @@ from mlkube.api.modelservice import (
     ObjectMeta,
     spec_problems,
 )
-from mlkube.operator import progressive
+from mlkube.operator import metrics, progressive
 from mlkube.operator.builders import (
     LABEL_MANAGED_BY,
     LABEL_MODELSERVICE,
@@ -167,7 +167,22 @@ async def apply_child(api: KubeAPI, obj: JsonDict, logger: AnyLogger = log) -> N
 async def converge(
     ctx: OperatorContext, namespace: str, name: str, *, apply: bool, logger: AnyLogger = log
 ) -> None:
-    """Reconcile one ModelService (``apply=False``: refresh its status only)."""
+    """Reconcile one ModelService (``apply=False``: refresh its status only).
+
+    Reconciles are counted and timed (``mlkube_operator_reconciles_total``); the status-only
+    refreshes that every Deployment event triggers are not, so the rate means work done.
+    """
+    if not apply:
+        await _converge(ctx, namespace, name, apply=False, logger=logger)
+        return
+    with ctx.metrics.reconcile("ModelService") as outcome:
+        outcome.result = await _converge(ctx, namespace, name, apply=True, logger=logger)
+
+
+async def _converge(
+    ctx: OperatorContext, namespace: str, name: str, *, apply: bool, logger: AnyLogger
+) -> str:
+    """The reconcile itself; returns its result label for the metrics."""
     async with ctx.lock("ModelService", namespace, name):
         api = ctx.api
         try:
@@ -175,20 +190,23 @@ async def converge(
         except ApiError as exc:
             raise kopf.TemporaryError(f"cannot read ModelService: {exc}", delay=5) from exc
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
-            return  # gone: owner references let the garbage collector remove the children
+            # gone: owner references let the garbage collector remove the children
+            ctx.metrics.forget_modelservice(namespace, name)
+            return metrics.DELETED
         parsed = parse(body)
         if not apply and not refresh_allowed(parsed):
             # A spec change no reconcile has applied yet (e.g. after a restart the
             # Deployment watch can deliver before the ModelService's resume handler runs):
             # a status stamped with the new generation would describe the old Deployment.
             # The apply that the spec change triggers writes the status.
-            return
+            return metrics.SUCCESS
         problems = list(parsed.problems)
         problem_reason = "InvalidSpec"
         revision = (parsed.status.revision if parsed.status else None) or ""
         replicas = parsed.replicas
         rollout_plan: progressive.Plan | None = None
         child = "a child object"  # named in the message when the API server refuses it
+        child_kind = ""
         try:
             if parsed.model is not None and not problems:
                 desired = desired_state(parsed.model, ctx.build)
@@ -202,17 +220,22 @@ async def converge(
                     revision = rollout_plan.stable_revision
                     replicas = rollout_plan.stable_replicas
                     for obj in rollout_plan.handovers:
+                        child_kind = obj["kind"]
                         child = f"{obj['kind']} {obj['metadata']['name']}"
                         await api.apply(obj, field_manager=progressive.HANDOVER_MANAGER)
                     for obj in rollout_plan.objects:
+                        child_kind = obj["kind"]
                         child = f"{obj['kind']} {obj['metadata']['name']}"
                         await apply_child(api, obj, logger)
                     for kind, child_name in rollout_plan.deletions:
+                        child_kind = kind
                         child = f"the deletion of {kind} {child_name}"
                         await api.delete_owned(kind, namespace, child_name, parsed.meta.uid)
-                    child = "a child object"
+                    child, child_kind = "a child object", ""
             observed = await observe(api, namespace, name)
         except ApiError as exc:
+            if child_kind:
+                ctx.metrics.apply_failed(child_kind, exc.status)
             if exc.status >= 500 or exc.status == 429:
                 raise kopf.TemporaryError(f"API server: {exc}", delay=10) from exc
             # The server refused what we built (admission policy, quota, RBAC): say so.
@@ -239,13 +262,22 @@ async def converge(
             new = progressive.with_rollout(
                 new, parsed.status, rollout_plan, now=now, generation=parsed.meta.generation
             )
+        ctx.metrics.observe_modelservice(namespace, name, new)
+        result = (
+            metrics.SUCCESS
+            if not problems
+            else metrics.APPLY_FAILED
+            if problem_reason == APPLY_FAILED
+            else metrics.INVALID_SPEC
+        )
         if not status_changed(parsed.status, new):
-            return
+            return result
         try:
             await api.patch_status("ModelService", namespace, name, status_patch(new))
         except ApiError as exc:
             if exc.status == 404:
-                return
+                ctx.metrics.forget_modelservice(namespace, name)
+                return metrics.DELETED
             raise kopf.TemporaryError(f"cannot write status: {exc}", delay=5) from exc
         events: list[RolloutEvent | Transition] = [
             *(rollout_plan.events if rollout_plan is not None else []),
@@ -260,6 +292,7 @@ async def converge(
             )
             level = logging.WARNING if event.type == "Warning" else logging.INFO
             logger.log(level, "%s/%s: %s", namespace, name, event.message)
+        return result
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
@@ -283,6 +316,11 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     )
     async def drift_check(name: str, namespace: str | None, logger: AnyLogger, **_: Any) -> None:
         await converge(ctx, namespace or "default", name, apply=True, logger=logger)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def modelservice_event(type: str, name: str, namespace: str | None, **_: Any) -> None:
+        if type == "DELETED":
+            ctx.metrics.forget_modelservice(namespace or "default", name)
 
     @kopf.on.event(
         "apps",

@@ -170,6 +170,8 @@ def start_operator(cluster: Any, tmp_path: Path) -> Iterator[StartOperator]:
                 "MLKUBE_PEERING": "",
                 "MLKUBE_HEALTH_HOST": "127.0.0.1",
                 "MLKUBE_HEALTH_PORT": str(port),
+                # the default 8082 would clash between operators started side by side
+                "MLKUBE_METRICS_PORT": str(controlplane.free_port()),
                 "MLKUBE_RECONCILE_INTERVAL": str(reconcile_interval),
                 "PYTHONUNBUFFERED": "1",
                 **(env or {}),

@@ -36,6 +36,7 @@ from mlkube.api.pytorchjob import (
     PyTorchJobStatus,
     name_problem,
 )
+from mlkube.operator import metrics
 from mlkube.operator.kube import ApiError, collection_path, object_path
 from mlkube.operator.pytorchjob.planner import Plan, plan
 from mlkube.operator.pytorchjob.pods import LABEL_JOB_NAME, LABEL_MANAGED_BY, MANAGED_BY
@@ -225,11 +226,22 @@ async def reconcile(ctx: OperatorContext, namespace: str, name: str) -> float | 
 
 
 async def _reconcile_locked(ctx: OperatorContext, namespace: str, name: str) -> float | None:
+    """One pass, counted and timed (``mlkube_operator_reconciles_total{kind="PyTorchJob"}``)."""
+    with ctx.metrics.reconcile(KIND) as outcome:
+        return await _reconcile_pass(ctx, namespace, name, outcome)
+
+
+async def _reconcile_pass(
+    ctx: OperatorContext, namespace: str, name: str, outcome: metrics.Outcome
+) -> float | None:
     client = _Client(ctx.api, namespace)
     try:
         body = await client.job(name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            return None  # gone: garbage collection removes the children
+            # gone: garbage collection removes the children
+            ctx.metrics.forget_pytorchjob(namespace, name)
+            outcome.result = metrics.DELETED
+            return None
         try:
             previous = PyTorchJobStatus.model_validate(body.get("status") or {})
         except ValidationError:
@@ -241,7 +253,9 @@ async def _reconcile_locked(ctx: OperatorContext, namespace: str, name: str) -> 
         except ValidationError as exc:
             problem = _problems(exc)
         if problem is not None:
+            outcome.result = metrics.INVALID_SPEC
             status = invalid_spec_status(previous, name, problem, _now())
+            ctx.metrics.observe_pytorchjob(namespace, name, status)
             if status != previous:
                 await client.write_status(name, status.to_kube())
                 _post_events(body, [Event("Warning", f"{KIND}InvalidSpec", problem)])
@@ -252,8 +266,11 @@ async def _reconcile_locked(ctx: OperatorContext, namespace: str, name: str) -> 
         todo = plan(job, pods, services, _now())
         await apply_plan(client, job, todo, pods, services)
         if todo.delete_job:
+            ctx.metrics.forget_pytorchjob(namespace, name)
+            outcome.result = metrics.DELETED
             _post_events(body, todo.events)
             return None
+        ctx.metrics.observe_pytorchjob(namespace, name, todo.status)
         if todo.status.to_kube() != previous.to_kube():
             await client.write_status(name, todo.status.to_kube())
         _post_events(body, todo.events)
@@ -322,6 +339,11 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     )
     async def pytorchjob_drift_check(name: str, namespace: str | None, **_: Any) -> None:
         await run(namespace or "default", name)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def pytorchjob_event(type: str, name: str, namespace: str | None, **_: Any) -> None:
+        if type == "DELETED":
+            ctx.metrics.forget_pytorchjob(namespace or "default", name)
 
     @kopf.on.event(
         "v1",

@@ -213,6 +213,7 @@ def test_default_render(render: Render, package_version: str) -> None:
         "ClusterRoleBinding",
         "ClusterRoleBinding",
         "Deployment",
+        "Service",
         "ServiceAccount",
     ]
     (deployment,) = of_kind(manifests, "Deployment")
@@ -230,10 +231,26 @@ def test_default_render(render: Render, package_version: str) -> None:
     assert env["MLKUBE_LOG_LEVEL"] == "info"
     assert env["MLKUBE_LOG_FORMAT"] == "json"
     assert "MLKUBE_PEERING_PRIORITY" not in env
-    # no metrics port until asked for: the operator does not serve /metrics yet
-    assert "MLKUBE_METRICS_PORT" not in env
+    # the operator serves /metrics by default, behind the metrics Service
+    assert env["MLKUBE_METRICS_PORT"] == "8082"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"health": 8081}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "health": 8081,
+        "metrics": 8082,
+    }
+    (service,) = of_kind(manifests, "Service")
+    assert service["metadata"]["name"] == "mlkube-operator-metrics"
+    assert not of_kind(manifests, "ServiceMonitor")
+    assert not of_kind(manifests, "PodMonitor")
+
+
+def test_without_a_scraper_the_operator_opens_no_metrics_port(render: Render) -> None:
+    manifests = render({"metrics": {"service": {"enabled": False}}})
+    (deployment,) = of_kind(manifests, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert env_of(container)["MLKUBE_METRICS_PORT"] == "0"
+    assert [p["name"] for p in container["ports"]] == ["health"]
+    assert not of_kind(manifests, "Service")
 
 
 def test_metrics_service_selects_the_operator_pods(render: Render) -> None:
@@ -582,11 +599,6 @@ class _Recording(dict[str, str]):
         return super().__contains__(key)
 
 
-# Settings the chart already passes for operator features that are not there yet
-# (docs/install.md, Known gaps). Anything else the operator ignores is a chart bug.
-NOT_YET_READ = {"MLKUBE_METRICS_PORT"}
-
-
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_the_operator_understands_the_charts_configuration(render: Render, name: str) -> None:
     """The rendered environment, parsed by the operator's own parse_config, means what the
@@ -613,8 +625,13 @@ def test_the_operator_understands_the_charts_configuration(render: Render, name:
         else:
             assert config.standalone
         assert config.health_port == 8081  # the port the liveness probe calls
+        metrics = values.get("metrics", {})
+        scraped = metrics.get("service", {}).get("enabled", True) or metrics.get(
+            "podMonitor", {}
+        ).get("enabled", False)
+        assert config.metrics_port == (op_values.get("metricsPort", 8082) if scraped else 0)
         ignored = {k for k in env if k.startswith("MLKUBE_")} - env.read
-        assert ignored <= NOT_YET_READ, f"the operator ignores {sorted(ignored - NOT_YET_READ)}"
+        assert not ignored, f"the operator ignores {sorted(ignored)}"
     # kopf pauses every instance that sees a live peer of equal priority: one each, the
     # first instance highest.
     top = peering.get("priority", 100)

@@ -250,6 +250,7 @@ def test_gitops_managed_modelservice_stays_in_sync_on_a_real_api_server(
             "MLKUBE_PEERING": "",
             "MLKUBE_HEALTH_HOST": "127.0.0.1",
             "MLKUBE_HEALTH_PORT": str(_free_port()),
+            "MLKUBE_METRICS_PORT": str(_free_port()),
             "MLKUBE_LOG_FORMAT": "text",
         }
     )

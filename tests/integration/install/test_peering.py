@@ -54,7 +54,8 @@ def chart_envs(helm: str) -> list[dict[str, str]]:
 @contextlib.asynccontextmanager
 async def instance(env: dict[str, str], pod: str) -> AsyncIterator[None]:
     """One operator process as its pod runs it (same env, its own identity)."""
-    config = parse_config([], {**env, "MLKUBE_HEALTH_PORT": str(free_port())})
+    ports = {"MLKUBE_HEALTH_PORT": str(free_port()), "MLKUBE_METRICS_PORT": str(free_port())}
+    config = parse_config([], {**env, **ports, "MLKUBE_HEALTH_HOST": "127.0.0.1"})
     stop, ready = asyncio.Event(), asyncio.Event()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("POD_ID", pod)  # kopf's peer identity, from the downward API in the pod
