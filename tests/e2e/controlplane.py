@@ -165,46 +165,8 @@ def generate_pki(pki: Path) -> None:
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
-def kubeconfig_text(server: str, pki: Path, user: str = "admin") -> str:
-    """A kubeconfig (JSON is valid YAML) with the certificates inlined."""
-
-    def b64(path: Path) -> str:
-        return base64.b64encode(path.read_bytes()).decode()
-
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "mlkube-e2e",
-                "cluster": {
-                    "server": server,
-                    "certificate-authority-data": b64(pki / "ca.crt"),
-                },
-            }
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": b64(pki / f"{user}.crt"),
-                    "client-key-data": b64(pki / f"{user}.key"),
-                },
-            }
-        ],
-        "contexts": [
-            {
-                "name": "mlkube-e2e",
-                "context": {"cluster": "mlkube-e2e", "user": user, "namespace": "default"},
-            }
-        ],
-        "current-context": "mlkube-e2e",
-    }
-    return json.dumps(config, indent=2) + "\n"
-
-
-def token_kubeconfig_text(server: str, ca_file: Path, token: str) -> str:
-    """A kubeconfig that authenticates with a bearer token (a service account's)."""
+def _kubeconfig(server: str, ca_file: Path, user: str, credentials: dict[str, str]) -> str:
+    """A kubeconfig (JSON is valid YAML) for ``server``, its CA inlined, as ``user``."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -217,16 +179,34 @@ def token_kubeconfig_text(server: str, ca_file: Path, token: str) -> str:
                 },
             }
         ],
-        "users": [{"name": "sa", "user": {"token": token}}],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [
             {
                 "name": "mlkube-e2e",
-                "context": {"cluster": "mlkube-e2e", "user": "sa", "namespace": "default"},
+                "context": {"cluster": "mlkube-e2e", "user": user, "namespace": "default"},
             }
         ],
         "current-context": "mlkube-e2e",
     }
     return json.dumps(config, indent=2) + "\n"
+
+
+def kubeconfig_text(server: str, pki: Path, user: str = "admin") -> str:
+    """A kubeconfig with the user's client certificate inlined."""
+
+    def b64(path: Path) -> str:
+        return base64.b64encode(path.read_bytes()).decode()
+
+    credentials = {
+        "client-certificate-data": b64(pki / f"{user}.crt"),
+        "client-key-data": b64(pki / f"{user}.key"),
+    }
+    return _kubeconfig(server, pki / "ca.crt", user, credentials)
+
+
+def token_kubeconfig_text(server: str, ca_file: Path, token: str) -> str:
+    """A kubeconfig that authenticates with a bearer token (a service account's)."""
+    return _kubeconfig(server, ca_file, "sa", {"token": token})
 
 
 def etcd_args(etcd: Path, data: Path, client_port: int, peer_port: int) -> list[str]:
