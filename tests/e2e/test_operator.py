@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.kubectl import watched_objects
+from tests.support.kubectl import watched_objects, watching
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -409,15 +408,7 @@ def test_operator_restart_converges_without_duplicates(
     first.stop()
 
     log = tmp_path / "watch.json"
-    with log.open("wb") as fh:
-        watch = subprocess.Popen(
-            [
-                str(cluster.kubectl_path), "-n", namespace, "get", "msvc", "ranker",
-                "--watch", "--output-watch-events", "-o", "json",
-            ],
-            stdout=fh, stderr=subprocess.DEVNULL, env=cluster.env(), start_new_session=True,
-        )  # fmt: skip
-    try:
+    with watching(cluster, namespace, "msvc", "ranker", log):
         apply(cluster, namespace, manifest("ranker", version="v2"))
         start_operator(namespaces=[namespace])
         ms = wait_until(lambda: reconciled(cluster, namespace, "ranker"), what="status for v2")
@@ -427,9 +418,6 @@ def test_operator_restart_converges_without_duplicates(
             ),
             what="the watch to see the final status",
         )
-    finally:
-        watch.terminate()
-        watch.wait(timeout=10)
     assert ms["status"]["modelVersion"] == "v2"
     claimed = [
         o["status"].get("modelVersion")

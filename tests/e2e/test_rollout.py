@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.support.kubectl import modelservice, watched_objects
+from tests.support.kubectl import modelservice, watched_objects, watching
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -391,14 +390,6 @@ def test_gateway_api_without_its_crds_stays_degraded_with_one_event(
         "-n", namespace, "apply", "--server-side", "-f", "-", stdin=modelservice("routed", spec)
     )  # fmt: skip
     log = tmp_path / "watch.json"
-    with log.open("wb") as fh:
-        watch = subprocess.Popen(
-            [
-                str(cluster.kubectl_path), "-n", namespace, "get", "msvc", "routed",
-                "--watch", "--output-watch-events", "-o", "json",
-            ],
-            stdout=fh, stderr=subprocess.DEVNULL, env=cluster.env(), start_new_session=True,
-        )  # fmt: skip
 
     def degraded_of(ms: dict[str, Any] | None) -> dict[str, Any]:
         conds = {c["type"]: c for c in ((ms or {}).get("status") or {}).get("conditions", [])}
@@ -409,7 +400,7 @@ def test_gateway_api_without_its_crds_stays_degraded_with_one_event(
         conds = {c["type"]: c for c in (ms.get("status") or {}).get("conditions", [])}
         return dict(conds.get(kind) or {})
 
-    try:
+    with watching(cluster, namespace, "msvc", "routed", log):
         degraded = wait_until(
             lambda: (d := condition("Degraded")).get("status") == "True" and d, what="Degraded"
         )
@@ -429,9 +420,6 @@ def test_gateway_api_without_its_crds_stays_degraded_with_one_event(
         )
         assert ready["reason"] == "ApplyFailed"  # the applied pods serve; the route is missing
         time.sleep(7)  # three more drift ticks (2 s), each refused again
-    finally:
-        watch.terminate()
-        watch.wait(timeout=10)
 
     versions = [degraded_of(ms) for ms in watched_objects(log)]
     first = next(i for i, d in enumerate(versions) if d.get("status") == "True")

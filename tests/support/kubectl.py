@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +34,23 @@ def watched_objects(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             return out  # the end, or an event still being written
         out.append(event["object"])
+
+
+@contextlib.contextmanager
+def watching(cluster: Any, namespace: str, kind: str, name: str, log: Path) -> Iterator[None]:
+    """``kubectl get -w`` of one object written to ``log`` while the block runs: every
+    version the API server stores is recorded, not sampled by polling (read it with
+    ``watched_objects``)."""
+    with log.open("wb") as fh:
+        watch = subprocess.Popen(
+            [
+                str(cluster.kubectl_path), "-n", namespace, "get", kind, name,
+                "--watch", "--output-watch-events", "-o", "json",
+            ],
+            stdout=fh, stderr=subprocess.DEVNULL, env=cluster.env(), start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield
+    finally:
+        watch.terminate()
+        watch.wait(timeout=10)
