@@ -161,6 +161,26 @@ BAD_MODELSERVICES: list[tuple[str, str, dict[str, Any], list[str]]] = [
 ]
 
 
+def refused(
+    cluster: Any, namespace: str, kind: str, name: str, manifest: str, messages: list[str]
+) -> str:
+    """Apply ``manifest``: the API server must refuse it with every one of ``messages``, each
+    at the field it is about. Returns kubectl's error output."""
+    proc = cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-", stdin=manifest, check=False
+    )  # fmt: skip
+    assert proc.returncode != 0, proc.stdout
+    assert f'The {kind} "{name}" is invalid' in proc.stderr
+    for message in messages:
+        assert message in proc.stderr
+        # each of our errors names the field it is about (a rule on the whole object would
+        # be reported at `<nil>`); the server's own "some validation rules were not
+        # checked" note is at `<nil>` by design and not ours
+        for line in proc.stderr.splitlines():
+            assert message not in line or "<nil>" not in line, line
+    return str(proc.stderr)
+
+
 @pytest.mark.parametrize(
     ("name", "spec", "messages"),
     [case[1:] for case in BAD_MODELSERVICES],
@@ -174,19 +194,7 @@ def test_bad_modelservice_is_refused_with_a_clear_message(
     spec: dict[str, Any],
     messages: list[str],
 ) -> None:
-    proc = cluster.kubectl(
-        "-n", namespace, "apply", "--server-side", "-f", "-",
-        stdin=modelservice(name, spec), check=False,
-    )  # fmt: skip
-    assert proc.returncode != 0, proc.stdout
-    assert f'The ModelService "{name}" is invalid' in proc.stderr
-    for message in messages:
-        assert message in proc.stderr
-        # each of our errors names the field it is about (a rule on the whole object would
-        # be reported at `<nil>`); the server's own "some validation rules were not
-        # checked" note is at `<nil>` by design and not ours
-        for line in proc.stderr.splitlines():
-            assert message not in line or "<nil>" not in line, line
+    refused(cluster, namespace, "ModelService", name, modelservice(name, spec), messages)
     listed = cluster.kubectl("-n", namespace, "get", "msvc", "-o", "name").stdout
     assert listed.strip() == ""
 
@@ -259,21 +267,9 @@ def test_bad_pytorchjob_is_refused_with_a_clear_message(
     spec: dict[str, Any],
     messages: list[str],
 ) -> None:
-    proc = cluster.kubectl(
-        "-n", namespace, "apply", "--server-side", "-f", "-",
-        stdin=pytorchjob(name, spec), check=False,
-    )  # fmt: skip
-    assert proc.returncode != 0, proc.stdout
-    assert f'The PyTorchJob "{name}" is invalid' in proc.stderr
+    stderr = refused(cluster, namespace, "PyTorchJob", name, pytorchjob(name, spec), messages)
     # every rule guards the keys it reads: no "no such key: Worker evaluating rule: ..."
-    assert "evaluating rule" not in proc.stderr
-    for message in messages:
-        assert message in proc.stderr
-        # each of our errors names the field it is about (a rule on the whole object would
-        # be reported at `<nil>`); the server's own "some validation rules were not
-        # checked" note is at `<nil>` by design and not ours
-        for line in proc.stderr.splitlines():
-            assert message not in line or "<nil>" not in line, line
+    assert "evaluating rule" not in stderr
 
 
 def test_schema_defaults_appear_on_created_objects(
