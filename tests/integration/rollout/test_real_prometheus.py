@@ -123,8 +123,8 @@ def runtimes(tmp_path: Path) -> Iterator[dict[str, int]]:
 
 @pytest.fixture
 def prometheus_url(tmp_path: Path, runtimes: dict[str, int]) -> Iterator[str]:
-    if PROMETHEUS is None:
-        pytest.skip("prometheus is not installed (make debs installs it)")
+    # A missing binary is a missing install step, never a skip: `make test` installs it.
+    assert PROMETHEUS is not None, "prometheus is not installed: run `make debs`"
     port = free_port()
     targets = ", ".join(f"'127.0.0.1:{p}'" for p in runtimes.values())
     config = tmp_path / "prometheus.yml"
