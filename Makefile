@@ -22,7 +22,7 @@ help:
 	@echo "make lint   ruff and mypy --strict only"
 	@echo "make e2e-cluster  start etcd + kube-apiserver on loopback (Ctrl-C stops)"
 
-$(STAMP): pyproject.toml setup.py native/betadist.c native/betadist.h
+$(STAMP): pyproject.toml setup.py native/betadist.c native/betadist.h native/score.c native/score.h
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'

@@ -1,4 +1,4 @@
-"""Build hook: compile native/betadist.c into mlkube/libbetadist.so.
+"""Build hook: compile native/betadist.c and native/score.c into mlkube/libbetadist.so.
 
 libbetadist is a plain C shared library loaded with cffi in ABI mode (ffi.dlopen), not a
 Python extension module. setuptools' build_ext already knows how to compile and link a
@@ -29,7 +29,7 @@ setup(
     ext_modules=[
         Extension(
             "mlkube.libbetadist",
-            sources=["native/betadist.c"],
+            sources=["native/betadist.c", "native/score.c"],
             include_dirs=["native"],
             extra_compile_args=CFLAGS,
             extra_link_args=["-lm"],

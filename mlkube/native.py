@@ -1,4 +1,4 @@
-"""cffi binding (ABI mode) to libbetadist, the exact Beta sampler written in C.
+"""cffi binding (ABI mode) to libbetadist: the exact Beta sampler, and the bandit's request path.
 
 ABI mode (``ffi.dlopen``) keeps the C library a plain shared object: no Python C-API, no
 compiler needed at import time, and the very same ``libbetadist.so`` serves Go/cgo callers.
@@ -8,6 +8,9 @@ The library is searched first at ``$MLKUBE_BETADIST_LIB``, then next to this pac
 :class:`BetaSampler` keeps one generator state per thread, each a non-overlapping split of
 the sampler's root stream, and moves every state onto a fresh stream in a forked child, so a
 pre-fork server's workers never draw the numbers their parent or siblings draw.
+
+:class:`ItemTable` and :class:`RequestScorer` wrap ``native/score.h``: a whole bandit
+inference request -- parse, id lookup, Beta draws, ranking, JSON answer -- in one C pass.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import secrets
 import threading
 import weakref
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
@@ -26,10 +30,15 @@ from cffi import FFI
 
 __all__ = [
     "ENV_LIBRARY",
+    "V1",
+    "V2",
     "BetaSampler",
+    "ItemTable",
     "NativeLibraryError",
+    "RequestScorer",
     "backend",
     "beta_sample",
+    "format_double",
     "library_candidates",
     "load_library",
     "open_library",
@@ -58,6 +67,31 @@ const char *betadist_strerror(int code);
 int betadist_set_backend(int backend);
 int betadist_backend(void);
 double beta_sample(double alpha, double beta, long seed);
+
+typedef struct mks_index mks_index;
+mks_index *mks_index_create(const char *keys, const uint64_t *ends, size_t n, uint64_t seed);
+void mks_index_free(mks_index *index);
+size_t mks_index_size(const mks_index *index);
+int64_t mks_index_find(const mks_index *index, const char *key, size_t len);
+typedef struct {
+    uint32_t n_items;
+    uint32_t top_k;
+    int64_t segment_off;
+    uint32_t segment_len;
+    int64_t id_off;
+    uint32_t id_len;
+    uint32_t n_missing;
+} mks_request;
+typedef struct mks_scorer mks_scorer;
+mks_scorer *mks_scorer_create(size_t max_items);
+void mks_scorer_free(mks_scorer *scorer);
+int mks_parse(mks_scorer *scorer, int protocol, const char *body, size_t len, mks_request *req);
+int mks_score(mks_scorer *scorer, betadist_rng *rng, const mks_index *index,
+              const double *alpha, const double *beta, size_t n_rows,
+              const char *body, int protocol, mks_request *req, const char *head,
+              size_t head_len, const char **out, size_t *out_len, size_t *bad_row);
+void mks_missing(const mks_scorer *scorer, uint32_t k, uint32_t *off, uint32_t *len);
+size_t mks_format_double(double x, char *buf);
 """
 
 # Mirrors of the C enums in native/betadist.h.
@@ -272,3 +306,187 @@ def _error_message(
     if code == EBETA:
         return f"beta[{index}] = {beta[index]!r} is invalid: beta must be finite and > 0"
     return f"libbetadist error {code}: {ffi.string(load_library().betadist_strerror(code))!r}"
+
+
+# --- the bandit's request path (native/score.h) ----------------------------------------------
+
+# Mirrors of the C enums in native/score.h.
+MKS_OK: Final = 0
+MKS_FALLBACK: Final = 1
+MKS_ENOMEM: Final = 2
+MKS_EPARAM: Final = 3
+MKS_EARG: Final = 4
+V2: Final = 2  # OIP v2 REST infer
+V1: Final = 1  # KServe v1 predict
+
+# Keys the id hash per process, so ids cannot be chosen to collide without knowing it.
+_INDEX_SEED: Final = secrets.randbits(64)
+
+
+def _pack(items: Sequence[str]) -> tuple[bytes, npt.NDArray[np.uint64]]:
+    """The ids back to back (UTF-8) and where each one ends."""
+    try:
+        keys = "".join(items).encode("ascii")  # one C-level pass when all ids are ASCII
+        lengths = np.fromiter(map(len, items), np.uint64, len(items))
+    except UnicodeEncodeError:
+        encoded = [item.encode("utf-8", "surrogatepass") for item in items]
+        keys = b"".join(encoded)
+        lengths = np.fromiter(map(len, encoded), np.uint64, len(encoded))
+    return keys, np.cumsum(lengths, dtype=np.uint64)
+
+
+class ItemTable:
+    """A snapshot's posterior parameters with its ids indexed in C, for :class:`RequestScorer`.
+
+    ``items[i]`` has ``Beta(alpha[i], beta[i])``; ``alpha`` and ``beta`` have one more row,
+    the prior, which unknown ids get.  An id listed twice maps to its last row (as a dict
+    built from the same list would).  The arrays are referenced, not copied: they must not
+    change while the table is in use.
+    """
+
+    __slots__ = ("_alpha", "_alpha_ptr", "_beta", "_beta_ptr", "_index", "_lib", "rows")
+
+    def __init__(
+        self,
+        items: Sequence[str],
+        alpha: npt.NDArray[np.float64],
+        beta: npt.NDArray[np.float64],
+    ) -> None:
+        _check_array("alpha", alpha)
+        _check_array("beta", beta)
+        n = len(items)
+        if alpha.shape[0] != n + 1 or beta.shape[0] != n + 1:
+            raise ValueError(
+                f"alpha and beta need {n + 1} rows ({n} items and the prior), "
+                f"got {alpha.shape[0]} and {beta.shape[0]}"
+            )
+        self._lib = load_library()
+        keys, ends = _pack(items)
+        ends_ptr = ffi.from_buffer("uint64_t[]", ends) if n else ffi.NULL
+        raw = self._lib.mks_index_create(keys, ends_ptr, n, _INDEX_SEED)
+        if raw == ffi.NULL:
+            raise MemoryError(f"mks_index_create failed for {n} items")
+        self._index = ffi.gc(raw, self._lib.mks_index_free, size=len(keys) + 48 * n)
+        self._alpha, self._beta = alpha, beta  # keep the buffers alive
+        self._alpha_ptr = ffi.from_buffer("double[]", alpha)
+        self._beta_ptr = ffi.from_buffer("double[]", beta)
+        self.rows: Final[int] = n + 1
+
+    def __len__(self) -> int:
+        return self.rows - 1
+
+    def find(self, item: str) -> int:
+        """Row of ``item``, or -1 when the table does not know it."""
+        key = item.encode("utf-8", "surrogatepass")
+        return int(self._lib.mks_index_find(self._index, key, len(key)))
+
+
+class RequestScorer:
+    """One event loop's C request path: parse a body, score it against an :class:`ItemTable`.
+
+    :meth:`parse` accepts the plain shape of a bandit request (see ``native/score.h``) and
+    returns False for anything else, which the caller then decodes in Python.  :meth:`score`
+    draws from ``sampler`` (this thread's stream) and returns the complete JSON answer.
+    Not thread-safe: the parse and the score share scratch space.
+    """
+
+    __slots__ = ("_bad", "_lib", "_out", "_out_len", "_req", "_sampler", "_scorer", "max_items")
+
+    def __init__(self, max_items: int, sampler: BetaSampler) -> None:
+        if not 0 < max_items < 2**31:
+            raise ValueError(f"max_items must be in [1, 2^31), got {max_items}")
+        self._lib = load_library()
+        raw = self._lib.mks_scorer_create(max_items)
+        if raw == ffi.NULL:
+            raise MemoryError(f"mks_scorer_create failed for {max_items} items")
+        self._scorer = ffi.gc(raw, self._lib.mks_scorer_free, size=80 * max_items)
+        self._sampler = sampler
+        self._req = ffi.new("mks_request *")
+        self._out = ffi.new("const char **")
+        self._out_len = ffi.new("size_t *")
+        self._bad = ffi.new("size_t *")
+        self.max_items: Final[int] = max_items
+
+    def parse(self, body: bytes, protocol: int) -> bool:
+        """True when ``body`` is a plain bandit request (then :meth:`score` may follow)."""
+        code = self._lib.mks_parse(self._scorer, protocol, body, len(body), self._req)
+        if code == MKS_EARG:
+            raise ValueError(f"unknown protocol {protocol}")
+        return bool(code == MKS_OK)
+
+    @property
+    def n_items(self) -> int:
+        return int(self._req.n_items)
+
+    @property
+    def top_k(self) -> int:
+        return int(self._req.top_k)
+
+    def segment(self, body: bytes) -> str | None:
+        """The segment the parsed request names, or None."""
+        req = self._req
+        off = req.segment_off
+        return None if off < 0 else body[off : off + req.segment_len].decode("ascii")
+
+    def request_id(self, body: bytes) -> str | None:
+        req = self._req
+        off = req.id_off
+        return None if off < 0 else body[off : off + req.id_len].decode("ascii")
+
+    def score(self, body: bytes, table: ItemTable, protocol: int, head: bytes = b"") -> bytes:
+        """The JSON answer to the request :meth:`parse` just accepted (the same ``body``).
+
+        For V2, ``head`` is the rendered ``{"model_name":...,"model_version":...,`` prefix.
+        Raises ValueError when a posterior parameter in ``table`` is invalid.
+        """
+        rng, _ = self._sampler._thread_state()
+        code = self._lib.mks_score(
+            self._scorer,
+            rng,
+            table._index,
+            table._alpha_ptr,
+            table._beta_ptr,
+            table.rows,
+            body,
+            protocol,
+            self._req,
+            head,
+            len(head),
+            self._out,
+            self._out_len,
+            self._bad,
+        )
+        if code != MKS_OK:
+            if code == MKS_EPARAM:
+                row = int(self._bad[0])
+                raise ValueError(
+                    f"row {row} has invalid posterior parameters: alpha={table._alpha[row]!r}, "
+                    f"beta={table._beta[row]!r} (both must be finite and > 0)"
+                )
+            if code == MKS_ENOMEM:
+                raise MemoryError("mks_score: out of memory")
+            raise ValueError("mks_score: called without a successful parse of this body")
+        return ffi.unpack(self._out[0], self._out_len[0])  # type: ignore[no-any-return]
+
+    @property
+    def n_missing(self) -> int:
+        """Ids of the last scored request that the table did not know."""
+        return int(self._req.n_missing)
+
+    def missing(self, body: bytes) -> list[str]:
+        """Those ids (they got the prior)."""
+        off = ffi.new("uint32_t *")
+        length = ffi.new("uint32_t *")
+        out: list[str] = []
+        for k in range(self._req.n_missing):
+            self._lib.mks_missing(self._scorer, k, off, length)
+            start = int(off[0])
+            out.append(body[start : start + int(length[0])].decode("ascii"))
+        return out
+
+
+def format_double(x: float) -> str:
+    """A score as the request path writes it (17 significant digits, exact round trip)."""
+    buf = ffi.new("char[32]")
+    n = load_library().mks_format_double(float(x), buf)
+    return ffi.unpack(buf, n).decode("ascii")  # type: ignore[no-any-return]
