@@ -25,8 +25,8 @@ from mlkube import __version__
 from mlkube.serving.batcher import DynamicBatcher
 from mlkube.serving.config import ServeConfig
 from mlkube.serving.context import RuntimeContext
-from mlkube.serving.metrics import CONTENT_TYPE, Metrics
-from mlkube.serving.model import Model, SupportsFeedback, build_model
+from mlkube.serving.metrics import CONTENT_TYPE, FLUSH_INTERVAL, Metrics
+from mlkube.serving.model import Model, SupportsFeedback, SupportsRawInfer, build_model
 from mlkube.serving.protocol import (
     ClientError,
     InferenceResponse,
@@ -55,6 +55,8 @@ class ServerState:
     metrics: Metrics
     model: Model[Any] | None = None
     batcher: DynamicBatcher[Any, InferenceResponse] | None = None
+    # The model's raw path, when it has one and batching is off.
+    raw: SupportsRawInfer | None = None
     draining: bool = False
     load_error: BaseException | None = None
     load_task: asyncio.Task[None] | None = None
@@ -80,14 +82,13 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def _instrument(state: ServerState, endpoint: str, handler: Handler, inflight: bool) -> Handler:
     """Error mapping, metrics and the sampled access log around one route's handler."""
     metrics = state.metrics
-    gauge = metrics.inflight_child
     sample_rate = state.config.server.access_log_sample_rate
     max_body = state.config.server.max_body_bytes
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         start = time.perf_counter()
         if inflight:
-            gauge.inc()
+            metrics.inflight_now += 1
         try:
             response = await handler(request)
         except ClientError as exc:
@@ -105,7 +106,7 @@ def _instrument(state: ServerState, endpoint: str, handler: Handler, inflight: b
             response = _error(500, "internal error (logged by the server)")
         finally:
             if inflight:
-                gauge.dec()
+                metrics.inflight_now -= 1
         elapsed = time.perf_counter() - start
         metrics.observe_request(endpoint, response.status, elapsed)
         if sample_rate and random.random() < sample_rate:
@@ -155,11 +156,11 @@ async def _predict(state: ServerState, model: Model[Any], prepared: Any) -> Infe
     return responses[0]
 
 
-def _answer(state: ServerState, response: InferenceResponse, body: bytes) -> web.Response:
-    if response.degraded is None:
+def _answer(state: ServerState, body: bytes, degraded: str | None) -> web.Response:
+    if degraded is None:
         return web.Response(body=body, content_type=JSON)
-    state.metrics.mark_degraded(response.degraded)
-    return web.Response(body=body, content_type=JSON, headers={DEGRADED_HEADER: response.degraded})
+    state.metrics.mark_degraded(degraded)
+    return web.Response(body=body, content_type=JSON, headers={DEGRADED_HEADER: degraded})
 
 
 def _routes(app: web.Application, state: ServerState) -> None:
@@ -218,19 +219,29 @@ def _routes(app: web.Application, state: ServerState) -> None:
     async def infer(request: web.Request) -> web.Response:
         model = _check_model(state, request)
         body = await _read_body(request, max_body)
+        if state.raw is not None:
+            answer = state.raw.infer_raw(body, "v2")
+            if answer is not None:
+                return _answer(state, answer.body, answer.degraded)
         parsed = parse_v2_infer(body, max_items)
         prepared = model.prepare(parsed)
         response = await _predict(state, model, prepared)
-        return _answer(state, response, render_v2(response, model_name, model_version, parsed.id))
+        return _answer(
+            state, render_v2(response, model_name, model_version, parsed.id), response.degraded
+        )
 
     async def predict(request: web.Request) -> web.Response:
         model = _check_model(state, request)
         body = await _read_body(request, max_body)
+        if state.raw is not None:
+            answer = state.raw.infer_raw(body, "v1")
+            if answer is not None:
+                return _answer(state, answer.body, answer.degraded)
         spec = model.v1_input
         parsed = parse_v1_predict(body, spec.name, spec.datatype, max_items)
         prepared = model.prepare(parsed)
         response = await _predict(state, model, prepared)
-        return _answer(state, response, render_v1(response))
+        return _answer(state, render_v1(response), response.degraded)
 
     async def feedback(request: web.Request) -> web.Response:
         model = _check_model(state, request)
@@ -249,6 +260,7 @@ def _routes(app: web.Application, state: ServerState) -> None:
         )
 
     async def metrics(request: web.Request) -> web.Response:
+        state.metrics.flush()
         body = await asyncio.get_running_loop().run_in_executor(None, state.metrics.exposition)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
@@ -298,6 +310,8 @@ async def _lifecycle(app: web.Application) -> Any:
     state.metrics.set_staleness_bound(config.feature_store.max_staleness)
     model = build_model(config, context)
     state.model = model
+    if not config.batching.enabled and isinstance(model, SupportsRawInfer):
+        state.raw = model
     if config.batching.enabled:
         state.batcher = DynamicBatcher(
             model.predict,
@@ -320,7 +334,17 @@ async def _lifecycle(app: web.Application) -> Any:
             extra={"model": config.model.name, "version": config.model.version},
         )
 
+    async def flush_metrics() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            try:
+                state.metrics.flush()
+            except Exception:
+                log.exception("writing the per-request metrics failed; they stop here")
+                return
+
     state.load_task = asyncio.create_task(load(), name="mlkube-model-load")
+    flusher = asyncio.create_task(flush_metrics(), name="mlkube-metrics-flush")
     yield
     if state.batcher is not None:
         await state.batcher.close()
@@ -328,6 +352,9 @@ async def _lifecycle(app: web.Application) -> Any:
         state.load_task.cancel()
     await asyncio.gather(state.load_task, return_exceptions=True)
     await model.close()
+    flusher.cancel()
+    await asyncio.gather(flusher, return_exceptions=True)
+    state.metrics.flush()  # the last requests' counts
 
 
 def create_app(

@@ -6,6 +6,12 @@ score. All draws of a request (or of a whole batch) are one call into libbetadis
 item -> posterior lookup is one C-level pass over the request's ids against the worker's
 snapshot, so the per-item cost stays in C.
 
+Plain requests (the common shape: see ``native/score.h``) do not even reach Python objects:
+:meth:`BanditModel.infer_raw` hands the body to the C request path, which parses it, looks
+the ids up in the snapshot's :class:`~mlkube.native.ItemTable`, samples, ranks and writes the
+JSON answer in one pass. Everything else takes the Python path below, which gives the same
+answers and every error.
+
 Inputs (OIP v2): ``items`` (BYTES, [n]); optional ``segment`` (BYTES, [1]) and ``top_k``
 (INT32/INT64, [1]), which may also come as request ``parameters``. KServe v1: ``instances`` are
 the items. Outputs: ``scores`` (FP64, [n], in request order) and ``ranking`` (BYTES, [k], ids
@@ -17,10 +23,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import orjson
 
+from mlkube.native import V1, V2, BetaSampler, RequestScorer
 from mlkube.serving.circuit import Breaker, CircuitPolicy
 from mlkube.serving.config import ServeConfig
 from mlkube.serving.context import RuntimeContext, Sampler
@@ -29,7 +37,9 @@ from mlkube.serving.model import (
     Model,
     ModelMetadata,
     ModelSettings,
+    RawAnswer,
     SupportsFeedback,
+    SupportsRawInfer,
     TensorSpec,
     register_format,
     settings_from,
@@ -138,7 +148,7 @@ def parse_query(
     return BanditQuery(items, segment, k)
 
 
-class BanditModel(Model[BanditQuery], SupportsFeedback):
+class BanditModel(Model[BanditQuery], SupportsFeedback, SupportsRawInfer):
     """Thompson sampling over a feature store, served from per-worker snapshots."""
 
     def __init__(
@@ -179,6 +189,14 @@ class BanditModel(Model[BanditQuery], SupportsFeedback):
         self._max_items = bandit.max_items
         self._max_id_length = bandit.max_item_id_length
         self._loaded = False
+        # The C request path needs libbetadist's own sampler (a test may inject another).
+        self._scorer: RequestScorer | None = None
+        if bandit.native_path and isinstance(sampler, BetaSampler):
+            self._scorer = RequestScorer(bandit.max_items, sampler)
+        # What render_v2 writes before "outputs": the model's name and version.
+        self._v2_head = (
+            orjson.dumps({"model_name": self.name, "model_version": self.version})[:-1] + b","
+        )
 
     async def load(self) -> None:
         await self.store.store.connect()
@@ -209,6 +227,24 @@ class BanditModel(Model[BanditQuery], SupportsFeedback):
 
     def prepare(self, request: InferenceRequest) -> BanditQuery:
         return parse_query(request, self._default_segment, self._max_items, self._max_id_length)
+
+    def infer_raw(self, body: bytes, protocol: Literal["v1", "v2"]) -> RawAnswer | None:
+        scorer = self._scorer
+        if scorer is None:
+            return None
+        proto = V2 if protocol == "v2" else V1
+        if not scorer.parse(body, proto):
+            return None
+        segment = scorer.segment(body) or self._default_segment
+        snap = self.cache.get(segment)
+        if snap is None or snap.table is None:
+            return None  # first sight of the segment: the Python path reads it
+        answer = scorer.score(body, snap.table, proto, self._v2_head)
+        if scorer.n_missing:
+            self._look_up_later(segment, scorer.missing(body))
+        if self._metrics is not None:
+            self._metrics.count_items(scorer.n_items)
+        return RawAnswer(answer, self.cache.degraded_reason(snap, time.monotonic()))
 
     async def _snapshot(self, segment: str) -> SegmentSnapshot:
         snap = self.cache.get(segment)
@@ -249,10 +285,13 @@ class BanditModel(Model[BanditQuery], SupportsFeedback):
         self, q: BanditQuery, snap: SegmentSnapshot, rows: np.ndarray[Any, Any]
     ) -> None:
         if len(rows) and rows.min() < 0:
-            items, limit = q.items, self._max_id_length
-            missing = [items[i] for i in np.flatnonzero(rows < 0).tolist()]
-            # ids feedback could never store stay unknown (prior) and are not looked up
-            self.cache.note_missing(q.segment, [m for m in missing if 0 < len(m) <= limit])
+            items = q.items
+            self._look_up_later(q.segment, [items[i] for i in np.flatnonzero(rows < 0).tolist()])
+
+    def _look_up_later(self, segment: str, missing: list[str]) -> None:
+        # ids feedback could never store stay unknown (prior) and are not looked up
+        limit = self._max_id_length
+        self.cache.note_missing(segment, [m for m in missing if 0 < len(m) <= limit])
 
     def _respond(
         self, q: BanditQuery, scores: np.ndarray[Any, np.dtype[np.float64]], degraded: str | None
@@ -264,7 +303,7 @@ class BanditModel(Model[BanditQuery], SupportsFeedback):
         else:
             ranking = np.asarray(items, dtype=object)[order].tolist()
         if self._metrics is not None:
-            self._metrics.items_child.inc(len(q.items))
+            self._metrics.count_items(len(q.items))
         return InferenceResponse(
             [
                 Tensor("scores", "FP64", (len(q.items),), scores),

@@ -106,6 +106,9 @@ class BanditConfig(_Strict):
     # Items one segment's snapshot may hold (items with feedback plus items seen in requests).
     max_snapshot_items: int = Field(default=5_000_000, ge=1)
     seed: int | None = Field(default=None, ge=0)
+    # Answer plain requests through the C request path (native/score.h); other requests, and
+    # every request when this is off, take the Python path. Same answers either way.
+    native_path: bool = True
 
 
 class FeatureStoreConfig(_Strict):
@@ -185,6 +188,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "MLKUBE_BANDIT_PRIOR_BETA": ("bandit", "prior_beta"),
     "MLKUBE_BANDIT_SEED": ("bandit", "seed"),
     "MLKUBE_MAX_ITEMS": ("bandit", "max_items"),
+    "MLKUBE_NATIVE_PATH": ("bandit", "native_path"),
     "MLKUBE_BATCHING": ("batching", "enabled"),
     "MLKUBE_BATCH_MAX_SIZE": ("batching", "max_batch_size"),
     "MLKUBE_BATCH_MAX_DELAY": ("batching", "max_delay"),

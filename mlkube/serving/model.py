@@ -14,7 +14,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from mlkube.serving.protocol import FeedbackRequest, InferenceRequest, InferenceResponse
 
@@ -116,6 +116,29 @@ class SupportsFeedback(ABC):
     @abstractmethod
     async def feedback(self, request: FeedbackRequest) -> FeedbackResult:
         """Apply rewards durably; raise StoreUnavailable when that cannot be done now."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawAnswer:
+    """A complete JSON response body from a model's raw path."""
+
+    body: bytes
+    # Why this answer is degraded (e.g. served from a stale snapshot), or None.
+    degraded: str | None = None
+
+
+class SupportsRawInfer(ABC):
+    """A model with a fast path from request bytes straight to response bytes.
+
+    ``infer_raw`` may decline any request (return None); the request then takes the normal
+    decode -> prepare -> predict -> render path. Whatever it does answer must be exactly
+    what that path would answer, errors included (so it declines anything it would reject).
+    The runtime uses it only when dynamic batching is off.
+    """
+
+    @abstractmethod
+    def infer_raw(self, body: bytes, protocol: Literal["v1", "v2"]) -> RawAnswer | None:
+        """The answer to a v2 ``infer`` or v1 ``predict`` body, or None to decline."""
 
 
 ModelFactory = Callable[["ServeConfig", "RuntimeContext"], Model[Any]]

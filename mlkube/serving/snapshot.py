@@ -4,6 +4,8 @@ The hot path never talks to the feature store: it reads an immutable
 :class:`SegmentSnapshot` (an ``item -> row`` dict and the posterior parameters as arrays) and
 the refresher swaps in a new one every ``refresh_interval``. Row ``-1`` of the arrays holds the
 prior, so an unknown item maps to index ``-1`` and gets the prior without any branching.
+Each snapshot also carries the same rows as a native :class:`~mlkube.native.ItemTable`, which
+the C request path looks ids up in (built here, off the hot path, once per changed read).
 
 Pure functions build snapshots; :class:`SnapshotCache` is the thin I/O shell around them.
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from mlkube.native import ItemTable
 from mlkube.serving.circuit import CircuitState
 from mlkube.serving.store import F64, GuardedStore, SegmentCounts, StoreUnavailable
 
@@ -36,13 +39,15 @@ class SegmentSnapshot:
     beta: F64
     read_at: float  # time.monotonic() of the store read it reflects
     version: str = ""  # the store's version of the segment at that read
+    table: ItemTable | None = None  # the same rows for the C request path
 
     def __len__(self) -> int:
         return len(self.index)
 
 
 def prior_snapshot(prior_alpha: float, prior_beta: float, read_at: float) -> SegmentSnapshot:
-    return SegmentSnapshot({}, np.array([prior_alpha]), np.array([prior_beta]), read_at)
+    alpha, beta = np.array([prior_alpha]), np.array([prior_beta])
+    return SegmentSnapshot({}, alpha, beta, read_at, "", ItemTable([], alpha, beta))
 
 
 def build_snapshot(
@@ -72,8 +77,9 @@ def build_snapshot(
     np.add(f, prior_beta, out=beta[:n])
     alpha[n] = prior_alpha
     beta[n] = prior_beta
+    index = dict(zip(items, range(n), strict=True))
     return SegmentSnapshot(
-        dict(zip(items, range(n), strict=True)), alpha, beta, read_at, counts.version
+        index, alpha, beta, read_at, counts.version, ItemTable(items, alpha, beta)
     )
 
 
@@ -99,7 +105,9 @@ def extend_snapshot(
     beta = np.concatenate([snapshot.beta[:n], counts.failures[take] + prior_beta, [prior_beta]])
     new_index = dict(index)
     new_index.update(zip([counts.items[i] for i in new], range(n, n + len(new)), strict=True))
-    return SegmentSnapshot(new_index, alpha, beta, snapshot.read_at, snapshot.version)
+    # Ids are distinct (hash fields, a set of pending ids), so the dict's order is row order.
+    table = ItemTable(list(new_index), alpha, beta)
+    return SegmentSnapshot(new_index, alpha, beta, snapshot.read_at, snapshot.version, table)
 
 
 def lookup_rows(snapshot: SegmentSnapshot, items: Sequence[str]) -> Rows:

@@ -19,6 +19,8 @@ import aiohttp
 import orjson
 import pytest
 
+from mlkube.serving.metrics import FLUSH_INTERVAL
+
 pytestmark = pytest.mark.slow
 
 FEEDBACK = "/v1/models/bandit:feedback"
@@ -220,12 +222,20 @@ async def test_metrics_sum_over_workers(serve: Any) -> None:
     ) as session:
         for _ in range(60):  # new connection each: SO_REUSEPORT spreads them over workers
             assert (await session.post(PREDICT, data=body)).status == 200
-        text = (await (await session.get("/metrics")).read()).decode()
-    line = next(
-        line
-        for line in text.splitlines()
-        if line.startswith('mlkube_requests_total{code="200",endpoint="predict"')
-    )
+        # Each worker writes its tallies every FLUSH_INTERVAL: the other worker's show up
+        # within that, never more than were answered.
+        deadline = time.monotonic() + 10 * FLUSH_INTERVAL
+        while True:
+            text = (await (await session.get("/metrics")).read()).decode()
+            line = next(
+                line
+                for line in text.splitlines()
+                if line.startswith('mlkube_requests_total{code="200",endpoint="predict"')
+            )
+            assert float(line.split()[-1]) <= 60.0
+            if float(line.split()[-1]) == 60.0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(FLUSH_INTERVAL / 2)
     assert 'revision="rev1"' in line
     assert float(line.split()[-1]) == 60.0
     items = next(line for line in text.splitlines() if line.startswith("mlkube_items_scored_total"))

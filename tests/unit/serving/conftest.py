@@ -17,8 +17,8 @@ from mlkube.serving.store import FeatureStore
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
-def make_config(**sections: dict[str, Any]) -> ServeConfig:
-    data: dict[str, Any] = {"bandit": {"seed": 7}}
+def make_config(native_path: bool = True, **sections: dict[str, Any]) -> ServeConfig:
+    data: dict[str, Any] = {"bandit": {"seed": 7, "native_path": native_path}}
     for key, value in sections.items():
         data.setdefault(key, {}).update(value)
     return load_config(data, {})
@@ -35,14 +35,26 @@ async def wait_ready(client: TestClient[Any, Any]) -> None:
     raise AssertionError("server never became ready")
 
 
+@pytest.fixture(params=[True, False], ids=["native-path", "python-path"])
+def native_path(request: pytest.FixtureRequest) -> bool:
+    """Every app test runs twice: plain requests through the C request path, then with it
+    off (everything through the Python decoder). The answers must not differ."""
+    value: bool = request.param
+    return value
+
+
 @pytest.fixture
-def config() -> Callable[..., ServeConfig]:
+def config(native_path: bool) -> Callable[..., ServeConfig]:
     """``config(server={...}, bandit={...})``: a validated config with test defaults."""
-    return make_config
+
+    def build(**sections: dict[str, Any]) -> ServeConfig:
+        return make_config(native_path, **sections)
+
+    return build
 
 
 @pytest.fixture
-async def make_client() -> AsyncIterator[ClientFactory]:
+async def make_client(native_path: bool) -> AsyncIterator[ClientFactory]:
     clients: list[TestClient[Any, Any]] = []
 
     async def factory(
@@ -50,7 +62,7 @@ async def make_client() -> AsyncIterator[ClientFactory]:
         store: FeatureStore | None = None,
         ready: bool = True,
     ) -> TestClient[Any, Any]:
-        cfg = config or make_config()
+        cfg = config or make_config(native_path)
         metrics = Metrics(cfg.model.name, cfg.model.version, cfg.revision)
         app = create_app(cfg, RuntimeContext(metrics=metrics, store=store))
         client: TestClient[Any, Any] = TestClient(TestServer(app))
