@@ -8,6 +8,8 @@ with 400 candidate items per request (drawn from 10,000 items that all have coun
   (what a first version of this server would look like), default asyncio loop;
 * ``mlkube memory``: `mlkube serve` with the in-process store;
 * ``mlkube redis``: `mlkube serve` with the Redis store (a real redis-server on loopback);
+* ``mlkube redis, Python path``: the same with the C request path off
+  (``MLKUBE_NATIVE_PATH=false``): every request decoded, scored and rendered in Python;
 * ``mlkube redis + batching``: the same with the dynamic batcher on (does it pay?).
 
 Per case: requests/s, items/s, latency p50/p99 (wrk's own histogram), non-2xx answers, the
@@ -18,7 +20,7 @@ machine's CPU went to processes other than the server, wrk and redis during the 
 machine may be shared with other jobs, so throughput and tail latency are only comparable
 between runs with similar "others".
 
-    python bench/serve.py                  # full run: 4 cases x 10 s
+    python bench/serve.py                  # full run: 5 cases x 10 s
     python bench/serve.py --duration 3     # quicker
     python bench/serve.py --markdown       # also print rows for docs/benchmarks.md
     python bench/serve.py --repeat 3       # the case list 3 times; best and median per case
@@ -181,10 +183,16 @@ def breakdown(items_per_request: int, rounds: int = 2000) -> list[tuple[str, flo
             t = add("top-k ranking + outputs", t)
             render_v2(response, "bandit", "1", None)
             t = add("encode response (orjson)", t)
-            metrics.inflight_child.inc()
-            metrics.inflight_child.dec()
+            answer = model.infer_raw(body, "v2")
+            assert answer is not None
+            t = add("C request path: all of the above", t)
+            metrics.inflight_now += 1
+            metrics.inflight_now -= 1
             metrics.observe_request("infer", 200, 0.001)
-            add("metrics (multiprocess mode)", t)
+            metrics.count_items(len(query.items))
+            if i % 1000 == 999:  # the runtime flushes every 0.25 s: ~5,000 requests apart
+                metrics.flush()
+            add("metrics (tallied; multiprocess flush)", t)
         await model.close()
         return [(stage, ns / rounds / 1000) for stage, ns in totals.items()]
 
@@ -466,8 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wrk-threads", type=int, default=1)
     p.add_argument(
         "--cases",
-        default="naive,memory,redis,redis-batching",
-        help="comma list of: naive, memory, redis, redis-batching, redis-batching-nodelay",
+        default="naive,memory,redis,redis-python,redis-batching",
+        help="comma list of: naive, memory, redis, redis-python, redis-batching, "
+        "redis-batching-nodelay",
     )
     p.add_argument(
         "--repeat", type=int, default=1, help="run the case list this many times (alternating)"
@@ -515,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
                     cmd = [sys.executable, "-m", "mlkube", "serve"]
                     if case.startswith("redis"):
                         env.update(MLKUBE_FEATURE_STORE="redis", MLKUBE_REDIS_URL=redis_url)
+                    if case.endswith("python"):
+                        env.update(MLKUBE_NATIVE_PATH="false")
                     if case.endswith("batching"):
                         env.update(
                             MLKUBE_BATCHING="true",
@@ -532,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
                     "naive": "naive baseline (1 worker)",
                     "memory": f"mlkube memory store ({workers} workers)",
                     "redis": f"mlkube redis store ({workers} workers)",
+                    "redis-python": f"mlkube redis, Python path ({workers} workers)",
                     "redis-batching": f"mlkube redis + batching ({workers} workers)",
                     "redis-batching-nodelay": f"mlkube redis + batching, 0 delay ({workers} w.)",
                 }[case]
