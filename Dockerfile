@@ -6,8 +6,9 @@
 #
 # Two stages so that no compiler reaches the runtime image. The build stage installs the
 # project with `pip install .`, the same path `make` takes (`pip install -e .`): setuptools
-# runs setup.py's build_ext, which compiles native/betadist.c into mlkube/libbetadist.so with
-# the flags in setup.py. The runtime stage copies the finished virtual environment only.
+# runs setup.py's build_ext, which compiles native/betadist.c and native/score.c into
+# mlkube/libbetadist.so with the flags in setup.py. The runtime stage copies the finished
+# virtual environment only.
 #
 # No HEALTHCHECK on purpose: Kubernetes ignores it; the operator's liveness probe
 # (:8081/healthz) and the model server's /v2/health/{live,ready} probes do that job.
