@@ -30,8 +30,9 @@
  * Numbers in the answer
  * ---------------------
  * Scores are written with 17 significant digits, correctly rounded (trailing zeros dropped),
- * which reads back as the very same double; the conversion is exact integer arithmetic for
- * scores in [1e-6, 1] and snprintf("%.17g") below that.
+ * which reads back as the very same double; the conversion is exact 128-bit integer
+ * arithmetic for scores in [2^-19, 1) (2^-19 is about 1.9e-6), and snprintf("%.17g") for the
+ * rest (1.0, and the rare smaller scores).  0 is written "0.0", 1 "1.0".
  *
  * Ranking: descending score, ties by request order (the same order a stable sort gives).
  *
