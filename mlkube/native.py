@@ -319,7 +319,7 @@ MKS_EARG: Final = 4
 V2: Final = 2  # OIP v2 REST infer
 V1: Final = 1  # KServe v1 predict
 
-# Keys the id hash per process, so ids cannot be chosen to collide without knowing it.
+# Seeds the id hash per process (see native/score.c: collisions only ever cost time).
 _INDEX_SEED: Final = secrets.randbits(64)
 
 

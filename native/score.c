@@ -3,9 +3,11 @@
  *
  * Index: open addressing with linear probing over 16-byte slots (hash, row, length), load
  * factor at most 1/2, so a lookup is usually one slot read and one memcmp against the key
- * bytes, both in a few hundred KiB for a catalogue of 10,000 items.  The hash is a seeded
- * multiply-xorshift over 8-byte words (keyed per process, so ids cannot be chosen to collide
- * without knowing the seed); every hit is confirmed against the stored key bytes.
+ * bytes, both in a few hundred KiB for a catalogue of 10,000 items.  The hash is a
+ * multiply-xorshift over 8-byte words, seeded with a random value per process so that a list
+ * of colliding ids cannot simply be looked up; it is not a cryptographic hash.  Every hit is
+ * confirmed against the stored key bytes, so collisions can only slow a lookup, never give a
+ * wrong row.
  */
 #include "score.h"
 
