@@ -73,6 +73,8 @@ mks_index *mks_index_create(const char *keys, const uint64_t *ends, size_t n, ui
 void mks_index_free(mks_index *index);
 size_t mks_index_size(const mks_index *index);
 int64_t mks_index_find(const mks_index *index, const char *key, size_t len);
+int mks_index_find_many(const mks_index *index, const char *keys, const uint64_t *ends,
+                        size_t n, int64_t *rows);
 typedef struct {
     uint32_t n_items;
     uint32_t top_k;
@@ -379,6 +381,24 @@ class ItemTable:
         """Row of ``item``, or -1 when the table does not know it."""
         key = item.encode("utf-8", "surrogatepass")
         return int(self._lib.mks_index_find(self._index, key, len(key)))
+
+    def __contains__(self, item: str) -> bool:
+        return self.find(item) >= 0
+
+    def rows_of(self, items: Sequence[str]) -> npt.NDArray[np.int64]:
+        """Row of each item (-1 for unknown ones), in one C pass."""
+        n = len(items)
+        rows = np.empty(n, dtype=np.int64)
+        if n:
+            keys, ends = _pack(items)
+            self._lib.mks_index_find_many(
+                self._index,
+                keys,
+                ffi.from_buffer("uint64_t[]", ends),
+                n,
+                ffi.from_buffer("int64_t[]", rows, require_writable=True),
+            )
+        return rows
 
 
 class RequestScorer:

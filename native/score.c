@@ -163,6 +163,27 @@ int64_t mks_index_find(const mks_index *ix, const char *key, size_t len) {
     return probe(ix, key_hash(ix->seed, key, len), key, len);
 }
 
+int mks_index_find_many(const mks_index *ix, const char *keys, const uint64_t *ends, size_t n,
+                        int64_t *rows) {
+    if (!n) return MKS_OK;
+    if (!ix || !keys || !ends || !rows) return MKS_EARG;
+    for (size_t i = 0; i < n; i++)
+        if (ends[i] < (i ? ends[i - 1] : 0)) return MKS_EARG;
+    /* Hash and prefetch first (rows[] holds the hashes meanwhile), then probe. */
+    for (size_t i = 0; i < n; i++) {
+        uint64_t start = i ? ends[i - 1] : 0;
+        uint64_t h = key_hash(ix->seed, keys + start, (size_t)(ends[i] - start));
+        memcpy(&rows[i], &h, sizeof h);
+        __builtin_prefetch(&ix->slots[(size_t)h & ix->mask]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t start = i ? ends[i - 1] : 0, h;
+        memcpy(&h, &rows[i], sizeof h);
+        rows[i] = probe(ix, h, keys + start, (size_t)(ends[i] - start));
+    }
+    return MKS_OK;
+}
+
 /* ----------------------------------------------------------------------------- scorer -- */
 
 struct mks_scorer {

@@ -79,6 +79,10 @@ BETADIST_API void mks_index_free(mks_index *index);
 BETADIST_API size_t mks_index_size(const mks_index *index);
 /* Row of an id, or -1. */
 BETADIST_API int64_t mks_index_find(const mks_index *index, const char *key, size_t len);
+/* rows[i] = the row of key i, or -1; the n keys are laid out as for mks_index_create().
+ * Returns MKS_OK, or MKS_EARG (NULL arguments, ends not non-decreasing; rows untouched). */
+BETADIST_API int mks_index_find_many(const mks_index *index, const char *keys,
+                                     const uint64_t *ends, size_t n, int64_t *rows);
 
 /* What mks_parse() found.  Offsets are into the body. */
 typedef struct {

@@ -458,6 +458,39 @@ static void test_index_large(void) {
     }
     CHECK(found == 0, "%ld of 200000 unknown ids found", found);
     CHECK(differ == 0, "two seeds disagree on %ld lookups", differ);
+
+    /* mks_index_find_many: every stored id (reversed order, so rows differ from positions)
+     * plus the unknown ids, in one call, against mks_index_find one by one. */
+    sbuf many = {0};
+    const size_t m = 2 * n;
+    uint64_t *mends = xmalloc(m * sizeof *mends);
+    int64_t *rows = xmalloc(m * sizeof *rows);
+    for (size_t i = 0; i < m; i++) {
+        if (i < n) sb_printf(&many, "item-%zu", n - 1 - i);
+        else sb_printf(&many, "item-%zux", i);
+        mends[i] = many.len;
+    }
+    char *mkeys = exact_copy(many.p, many.len);
+    CHECK(mks_index_find_many(a, mkeys, mends, m, rows) == MKS_OK, "find_many");
+    long bad_rows = 0;
+    for (size_t i = 0; i < m; i++) {
+        const size_t start = i ? (size_t)mends[i - 1] : 0;
+        bad_rows += rows[i] != mks_index_find(a, mkeys + start, (size_t)mends[i] - start);
+        bad_rows += i < n && rows[i] != (int64_t)(n - 1 - i);
+        bad_rows += i >= n && rows[i] != -1;
+    }
+    CHECK(bad_rows == 0, "find_many: %ld rows differ", bad_rows);
+    CHECK(mks_index_find_many(a, NULL, NULL, 0, NULL) == MKS_OK, "find_many of nothing");
+    CHECK(mks_index_find_many(NULL, mkeys, mends, 1, rows) == MKS_EARG, "find_many, NULL index");
+    rows[0] = 77;
+    mends[0] = mends[1] + 1; /* ends must not decrease */
+    CHECK(mks_index_find_many(a, mkeys, mends, 2, rows) == MKS_EARG && rows[0] == 77,
+          "find_many, decreasing ends");
+    free(mkeys);
+    free(mends);
+    free(rows);
+    sb_free(&many);
+
     mks_index_free(a);
     mks_index_free(b);
     free(keys);

@@ -237,7 +237,7 @@ class BanditModel(Model[BanditQuery], SupportsFeedback, SupportsRawInfer):
             return None
         segment = scorer.segment(body) or self._default_segment
         snap = self.cache.get(segment)
-        if snap is None or snap.table is None:
+        if snap is None:
             return None  # first sight of the segment: the Python path reads it
         answer = scorer.score(body, snap.table, proto, self._v2_head)
         if scorer.n_missing:

@@ -1,11 +1,12 @@
 """Per-worker snapshots of the bandit's counts, and the background task that refreshes them.
 
 The hot path never talks to the feature store: it reads an immutable
-:class:`SegmentSnapshot` (an ``item -> row`` dict and the posterior parameters as arrays) and
-the refresher swaps in a new one every ``refresh_interval``. Row ``-1`` of the arrays holds the
-prior, so an unknown item maps to index ``-1`` and gets the prior without any branching.
-Each snapshot also carries the same rows as a native :class:`~mlkube.native.ItemTable`, which
-the C request path looks ids up in (built here, off the hot path, once per changed read).
+:class:`SegmentSnapshot` (the ids in row order, their posterior parameters as arrays, and an
+id -> row :class:`~mlkube.native.ItemTable` in C) and the refresher swaps in a new one every
+``refresh_interval``. Row ``-1`` of the arrays holds the prior, so an unknown item maps to
+index ``-1`` and gets the prior without any branching. The same table serves the C request
+path and the Python path (:func:`lookup_rows`); it is built here, off the hot path, once per
+changed read.
 
 Pure functions build snapshots; :class:`SnapshotCache` is the thin I/O shell around them.
 """
@@ -18,7 +19,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -29,25 +29,37 @@ from mlkube.serving.store import F64, GuardedStore, SegmentCounts, StoreUnavaila
 
 log = logging.getLogger("mlkube.serving.snapshot")
 
-Rows = np.ndarray[Any, np.dtype[np.intp]]
+Rows = np.ndarray[Any, np.dtype[np.int64]]
 
 
 @dataclass(frozen=True, slots=True)
 class SegmentSnapshot:
-    index: dict[str, int]
-    alpha: F64  # len(index) + 1; the last entry is the prior
+    items: list[str]  # the id of each row (distinct: hash fields, request ids seen once)
+    alpha: F64  # len(items) + 1; the last entry is the prior
     beta: F64
+    table: ItemTable  # id -> row, in C
     read_at: float  # time.monotonic() of the store read it reflects
     version: str = ""  # the store's version of the segment at that read
-    table: ItemTable | None = None  # the same rows for the C request path
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.items)
+
+    def __contains__(self, item: str) -> bool:
+        return item in self.table
+
+    def row(self, item: str) -> int:
+        """The row of ``item``, or -1 (the prior's) when the snapshot does not know it."""
+        return self.table.find(item)
+
+
+def make_snapshot(
+    items: list[str], alpha: F64, beta: F64, read_at: float, version: str = ""
+) -> SegmentSnapshot:
+    return SegmentSnapshot(items, alpha, beta, ItemTable(items, alpha, beta), read_at, version)
 
 
 def prior_snapshot(prior_alpha: float, prior_beta: float, read_at: float) -> SegmentSnapshot:
-    alpha, beta = np.array([prior_alpha]), np.array([prior_beta])
-    return SegmentSnapshot({}, alpha, beta, read_at, "", ItemTable([], alpha, beta))
+    return make_snapshot([], np.array([prior_alpha]), np.array([prior_beta]), read_at)
 
 
 def build_snapshot(
@@ -63,9 +75,9 @@ def build_snapshot(
     again."""
     items = counts.items
     s, f = counts.successes, counts.failures
-    if previous is not None and previous.index:
+    if previous is not None and len(previous):
         known = set(items)
-        kept = [k for k in previous.index.keys() - known][: max(0, max_items - len(items))]
+        kept = [k for k in previous.items if k not in known][: max(0, max_items - len(items))]
         if kept:
             items = items + kept
             s = np.concatenate([s, np.zeros(len(kept))])
@@ -77,10 +89,7 @@ def build_snapshot(
     np.add(f, prior_beta, out=beta[:n])
     alpha[n] = prior_alpha
     beta[n] = prior_beta
-    index = dict(zip(items, range(n), strict=True))
-    return SegmentSnapshot(
-        index, alpha, beta, read_at, counts.version, ItemTable(items, alpha, beta)
-    )
+    return make_snapshot(items, alpha, beta, read_at, counts.version)
 
 
 def extend_snapshot(
@@ -91,28 +100,19 @@ def extend_snapshot(
     max_items: int,
 ) -> SegmentSnapshot:
     """Add newly seen items (with their counts) without touching the others."""
-    index = snapshot.index
-    new = [i for i, item in enumerate(counts.items) if item not in index]
-    room = max_items - len(index)
-    new = new[: max(0, room)]
-    if not new:
+    n = len(snapshot)
+    new = np.flatnonzero(snapshot.table.rows_of(counts.items) < 0)[: max(0, max_items - n)]
+    if not len(new):
         return snapshot
-    n = len(index)
-    take = np.asarray(new, dtype=np.intp)
-    alpha = np.concatenate(
-        [snapshot.alpha[:n], counts.successes[take] + prior_alpha, [prior_alpha]]
-    )
-    beta = np.concatenate([snapshot.beta[:n], counts.failures[take] + prior_beta, [prior_beta]])
-    new_index = dict(index)
-    new_index.update(zip([counts.items[i] for i in new], range(n, n + len(new)), strict=True))
-    # Ids are distinct (hash fields, a set of pending ids), so the dict's order is row order.
-    table = ItemTable(list(new_index), alpha, beta)
-    return SegmentSnapshot(new_index, alpha, beta, snapshot.read_at, snapshot.version, table)
+    alpha = np.concatenate([snapshot.alpha[:n], counts.successes[new] + prior_alpha, [prior_alpha]])
+    beta = np.concatenate([snapshot.beta[:n], counts.failures[new] + prior_beta, [prior_beta]])
+    items = snapshot.items + [counts.items[i] for i in new.tolist()]
+    return make_snapshot(items, alpha, beta, snapshot.read_at, snapshot.version)
 
 
 def lookup_rows(snapshot: SegmentSnapshot, items: Sequence[str]) -> Rows:
-    """Row of each item in the snapshot, -1 (the prior row) for unknown ones; no Python loop."""
-    return np.fromiter(map(snapshot.index.get, items, repeat(-1)), np.intp, len(items))
+    """Row of each item in the snapshot, -1 (the prior row) for unknown ones; one C pass."""
+    return snapshot.table.rows_of(items)
 
 
 class SnapshotCache:
@@ -304,7 +304,8 @@ class SnapshotCache:
             snap = self.segments.get(name)
             if snap is None:
                 continue
-            unknown = [item for item in items if item not in snap.index]
+            ids = list(items)
+            unknown = [ids[i] for i in np.flatnonzero(snap.table.rows_of(ids) < 0).tolist()]
             if not unknown:
                 continue
             counts = await self.store.read_items(name, unknown)

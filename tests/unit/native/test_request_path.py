@@ -318,6 +318,12 @@ def test_item_table_finds_every_id_and_only_those() -> None:
     assert tab.find("id-20000") == -1
     assert tab.find("id-1 ") == -1
     assert table(["x", "y", "x"]).find("x") == 2  # the last row, as dict(zip(...)) has it
+    queries = ["id-5", "nope", "é", "", "a" * 300, "id-19999", "\ud800"]
+    assert tab.rows_of(queries).tolist() == [tab.find(q) for q in queries]
+    assert tab.rows_of(queries).tolist() == [5, -1, 20_001, 20_000, 20_002, 19_999, -1]
+    assert tab.rows_of([]).tolist() == []
+    assert "é" in tab
+    assert "nope" not in tab
     with pytest.raises(ValueError, match="need 3 rows"):
         ItemTable(["a", "b"], np.ones(2), np.ones(3))
 

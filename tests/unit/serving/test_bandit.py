@@ -49,14 +49,14 @@ def test_snapshot_maps_unknown_items_to_the_prior_row() -> None:
 def test_rebuild_keeps_seen_items_and_extend_adds_new_ones() -> None:
     snap = build_snapshot(counts(["a"], [1], [0]), 1.0, 1.0, 0.0)
     snap = extend_snapshot(snap, counts(["new", "a"], [4, 100], [0, 0]), 1.0, 1.0, max_items=10)
-    assert set(snap.index) == {"a", "new"}
-    assert snap.alpha[snap.index["a"]] == 2.0  # extend never overwrites known items
-    assert snap.alpha[snap.index["new"]] == 5.0
+    assert set(snap.items) == {"a", "new"}
+    assert snap.alpha[snap.row("a")] == 2.0  # extend never overwrites known items
+    assert snap.alpha[snap.row("new")] == 5.0
     assert snap.alpha[-1] == 1.0
     rebuilt = build_snapshot(counts(["a"], [9], [1]), 1.0, 1.0, 5.0, previous=snap)
-    assert set(rebuilt.index) == {"a", "new"}
-    assert rebuilt.alpha[rebuilt.index["a"]] == 10.0
-    assert rebuilt.alpha[rebuilt.index["new"]] == 1.0
+    assert set(rebuilt.items) == {"a", "new"}
+    assert rebuilt.alpha[rebuilt.row("a")] == 10.0
+    assert rebuilt.alpha[rebuilt.row("new")] == 1.0
     assert rebuilt.read_at == 5.0
     capped = extend_snapshot(snap, counts(["x", "y"], [0, 0], [0, 0]), 1.0, 1.0, max_items=3)
     assert len(capped) == 3
@@ -94,13 +94,13 @@ async def test_unchanged_segments_are_not_read_again() -> None:
         await model.cache.refresh_all()
         after = model.cache.get("default")
         assert after is not None
-        assert after.index is before.index  # kept, not rebuilt
+        assert after.table is before.table  # kept, not rebuilt
         assert after.read_at > before.read_at  # but known to be current
         await store.add_feedback("default", ["a"], np.array([1.0]), np.array([0.0]), None)
         await model.cache.refresh_all()
         latest = model.cache.get("default")
         assert latest is not None
-        assert latest.alpha[latest.index["a"]] == 3.0
+        assert latest.alpha[latest.row("a")] == 3.0
     finally:
         await model.close()
 
@@ -182,13 +182,13 @@ async def test_first_sight_of_new_items_reads_them_in_the_background() -> None:
         await model.predict([q])  # unknown to the snapshot: prior now, lookup scheduled
         for _ in range(100):
             snap = model.cache.get("default")
-            if snap is not None and "late" in snap.index:
+            if snap is not None and "late" in snap:
                 break
             import asyncio
 
             await asyncio.sleep(0.01)
         snap = model.cache.get("default")
         assert snap is not None
-        assert snap.alpha[snap.index["late"]] == 31.0
+        assert snap.alpha[snap.row("late")] == 31.0
     finally:
         await model.close()

@@ -107,9 +107,8 @@ async def test_unknown_items_in_native_answers_are_looked_up_soon(
     cache = state_of(client).model.cache
     for _ in range(200):
         snap = cache.get("default")
-        if "late" in snap.index:
+        if "late" in snap:
             break
         await asyncio.sleep(0.01)
     snap = cache.get("default")
-    assert snap.alpha[snap.index["late"]] == 31.0
-    assert snap.table.find("late") == snap.index["late"]  # the C table has it too
+    assert snap.alpha[snap.row("late")] == 31.0
