@@ -321,10 +321,14 @@ def test_builtin_autoscaler_and_hpa_mode(
 
     # 2 -> 3 (x1.5) -> 4 (maxReplicas), by the operator's own timer.
     wait_until(lambda: replicas() == 4, timeout=60, what="scaled to maxReplicas")
-    ms = get(cluster, namespace, "msvc", "scaled")
-    assert ms is not None
-    scaling = ms["status"]["autoscaling"]
-    assert scaling["desiredReplicas"] == 4
+
+    # The status is written after the Deployment: wait for it to catch up.
+    def scaling_status() -> dict[str, Any] | None:
+        ms = get(cluster, namespace, "msvc", "scaled")
+        block = (ms or {}).get("status", {}).get("autoscaling") or {}
+        return block if block.get("desiredReplicas") == 4 else None
+
+    scaling = wait_until(scaling_status, timeout=30, what="status.autoscaling at 4 replicas")
     assert "bounded to [1, 4]" in scaling["reason"] or "maxUpscaleFactor" in scaling["reason"]
     pdb = get(cluster, namespace, "pdb", "scaled")
     assert pdb is not None

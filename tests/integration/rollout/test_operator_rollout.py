@@ -136,6 +136,13 @@ async def canary_started(api: KubeAPI, eventually: Any, stable: str) -> dict[str
         lambda: api.get("Deployment", NS, f"{NAME}-canary"), what="canary Deployment"
     )
     assert revision_of(canary) != stable
+
+    # The operator writes the Deployments first and the status after them: wait for both.
+    async def recorded() -> bool:
+        status = await rollout_status(api)
+        return status.get("canaryRevision") == revision_of(canary)
+
+    await eventually(recorded, what="canary revision in the status")
     return canary
 
 
