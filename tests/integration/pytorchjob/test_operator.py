@@ -216,8 +216,12 @@ async def test_deleted_pod_comes_back_and_ttl_deletes_the_job(operator: Any, clu
     await cluster.eventually(lambda: "ttl-worker-0" in cluster.pods(), what="pod recreated")
     await cluster.set_phase("ttl-worker-0", "Succeeded", exit_code=0)
     await cluster.set_phase("ttl-master-0", "Succeeded", exit_code=0)
-    await cluster.eventually(lambda: cluster.state("ttl") == "Succeeded")
+    # completionTime has second precision (metav1.Time), so a 1 s TTL may expire a moment
+    # after the job succeeds: read the Succeeded state from the writes, not the live object.
     await cluster.eventually(lambda: cluster.job("ttl") is None, within=10, what="TTL deletion")
+    assert cluster.state_history("ttl")[-1] == "Succeeded"
+    completed = [w["completionTime"] for w in cluster.status_writes("ttl") if "completionTime" in w]
+    assert completed, "the job was deleted without a completionTime"
 
 
 async def test_invalid_spec_fails_the_job_and_the_operator_lives(
