@@ -29,11 +29,13 @@ WORKDIR /src
 # mlkube/) and keeps out any libbetadist.so built on the host.
 COPY . .
 
+# The smoke check runs with -P: in /src the copied source tree (which has no compiled
+# libbetadist.so) would otherwise come first on sys.path and shadow the installed package.
 # `fast` adds uvloop, the event loop the serving runtime uses when it is present.
 RUN python -m venv /opt/mlkube \
     && /opt/mlkube/bin/pip install --no-cache-dir ".[fast]" \
     && /opt/mlkube/bin/mlkube version \
-    && /opt/mlkube/bin/python -c "import numpy as np; from mlkube.native import BetaSampler; print(BetaSampler(seed=1).sample(np.ones(4), np.ones(4)))"
+    && /opt/mlkube/bin/python -P -c "import numpy as np; from mlkube.native import BetaSampler; print(BetaSampler(seed=1).sample(np.ones(4), np.ones(4)))"
 
 # -------------------------------------------------------------------------- runtime
 FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE} AS runtime

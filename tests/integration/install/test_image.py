@@ -248,7 +248,7 @@ def test_build_stage_commands_produce_a_working_image_payload(
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "mlkube = mlkube.cli:main" in (unpacked / entry_points).read_text(encoding="utf-8")
 
-    smoke = re.search(r'python -c "([^"]+)"', _build_run(dockerfile))
+    smoke = re.search(r'python (?:-P )?-c "([^"]+)"', _build_run(dockerfile))
     assert smoke is not None, "the build stage smoke-tests the native sampler"
     env = {**os.environ, "PYTHONPATH": str(unpacked)}
     run = subprocess.run(
