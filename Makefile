@@ -8,6 +8,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages the tests and benchmarks start for real.
 DEBS   := gcc make redis-server prometheus wrk lua5.1 valgrind
+# The cluster tier's node (tests/cluster): container runtime, pod network, image builds.
+DEBS   += containerd runc containernetworking-plugins buildah debootstrap iptables conntrack \
+          iproute2 openssl
 DEBS_STAMP := $(VENV)/.debs-stamp
 # The real helm binary the chart tests run (scripts/install-helm pins the version).
 HELM   := $(BIN)/helm
@@ -21,6 +24,7 @@ help:
 	@echo "make bench  run the benchmarks and print the figures for docs/benchmarks.md"
 	@echo "make lint   ruff and mypy --strict only"
 	@echo "make e2e-cluster  start etcd + kube-apiserver on loopback (Ctrl-C stops)"
+	@echo "make cluster      start a single-node cluster running the project's image (root; Ctrl-C stops)"
 
 $(STAMP): pyproject.toml setup.py native/betadist.c native/betadist.h native/score.c native/score.h
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,7 +65,7 @@ native-check: $(DEBS_STAMP)
 	$(MAKE) -C native check
 
 .PHONY: test
-test: $(DEBS_STAMP) $(HELM) lint native native-check e2e-build
+test: $(DEBS_STAMP) $(HELM) lint native native-check e2e-build cluster-build
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # kube-apiserver, kubectl and etcd for the e2e tier (tests/e2e): built once per
@@ -69,6 +73,19 @@ test: $(DEBS_STAMP) $(HELM) lint native native-check e2e-build
 .PHONY: e2e-build
 e2e-build:
 	./scripts/e2e-build >/dev/null
+
+# The cluster tier's node binaries, CoreDNS, the sandbox and base images, and the project's
+# image from its own Dockerfile: built once per machine (the project image again when its
+# sources change), cached outside the repository.
+.PHONY: cluster-build
+cluster-build: $(DEBS_STAMP)
+	./scripts/cluster-build >/dev/null
+
+# A real single-node cluster for hands-on use: the operator's image is already on the node
+# (ghcr.io/mlkube/mlkube:<version>); prints the kubeconfig, Ctrl-C stops and cleans up.
+.PHONY: cluster
+cluster: $(STAMP) cluster-build
+	$(BIN)/python tests/cluster/cluster.py
 
 # A real control plane on loopback for hands-on use; prints the kubeconfig, Ctrl-C stops it.
 .PHONY: e2e-cluster

@@ -113,14 +113,23 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise ControlPlaneError(f"openssl {' '.join(args)} failed: {proc.stderr.strip()}")
 
 
-def generate_pki(pki: Path) -> None:
-    """CA, apiserver serving cert, service-account keys and an admin client cert.
+ADMIN_SUBJECT = "/O=system:masters/CN=mlkube-e2e-admin"
 
-    The admin certificate's organisation is ``system:masters``, the group the
-    API server's bootstrap RBAC policy binds to cluster-admin, so the kubeconfig
+
+def generate_pki(
+    pki: Path,
+    server_ips: Sequence[str] = ("127.0.0.1", "10.96.0.1"),
+    clients: Mapping[str, str] | None = None,
+) -> None:
+    """CA, apiserver serving cert, service-account keys and client certs.
+
+    ``clients`` maps a file stem to a certificate subject; the default is one
+    ``admin`` whose organisation is ``system:masters``, the group the API
+    server's bootstrap RBAC policy binds to cluster-admin, so the kubeconfig
     can do anything (as a kind or envtest admin can). Other identities (the
-    operator's service account) get their rights from RBAC objects the tests
-    create.
+    operator's service account, a node's kubelet) get their rights from RBAC
+    objects or from the API server's bootstrap policy. ``server_ips`` are the
+    serving certificate's IP SANs: the addresses clients dial.
     """
     pki.mkdir(parents=True, exist_ok=True)
     days = "2"
@@ -136,7 +145,9 @@ def generate_pki(pki: Path) -> None:
         "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\n"
-        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
+        "subjectAltName="
+        + "".join(f"IP:{ip}," for ip in server_ips)
+        + "DNS:localhost,DNS:kubernetes,"
         "DNS:kubernetes.default,DNS:kubernetes.default.svc,"
         "DNS:kubernetes.default.svc.cluster.local\n"
     )
@@ -145,10 +156,12 @@ def generate_pki(pki: Path) -> None:
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=clientAuth\n"
     )
-    for name, subject, ext in (
-        ("apiserver", "/CN=kube-apiserver", "serving.ext"),
-        ("admin", "/O=system:masters/CN=mlkube-e2e-admin", "client.ext"),
-    ):
+    identities = [("apiserver", "/CN=kube-apiserver", "serving.ext")]
+    identities += [
+        (name, subject, "client.ext")
+        for name, subject in (clients or {"admin": ADMIN_SUBJECT}).items()
+    ]
+    for name, subject, ext in identities:
         _openssl(
             "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject,

@@ -24,7 +24,6 @@ from mlkube.api.pytorchjob import (
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted((ROOT / "examples").glob("pytorchjob-*.yaml"))
-SCRIPT = ROOT / "examples" / "pytorch" / "ddp_train.py"
 
 
 def test_kubeflow_defaults() -> None:
@@ -253,8 +252,12 @@ def test_examples_are_admitted_and_ship_the_script(admit: Any, path: Path) -> No
     PyTorchJob.model_validate(jobs[0])
     # The ConfigMap carries exactly the script in examples/pytorch (no silent drift).
     assert maps
-    assert maps[0]["data"]["ddp_train.py"] == SCRIPT.read_text()
+    for key, text in maps[0]["data"].items():
+        assert text == (ROOT / "examples" / "pytorch" / key).read_text(), key
 
 
-def test_the_training_script_compiles(tmp_path: Path) -> None:
-    py_compile.compile(str(SCRIPT), cfile=str(tmp_path / "ddp_train.pyc"), doraise=True)
+@pytest.mark.parametrize(
+    "script", sorted((ROOT / "examples" / "pytorch").glob("*.py")), ids=lambda p: p.name
+)
+def test_the_example_scripts_compile(tmp_path: Path, script: Path) -> None:
+    py_compile.compile(str(script), cfile=str(tmp_path / f"{script.stem}.pyc"), doraise=True)

@@ -1,0 +1,196 @@
+"""What the cluster tier's tests share: the tier module, and helpers that read state and
+act as a user would (kubectl, helm, HTTP to ClusterIPs, one-shot client pods)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+CHART = ROOT / "charts" / "mlkube"
+EXAMPLES = ROOT / "examples"
+HELM = ROOT / ".venv" / "bin" / "helm"
+OPERATOR_NS = "mlkube-system"
+OPERATOR_SA = f"system:serviceaccount:{OPERATOR_NS}:mlkube"
+
+
+def _load_cluster_module() -> ModuleType:
+    """tests/cluster/cluster.py by path (it is also a script: `make cluster`)."""
+    name = "mlkube_cluster_tier"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, HERE / "cluster.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+tier = _load_cluster_module()
+wait_until = tier.wait_until
+
+
+def helm(cluster: Any, *args: str) -> str:
+    """The real helm against the cluster; fails with its stderr."""
+    proc = subprocess.run(
+        [str(HELM), "--kubeconfig", str(cluster.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        env=cluster.env(),
+    )
+    assert proc.returncode == 0, f"helm {' '.join(args)}:\n{proc.stderr}"
+    return proc.stdout
+
+
+# ------------------------------------------------------------------- reading state
+def get_json(cluster: Any, *args: str) -> dict[str, Any]:
+    out: dict[str, Any] = cluster.kubectl_json(*args)
+    return out
+
+
+def pods(cluster: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = get_json(cluster, "-n", namespace, "get", "pods", "-l", selector)[
+        "items"
+    ]
+    return items
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return pod.get("metadata", {}).get("deletionTimestamp") is None and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in conditions
+    )
+
+
+def ready_pods(cluster: Any, namespace: str, selector: str, count: int) -> list[str] | None:
+    """Names of the Ready pods when exactly ``count`` pods exist and all are Ready."""
+    items = [
+        p for p in pods(cluster, namespace, selector) if not p["metadata"].get("deletionTimestamp")
+    ]
+    if len(items) == count and all(is_ready(p) for p in items):
+        return sorted(p["metadata"]["name"] for p in items)
+    return None
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    for c in obj.get("status", {}).get("conditions", []):
+        if c.get("type") == kind:
+            return dict(c)
+    return {}
+
+
+# ------------------------------------------------------------------ acting as a user
+def http_json(url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """One HTTP request from the host (to a ClusterIP or pod address on the bridge)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    if data:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def service_ip(cluster: Any, namespace: str, name: str) -> str:
+    ip: str = get_json(cluster, "-n", namespace, "get", "service", name)["spec"]["clusterIP"]
+    return ip
+
+
+def run_pod(
+    cluster: Any,
+    namespace: str,
+    name: str,
+    script: str,
+    image: str | None = None,
+    timeout: float = 120.0,
+) -> str:
+    """Run ``script`` (Python) in a one-shot pod of the project's image; return its log.
+
+    The pod is a client like any other in the cluster: it resolves names through the
+    cluster DNS and reaches Services through kube-proxy.
+    """
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "restartPolicy": "Never",
+            "enableServiceLinks": False,
+            "containers": [
+                {
+                    "name": "client",
+                    "image": image or cluster.refs["mlkube-ref"],
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["python", "-c", textwrap.dedent(script)],
+                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+                }
+            ],
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+
+    def finished() -> str | None:
+        phase = get_json(cluster, "-n", namespace, "get", "pod", name)["status"].get("phase")
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    phase = wait_until(finished, timeout=timeout, what=f"pod {name} to finish")
+    log: str = cluster.kubectl("-n", namespace, "logs", name).stdout
+    assert phase == "Succeeded", f"pod {name} {phase}:\n{log}"
+    return log
+
+
+def fit_to_node(doc: dict[str, Any], cpu: str) -> dict[str, Any]:
+    """The example with its CPU *requests* lowered to ``cpu``: the examples size pods for a
+    production node, the tier has one node with two cores. Limits, replicas and everything
+    else stay as written."""
+    spec = doc.get("spec", {})
+    if doc.get("kind") == "ModelService":
+        requests = spec.get("runtime", {}).get("resources", {}).get("requests")
+        if requests and "cpu" in requests:
+            requests["cpu"] = cpu
+    elif doc.get("kind") == "PyTorchJob":
+        for replica in spec.get("pytorchReplicaSpecs", {}).values():
+            for container in replica["template"]["spec"]["containers"]:
+                requests = container.get("resources", {}).get("requests")
+                if requests and "cpu" in requests:
+                    requests["cpu"] = cpu
+    return doc
+
+
+def apply_example(cluster: Any, namespace: str, filename: str, cpu: str = "100m") -> dict[str, Any]:
+    """``kubectl apply`` of examples/FILENAME into ``namespace`` (CPU requests fitted to the
+    node); returns its first mlkube object."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all((EXAMPLES / filename).read_text()) if d]
+    docs = [fit_to_node(d, cpu) for d in docs]
+    apply_docs(cluster, namespace, docs)
+    main: dict[str, Any] = next(d for d in docs if d["apiVersion"].startswith("mlkube.dev/"))
+    return main
+
+
+def apply_docs(cluster: Any, namespace: str, docs: list[dict[str, Any]]) -> None:
+    """``kubectl apply`` of several objects into ``namespace`` at once."""
+    cluster.kubectl(
+        "-n",
+        namespace,
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
+    )
