@@ -41,15 +41,14 @@ from mlkube.operator.builders import (
 )
 from mlkube.operator.kube import ApiError, KubeAPI
 from mlkube.operator.repair import conflicting_ports_patch
-from mlkube.operator.rollout import RolloutEvent
 from mlkube.operator.status import (
     APPLY_FAILED,
     Observed,
-    Transition,
     compute_status,
     status_changed,
     status_patch,
     transitions,
+    without_repeats,
 )
 
 if TYPE_CHECKING:
@@ -279,10 +278,10 @@ async def _converge(
                 ctx.metrics.forget_modelservice(namespace, name)
                 return metrics.DELETED
             raise kopf.TemporaryError(f"cannot write status: {exc}", delay=5) from exc
-        events: list[RolloutEvent | Transition] = [
-            *(rollout_plan.events if rollout_plan is not None else []),
-            *transitions(parsed.status, new),
-        ]
+        events = without_repeats(
+            rollout_plan.events if rollout_plan is not None else [],
+            transitions(parsed.status, new),
+        )
         for event in events:
             kopf.event(
                 kopf.Body(cast(kopf.RawBody, body)),

@@ -15,8 +15,9 @@ conditions, counts and messages. Rules:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from mlkube.api.modelservice import Condition, ModelServiceStatus, ObjectMeta
 from mlkube.operator.builders import (
@@ -366,6 +367,28 @@ class Transition:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+
+
+class EventLike(Protocol):
+    """An Event to emit: a Transition, or a rollout's decision (RolloutEvent)."""
+
+    @property
+    def type(self) -> Literal["Normal", "Warning"]: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+def without_repeats(decided: Sequence[EventLike], changed: Sequence[Transition]) -> list[EventLike]:
+    """The Events of one reconcile: what the rollout decided, then the condition
+    transitions that say something new. A transition whose reason the rollout already
+    reported (``Degraded`` turning True with reason ``RolledBack`` in the same reconcile
+    that rolled back) is the same news twice, and would be two Events for one rollback."""
+    said = {event.reason for event in decided}
+    return [*decided, *(t for t in changed if t.reason not in said)]
 
 
 def transitions(old: ModelServiceStatus | None, new: ModelServiceStatus) -> list[Transition]:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from mlkube.api.modelservice import Condition, ModelServiceStatus, ObjectMeta
+from mlkube.operator.rollout import RolloutEvent
 from mlkube.operator.status import (
     Observed,
     compute_status,
@@ -16,6 +17,7 @@ from mlkube.operator.status import (
     status_changed,
     status_patch,
     transitions,
+    without_repeats,
 )
 
 META = ObjectMeta(name="recs", namespace="ml", uid="u", generation=4)
@@ -422,3 +424,21 @@ def test_revision_change_event() -> None:
     assert [(e.reason, e.message) for e in events] == [
         ("RevisionChanged", f"revision {REV} -> new0000000 (model version v2)")
     ]
+
+
+def test_a_rollback_is_one_event_not_two() -> None:
+    """The reconcile that rolls back reports RolledBack itself; Degraded turning True with
+    the same reason adds nothing (a real cluster showed two Events 16 ms apart)."""
+    old = _status(Ready=("True", "Available"), Degraded=("False", "AsExpected"))
+    new = _status(Ready=("True", "Available"), Degraded=("True", "RolledBack"))
+    changed = transitions(old, new)
+    assert [t.reason for t in changed] == ["RolledBack"]
+    decided = [RolloutEvent("Warning", "RolledBack", "rolled back to 5a1e: canary 9c2e failed")]
+    events = without_repeats(decided, changed)
+    assert [(e.reason, e.message) for e in events] == [
+        ("RolledBack", "rolled back to 5a1e: canary 9c2e failed")
+    ]
+    # A transition with news of its own still goes out, after the rollout's Events.
+    recovered = transitions(new, old)
+    events = without_repeats([RolloutEvent("Normal", "CanaryStarted", "canary")], recovered)
+    assert [e.reason for e in events] == ["CanaryStarted", "Recovered"]
