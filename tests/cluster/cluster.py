@@ -48,6 +48,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import yaml
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 BUILD_SCRIPT = ROOT / "scripts" / "cluster-build"
@@ -116,7 +118,20 @@ CLIENTS = {
     "scheduler": "/CN=system:kube-scheduler",
     "proxy": "/CN=system:kube-proxy",
     "coredns": "/CN=mlkube:coredns",
+    "prometheus": "/CN=mlkube:prometheus",
 }
+
+# Prometheus (built with Kubernetes service discovery: Debian's package has none), as a
+# cluster runs it: on the node's address (the operator's pod queries it
+# there), discovering model pods through the API server with the scrape job users are
+# given (deploy/prometheus), scraping every 2 s so that the release tests' 10 s analysis
+# windows hold several samples.
+PROMETHEUS_PORT = 9090
+PROMETHEUS_URL = f"http://{NODE_IP}:{PROMETHEUS_PORT}"
+SCRAPE_JOB = (
+    Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "scrape-model-pods.yaml"
+)
+SCRAPE_INTERVAL = "2s"
 
 
 # --------------------------------------------------------------- pure configs
@@ -334,6 +349,56 @@ def corefile(node_ip: str, domain: str) -> str:
 """
 
 
+def prometheus_config(api_server: str, pki: Path, interval: str) -> dict[str, Any]:
+    """The shipped scrape job, pointed at this cluster's API server with Prometheus' own
+    client certificate, at the tier's scrape interval."""
+    jobs = yaml.safe_load(SCRAPE_JOB.read_text())
+    tls = {
+        "ca_file": str(pki / "ca.crt"),
+        "cert_file": str(pki / "prometheus.crt"),
+        "key_file": str(pki / "prometheus.key"),
+    }
+    for job in jobs:
+        job["scrape_interval"] = interval
+        for sd in job["kubernetes_sd_configs"]:
+            sd.update({"api_server": api_server, "tls_config": tls})
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "scrape_configs": jobs,
+    }
+
+
+def prometheus_objects() -> list[dict[str, Any]]:
+    """What Prometheus' pod discovery needs, as a cluster's Prometheus is granted it."""
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "mlkube:prometheus"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "mlkube:prometheus"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "mlkube:prometheus",
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "User",
+                    "name": "mlkube:prometheus",
+                }
+            ],
+        },
+    ]
+
+
 def dns_objects() -> list[dict[str, Any]]:
     """RBAC for CoreDNS and the ``kube-dns`` Service in front of it.
 
@@ -487,9 +552,11 @@ def build_binaries() -> dict[str, Path]:
         "kube-scheduler",
         "kube-proxy",
         "coredns",
+        "prometheus",
         "pause-image",
         "redis-image",
         "mlkube-image",
+        "flaky-image",
     ):
         if name not in out:
             raise ClusterError(f"scripts/cluster-build did not report {name}: {proc.stdout!r}")
@@ -678,7 +745,7 @@ class Cluster(cp.ControlPlane):  # type: ignore[misc]
         )
 
     def _import_images(self) -> None:
-        for key in ("pause-image", "redis-image", "mlkube-image"):
+        for key in ("pause-image", "redis-image", "mlkube-image", "flaky-image"):
             self.ctr("images", "import", str(self.binaries[key]), timeout=300)
 
     def _kubeconfig(self, user: str) -> Path:
@@ -730,7 +797,9 @@ class Cluster(cp.ControlPlane):  # type: ignore[misc]
             "apply",
             "-f",
             "-",
-            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": dns_objects()}),
+            stdin=json.dumps(
+                {"apiVersion": "v1", "kind": "List", "items": dns_objects() + prometheus_objects()}
+            ),
         )
         bins = self.binaries
         self._spawn(
@@ -815,6 +884,20 @@ class Cluster(cp.ControlPlane):  # type: ignore[misc]
             what=f"node {NODE_NAME} Ready",
         )
         self._wait_http(f"http://{NODE_IP}:8181/ready", None, timeout, "CoreDNS /ready")
+        prom = self.workdir / "prometheus.yml"
+        prom.write_text(yaml.safe_dump(prometheus_config(self.server, pki, SCRAPE_INTERVAL)))
+        self._spawn(
+            "prometheus",
+            [
+                str(self.binaries["prometheus"]),
+                f"--config.file={prom}",
+                f"--storage.tsdb.path={self.workdir / 'prometheus'}",
+                "--storage.tsdb.retention.time=2h",
+                f"--web.listen-address={NODE_IP}:{PROMETHEUS_PORT}",
+                "--log.level=warn",
+            ],
+        )
+        self._wait_http(f"{PROMETHEUS_URL}/-/ready", None, timeout, "Prometheus /-/ready")
         wait_until(
             lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
             timeout=timeout,
@@ -831,6 +914,9 @@ class Cluster(cp.ControlPlane):  # type: ignore[misc]
     # ----------------------------------------------------------------- stop
     def stop(self, grace: float = 10.0) -> None:
         """Delete every pod, stop every process, then undo every host change in reverse."""
+        # A test may have left Prometheus stopped (SIGSTOP): let it see its SIGTERM.
+        with contextlib.suppress(KeyError, ProcessLookupError):
+            self.signal_process("prometheus", signal.SIGCONT)
         # Controllers first, so that no ReplicaSet or Job replaces a pod the drain deletes.
         self._stop_named(("kube-controller-manager", "kube-scheduler"), grace)
         with contextlib.suppress(Exception):
@@ -851,6 +937,15 @@ class Cluster(cp.ControlPlane):  # type: ignore[misc]
             self._lock = None
         if errors:
             raise ClusterError("cluster teardown left things behind:\n" + "\n".join(errors))
+
+    def signal_process(self, name: str, sig: int) -> None:
+        """Send ``sig`` to the tier's process ``name``: SIGSTOP and SIGCONT to Prometheus
+        make it stop answering and answer again, as an outage would."""
+        for proc, log in zip(self._procs, self._logs, strict=True):
+            if log.stem == name:
+                proc.send_signal(sig)
+                return
+        raise KeyError(f"no process {name} in this cluster")
 
     def _stop_named(self, names: Sequence[str], grace: float) -> None:
         for proc, log in zip(self._procs, self._logs, strict=True):

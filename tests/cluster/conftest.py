@@ -60,6 +60,8 @@ def operator(cluster: Any) -> dict[str, Any]:
         str(CHART),
         "--namespace",
         OPERATOR_NS,
+        "--set",
+        f"operator.prometheusUrl={tier.PROMETHEUS_URL}",
         "--wait",
         "--timeout",
         "180s",

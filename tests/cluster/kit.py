@@ -8,8 +8,11 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -194,3 +197,80 @@ def apply_docs(cluster: Any, namespace: str, docs: list[dict[str, Any]]) -> None
         "-",
         stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
     )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request of a load generator: when it was sent, and what came back."""
+
+    sent: float  # time.time()
+    seconds: float
+    status: int  # 0: no HTTP answer (connection refused, reset, timeout)
+    version: str | None  # model_version of a 200
+    error: str | None
+
+
+class LoadGenerator:
+    """Clients sending OIP v2 infer requests to ``url`` for the whole of a ``with`` block,
+    recording every answer. Bounded: ``threads`` clients, each at most ``rate`` requests a
+    second, and never longer than ``limit`` seconds. Each request opens a new connection,
+    as a client behind a Service that spreads its load would."""
+
+    def __init__(
+        self,
+        url: str,
+        body: dict[str, Any],
+        threads: int = 4,
+        rate: float = 10.0,
+        limit: float = 600.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.url, self.body = url, json.dumps(body).encode()
+        self.threads, self.period, self.limit, self.timeout = threads, 1.0 / rate, limit, timeout
+        self.answers: list[Answer] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+
+    def __enter__(self) -> LoadGenerator:
+        deadline = time.monotonic() + self.limit
+        for _ in range(self.threads):
+            t = threading.Thread(target=self._run, args=(deadline,), daemon=True)
+            t.start()
+            self._workers.append(t)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._workers:
+            t.join(timeout=self.timeout + 5)
+
+    def _run(self, deadline: float) -> None:
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            began = time.monotonic()
+            answer = self._one()
+            with self._lock:
+                self.answers.append(answer)
+            self._stop.wait(max(0.0, self.period - (time.monotonic() - began)))
+
+    def _one(self) -> Answer:
+        sent, began = time.time(), time.monotonic()
+        req = urllib.request.Request(self.url, data=self.body, method="POST")
+        req.add_header("Content-Type", "application/json")
+        req.add_header("Connection", "close")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                payload = json.loads(resp.read())
+                status, version, error = resp.status, payload.get("model_version"), None
+        except urllib.error.HTTPError as exc:
+            status, version, error = exc.code, None, exc.read()[:200].decode(errors="replace")
+        except (OSError, ValueError) as exc:
+            status, version, error = 0, None, f"{type(exc).__name__}: {exc}"
+        return Answer(sent, time.monotonic() - began, status, version, error)
+
+    def snapshot(self) -> list[Answer]:
+        with self._lock:
+            return list(self.answers)
+
+    def failures(self) -> list[Answer]:
+        return [a for a in self.snapshot() if a.status != 200]

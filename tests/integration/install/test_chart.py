@@ -19,6 +19,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from mlkube.api.modelservice import ModelService
+from mlkube.operator.builders import BuildSettings, build_deployment
+
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "mlkube"
 Render = Callable[..., list[dict[str, Any]]]
@@ -55,6 +58,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "service": {"enabled": True},
             "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
         },
+        "modelMetrics": {"podMonitor": {"enabled": True}},
     },
     "namespaced-peering": {
         "operator": {
@@ -67,6 +71,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "image": {"digest": "sha256:" + "a" * 64},
         "imagePullSecrets": ["regcred"],
         "metrics": {"podMonitor": {"enabled": True}},
+        "modelMetrics": {"podMonitor": {"enabled": True, "labels": {"release": "prom"}}},
         "serviceAccount": {"annotations": {"iam.example.com/role": "mlkube"}},
         "commonLabels": {"team": "ml-platform"},
     },
@@ -390,6 +395,41 @@ def test_monitors_render_only_when_asked(render: Render) -> None:
     assert set(pm["spec"]["selector"]["matchLabels"].items()) <= set(pod_labels.items())
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     assert pm["spec"]["podMetricsEndpoints"][0]["interval"] == "15s"
+
+
+def test_model_pod_monitor_selects_the_pods_the_operator_builds(render: Render) -> None:
+    """The PodMonitor for model pods matches a Deployment's pod template as the operator
+    builds it: the label it selects on, the port by name, the metrics path."""
+    ms = ModelService.model_validate(
+        {
+            "metadata": {"name": "recs", "namespace": "team-a", "uid": "u", "generation": 1},
+            "spec": {"model": {"name": "ranker", "version": "v1"}},
+        }
+    )
+    template = build_deployment(ms, BuildSettings(default_image="x:1"))["spec"]["template"]
+    (pm,) = [
+        m
+        for m in render({"modelMetrics": {"podMonitor": {"enabled": True, "interval": "5s"}}})
+        if m["kind"] == "PodMonitor"
+    ]
+    assert pm["metadata"]["name"].endswith("-models")
+    (expr,) = pm["spec"]["selector"]["matchExpressions"]
+    assert expr["operator"] == "Exists"
+    assert expr["key"] in template["metadata"]["labels"]
+    assert pm["spec"]["namespaceSelector"] == {"any": True}
+    (endpoint,) = pm["spec"]["podMetricsEndpoints"]
+    ports = {p["name"] for c in template["spec"]["containers"] for p in c["ports"]}
+    assert endpoint["port"] in ports
+    assert endpoint["path"] == template["metadata"]["annotations"]["prometheus.io/path"]
+    assert endpoint["interval"] == "5s"
+    scoped = render(
+        {
+            "modelMetrics": {"podMonitor": {"enabled": True}},
+            "operator": {"watchNamespaces": ["team-a"]},
+        }
+    )
+    (pm,) = [m for m in scoped if m["kind"] == "PodMonitor"]
+    assert pm["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
 
 
 # --------------------------------------------------------------------- Pod Security

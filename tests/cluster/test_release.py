@@ -1,0 +1,492 @@
+"""Releases on real pods while clients keep sending traffic, judged by a Prometheus that
+finds the pods itself (the tier's, with the shipped scrape job).
+
+The model is a custom one (tests/cluster/models/flaky_model.py) in an image derived from
+the project's, as users ship theirs: ``FLAKY_FAIL_SHARE`` makes a share of its answers
+500s. A load generator on the host sends OIP v2 requests to the Service's ClusterIP for
+the whole release and records every answer; the tests assert on those answers and on the
+ModelService's status, Events and pods."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import pytest
+
+from tests.cluster.kit import (
+    Answer,
+    LoadGenerator,
+    apply_docs,
+    condition,
+    get_json,
+    is_ready,
+    pods,
+    ready_pods,
+    service_ip,
+    tier,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+MS = "mlkube.dev/modelservice"
+INTERVAL = 10  # seconds: spec.rollout.interval of these tests
+FAILURE_THRESHOLD = 2
+BODY = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [1.0, 2.0]}]}
+
+
+def flaky(
+    cluster: Any,
+    name: str,
+    version: str,
+    fail_share: float = 0.0,
+    delay_ms: int = 0,
+    **rollout: Any,
+) -> dict[str, Any]:
+    """A ModelService of the flaky model: 4 replicas, a canary in steps of 25% and 50%
+    judged every 10 s on its success rate, rolled back after two failed checks (keyword
+    arguments replace fields of spec.rollout)."""
+    doc = {
+        "apiVersion": "mlkube.dev/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {
+                "name": "flaky",
+                "version": version,
+                "format": "custom",
+                "className": "flaky_model:FlakyModel",
+            },
+            "replicas": 4,
+            "runtime": {
+                "image": cluster.refs["flaky-ref"],
+                "imagePullPolicy": "IfNotPresent",
+                "workers": 1,
+                "env": [
+                    {"name": "FLAKY_FAIL_SHARE", "value": str(fail_share)},
+                    {"name": "FLAKY_DELAY_MS", "value": str(delay_ms)},
+                ],
+                "resources": {
+                    "requests": {"cpu": "50m", "memory": "128Mi"},
+                    "limits": {"cpu": "1", "memory": "512Mi"},
+                },
+            },
+            "rollout": {
+                "steps": [25, 50],
+                "interval": f"{INTERVAL}s",
+                "failureThreshold": FAILURE_THRESHOLD,
+                "progressDeadlineSeconds": 300,
+                "analysis": {
+                    "minSampleCount": 20,
+                    "metrics": [{"name": "successRate", "min": 0.95}],
+                },
+            },
+        },
+    }
+    doc["spec"]["rollout"].update(rollout)  # type: ignore[index]
+    return doc
+
+
+def msvc(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
+    return get_json(cluster, "-n", namespace, "get", "modelservice", name)
+
+
+def rollout(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = msvc(cluster, namespace, name).get("status", {}).get("rollout", {})
+    return status
+
+
+def serving(cluster: Any, namespace: str, name: str, replicas: int) -> None:
+    wait_until(
+        lambda: ready_pods(cluster, namespace, f"{MS}={name}", replicas),
+        timeout=180,
+        interval=0.5,
+        what=f"{replicas} Ready pods of {name}",
+    )
+    wait_until(
+        lambda: condition(msvc(cluster, namespace, name), "Ready").get("status") == "True",
+        timeout=60,
+        what=f"ModelService {name} Ready",
+    )
+
+
+def endpoint_pods(cluster: Any, namespace: str, service: str) -> set[str]:
+    """Pods behind the Service that kube-proxy sends new connections to (ready endpoints)."""
+    slices = get_json(
+        cluster,
+        "-n",
+        namespace,
+        "get",
+        "endpointslices",
+        "-l",
+        f"kubernetes.io/service-name={service}",
+    )
+    return {
+        e["targetRef"]["name"]
+        for s in slices["items"]
+        for e in s.get("endpoints") or []
+        if e.get("conditions", {}).get("ready") and e.get("targetRef")
+    }
+
+
+def report(title: str, answers: list[Answer]) -> str:
+    failed = [a for a in answers if a.status != 200]
+    line = f"[release] {title}: {len(answers)} requests, {len(failed)} failed"
+    sys.stderr.write("\n" + line + "\n")
+    return line
+
+
+def prometheus(path: str, **params: str) -> Any:
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    with urllib.request.urlopen(f"{tier.PROMETHEUS_URL}{path}{query}", timeout=10) as resp:
+        return json.loads(resp.read())["data"]
+
+
+def test_prometheus_finds_the_model_pods_by_itself(cluster: Any, namespace: str) -> None:
+    """The tier's Prometheus runs the shipped scrape job (deploy/prometheus): a
+    ModelService's pods become healthy targets through discovery alone, labelled for
+    people, and their series carry the revision the analysis selects on."""
+    name = "found"
+    apply_docs(cluster, namespace, [flaky(cluster, name, "v1")])
+    serving(cluster, namespace, name, 4)
+
+    def up_targets() -> list[dict[str, Any]] | None:
+        active = prometheus("/api/v1/targets", state="active")["activeTargets"]
+        # Only model pods are targets (not the operator, not Redis, not client pods).
+        assert all(t["labels"].get("modelservice") for t in active), active
+        mine = [
+            t for t in active if t["labels"].get("namespace") == namespace and t["health"] == "up"
+        ]
+        return mine if len(mine) == 4 else None
+
+    targets = wait_until(up_targets, timeout=60, what="4 healthy targets of the ModelService")
+    names = {p["metadata"]["name"] for p in pods(cluster, namespace, f"{MS}={name}")}
+    assert {t["labels"]["pod"] for t in targets} == names
+    assert {t["labels"]["track"] for t in targets} == {"stable"}
+    assert {t["labels"]["modelservice"] for t in targets} == {name}
+
+    revision = rollout(cluster, namespace, name)["stableRevision"]
+    url = f"http://{service_ip(cluster, namespace, name)}/v2/models/flaky/infer"
+    with LoadGenerator(url, BODY, threads=2, rate=10, limit=60) as load:
+        wait_until(lambda: len(load.snapshot()) >= 20, timeout=30, what="20 requests")
+    query = f'sum(mlkube_requests_total{{revision="{revision}",endpoint="infer"}})'
+
+    def counted() -> float | None:
+        result = prometheus("/api/v1/query", query=query)["result"]
+        value = float(result[0]["value"][1]) if result else 0.0
+        return value if value >= 20 else None
+
+    # Every scrape of all four pods catches up within a few scrape intervals.
+    wait_until(counted, timeout=30, what="the 20 requests counted under the stable revision")
+
+
+def test_a_good_version_goes_through_every_step_with_no_failed_request(
+    cluster: Any, namespace: str
+) -> None:
+    name = "promote"
+    apply_docs(cluster, namespace, [flaky(cluster, name, "v1")])
+    serving(cluster, namespace, name, 4)
+    url = f"http://{service_ip(cluster, namespace, name)}/v2/models/flaky/infer"
+    weights: list[int] = []
+    with LoadGenerator(url, BODY, threads=4, rate=10, limit=400) as load:
+        wait_until(lambda: len(load.snapshot()) >= 20, timeout=30, what="traffic flowing")
+        apply_docs(cluster, namespace, [flaky(cluster, name, "v2")])
+
+        def promoted() -> bool:
+            r = rollout(cluster, namespace, name)
+            if r.get("canaryWeight") and r["canaryWeight"] not in weights:
+                weights.append(r["canaryWeight"])
+            return bool(
+                r.get("phase") == "Succeeded"
+                and r.get("stableModelVersion") == "v2"
+                and not r.get("canaryRevision")
+            )
+
+        wait_until(promoted, timeout=300, interval=0.5, what="v2 promoted")
+        # The old pods go away: four pods remain, all of the promoted revision.
+        revision = rollout(cluster, namespace, name)["stableRevision"]
+
+        def only_new_pods() -> bool:
+            ps = pods(cluster, namespace, f"{MS}={name}")
+            revs = {p["metadata"]["labels"].get("mlkube.dev/revision") for p in ps}
+            return len(ps) == 4 and revs == {revision}
+
+        wait_until(only_new_pods, timeout=180, interval=0.5, what="only v2 pods left")
+        settled = len(load.snapshot())
+        wait_until(lambda: len(load.snapshot()) >= settled + 40, timeout=30, what="more traffic")
+    answers = load.snapshot()
+    report("promotion v1 -> v2", answers)
+    assert weights == [25, 50], weights
+    history = rollout(cluster, namespace, name)["history"]
+    assert history[-1]["outcome"] == "Promoted", history
+    # Zero failed requests over the whole release: no 5xx, no connection error.
+    assert [a for a in answers if a.status != 200] == []
+    versions = [a.version for a in answers]
+    assert set(versions) == {"v1", "v2"}
+    assert set(versions[-20:]) == {"v2"}
+
+
+def test_a_failing_version_is_rolled_back_in_time_and_only_its_requests_fail(
+    cluster: Any, namespace: str
+) -> None:
+    name = "rollback"
+    good = flaky(cluster, name, "v1")
+    apply_docs(cluster, namespace, [good])
+    serving(cluster, namespace, name, 4)
+    url = f"http://{service_ip(cluster, namespace, name)}/v2/models/flaky/infer"
+    bad = flaky(cluster, name, "v2", fail_share=0.2)
+    canary_pods: set[str] = set()
+    shares: list[float] = []
+    marks: dict[str, float] = {}
+    with LoadGenerator(url, BODY, threads=4, rate=10, limit=400) as load:
+        wait_until(lambda: len(load.snapshot()) >= 20, timeout=30, what="traffic flowing")
+        apply_docs(cluster, namespace, [bad])
+        generation = msvc(cluster, namespace, name)["metadata"]["generation"]
+
+        def watch() -> bool:
+            now = time.time()
+            behind = endpoint_pods(cluster, namespace, name)
+            canary = {p for p in behind if p.startswith(f"{name}-canary-")}
+            canary_pods.update(canary)
+            if canary:
+                marks.setdefault("canary_serving", now)
+                shares.append(len(canary) / len(behind))
+            r = rollout(cluster, namespace, name)
+            if r.get("failedChecks", 0) >= 1:
+                marks.setdefault("first_failed_check", now)
+            if "first_failed_check" in marks and not canary and r.get("phase") == "RolledBack":
+                marks["stable_100"] = now
+                return True
+            return False
+
+        wait_until(watch, timeout=300, interval=0.5, what="the canary rolled back")
+        settled = len(load.snapshot())
+        wait_until(lambda: len(load.snapshot()) >= settled + 40, timeout=30, what="more traffic")
+    answers = load.snapshot()
+    line = report("rollback of v2 failing 20%", answers)
+    failed = [a for a in answers if a.status != 200]
+
+    # In time: from the first failed check to all traffic on stable.
+    took = marks["stable_100"] - marks["first_failed_check"]
+    bound = FAILURE_THRESHOLD * INTERVAL + 10
+    sys.stderr.write(
+        f"[release] first failed check -> 100% stable: {took:.1f} s (bound {bound} s)\n"
+    )
+    assert took <= bound, (took, marks)
+
+    # The only failures are the bad canary's 500s, while it served, and bounded by its
+    # share of the traffic and the time it lived (twice the expectation, plus slack).
+    assert failed, f"the canary never failed a request: {line}"
+    assert {a.status for a in failed} == {500}, failed[:5]
+    lived = [a for a in answers if marks["canary_serving"] - 1 <= a.sent <= marks["stable_100"] + 1]
+    assert all(marks["canary_serving"] - 1 <= a.sent <= marks["stable_100"] + 1 for a in failed)
+    expected = len(lived) * max(shares) * 0.2
+    assert len(failed) <= 2 * expected + 5, (len(failed), expected, len(lived), max(shares))
+    assert {a.version for a in answers if a.status == 200} <= {"v1", "v2"}
+    assert all(a.version == "v1" for a in answers if a.sent > marks["stable_100"] + 1)
+
+    # GitOps-safe: the spec is the one applied (the operator never edits it), and the
+    # ModelService says what happened, once.
+    after = msvc(cluster, namespace, name)
+    assert after["metadata"]["generation"] == generation
+    assert after["spec"]["model"]["version"] == "v2"
+    assert after["spec"]["runtime"]["env"] == bad["spec"]["runtime"]["env"]
+    degraded = condition(after, "Degraded")
+    assert degraded.get("status") == "True", degraded
+    assert degraded.get("reason") == "RolledBack", degraded
+    assert "successRate" in degraded.get("message", ""), degraded
+    events = get_json(
+        cluster,
+        "-n",
+        namespace,
+        "get",
+        "events",
+        "--field-selector",
+        f"involvedObject.name={name},reason=RolledBack",
+    )["items"]
+    assert len(events) == 1, events
+    assert events[0].get("count", 1) == 1, events
+    # The canary's pods go away (after their preStop pause); the stable ones stay.
+    wait_until(
+        lambda: (
+            not {p["metadata"]["name"] for p in pods(cluster, namespace, f"{MS}={name}")}
+            & canary_pods
+        ),
+        timeout=90,
+        what="the canary's pods deleted",
+    )
+    assert len(pods(cluster, namespace, f"{MS}={name}")) == 4
+
+
+def test_no_data_holds_the_canary_until_prometheus_answers_again(
+    cluster: Any, namespace: str
+) -> None:
+    """Prometheus stops answering mid-canary (SIGSTOP): the rollout neither advances nor
+    fails while it is gone, says why, and goes on to promotion once it is back."""
+    name = "nodata"
+    apply_docs(cluster, namespace, [flaky(cluster, name, "v1")])
+    serving(cluster, namespace, name, 4)
+    url = f"http://{service_ip(cluster, namespace, name)}/v2/models/flaky/infer"
+    with LoadGenerator(url, BODY, threads=4, rate=10, limit=400) as load:
+        wait_until(lambda: len(load.snapshot()) >= 20, timeout=30, what="traffic flowing")
+        apply_docs(cluster, namespace, [flaky(cluster, name, "v2")])
+        wait_until(
+            lambda: rollout(cluster, namespace, name).get("canaryWeight") == 25,
+            timeout=120,
+            what="the canary at 25%",
+        )
+        cluster.signal_process("prometheus", signal.SIGSTOP)
+        try:
+            held = rollout(cluster, namespace, name)
+            # A check runs and waits: the status says Prometheus is unavailable ...
+            waiting = wait_until(
+                lambda: (
+                    (r := rollout(cluster, namespace, name))
+                    and "prometheus" in r.get("message", "").lower()
+                    and r
+                ),
+                timeout=6 * INTERVAL,
+                what="the rollout reporting Prometheus unavailable",
+            )
+            # ... and for three more intervals nothing moves.
+            deadline = time.monotonic() + 3 * INTERVAL
+            while time.monotonic() < deadline:
+                r = rollout(cluster, namespace, name)
+                assert r.get("canaryWeight") == held["canaryWeight"], r
+                assert r.get("failedChecks", 0) == 0, r
+                assert r.get("phase") == "Progressing", r
+                time.sleep(1)
+        finally:
+            cluster.signal_process("prometheus", signal.SIGCONT)
+        wait_until(
+            lambda: (
+                rollout(cluster, namespace, name).get("stableModelVersion") == "v2"
+                and rollout(cluster, namespace, name).get("phase") == "Succeeded"
+            ),
+            timeout=180,
+            interval=0.5,
+            what="the release promoted once Prometheus is back",
+        )
+    assert waiting["canaryWeight"] == 25
+    assert [a for a in load.snapshot() if a.status != 200] == []
+
+
+def test_a_canary_with_too_few_requests_waits_and_rolls_back_at_the_deadline(
+    cluster: Any, namespace: str
+) -> None:
+    """No traffic: every check waits on minSampleCount (not enough evidence is not a
+    pass), and the progress deadline rolls the canary back."""
+    name = "quiet"
+    apply_docs(cluster, namespace, [flaky(cluster, name, "v1", progressDeadlineSeconds=40)])
+    serving(cluster, namespace, name, 4)
+    apply_docs(cluster, namespace, [flaky(cluster, name, "v2", progressDeadlineSeconds=40)])
+    waited = wait_until(
+        lambda: (
+            (r := rollout(cluster, namespace, name))
+            and "requests in the window, needs 20" in r.get("message", "")
+            and r
+        ),
+        timeout=120,
+        what="a check waiting on minSampleCount",
+    )
+    assert waited["canaryWeight"] == 25, waited
+    done = wait_until(
+        lambda: (r := rollout(cluster, namespace, name)) and r.get("phase") == "RolledBack" and r,
+        timeout=180,
+        interval=0.5,
+        what="the canary rolled back at the deadline",
+    )
+    assert "made no progress within 40s" in done.get("message", ""), done
+    assert done["failedChecks"] == 0, done
+    assert done["stableModelVersion"] == "v1", done
+
+
+def test_a_slower_version_is_rolled_back_on_the_latency_ratio(cluster: Any, namespace: str) -> None:
+    """The canary adds 100 ms to every answer; its p99 against stable's exceeds the
+    compare ratio and it is rolled back, though no request fails."""
+    name = "slow"
+    analysis = {
+        "minSampleCount": 20,
+        "metrics": [{"name": "latencyP99", "max": 5000, "compare": {"mode": "ratio", "max": 1.5}}],
+    }
+    apply_docs(cluster, namespace, [flaky(cluster, name, "v1", analysis=analysis)])
+    serving(cluster, namespace, name, 4)
+    url = f"http://{service_ip(cluster, namespace, name)}/v2/models/flaky/infer"
+    with LoadGenerator(url, BODY, threads=4, rate=10, limit=400) as load:
+        wait_until(lambda: len(load.snapshot()) >= 20, timeout=30, what="traffic flowing")
+        apply_docs(
+            cluster, namespace, [flaky(cluster, name, "v2", delay_ms=100, analysis=analysis)]
+        )
+        done = wait_until(
+            lambda: (
+                (r := rollout(cluster, namespace, name)) and r.get("phase") == "RolledBack" and r
+            ),
+            timeout=240,
+            interval=0.5,
+            what="the slow canary rolled back",
+        )
+    assert "latencyP99" in done["message"], done
+    assert done["history"][-1]["outcome"] == "RolledBack", done
+    assert [a for a in load.snapshot() if a.status != 200] == []
+
+
+def test_the_autoscaler_follows_load_and_holds_without_metrics(
+    cluster: Any, namespace: str
+) -> None:
+    """Load up: more pods; Prometheus gone: the count holds though the load has stopped;
+    Prometheus back and no load: down to the minimum after the stabilisation window."""
+    name = "scaled"
+    doc = flaky(cluster, name, "v1", delay_ms=200)
+    del doc["spec"]["rollout"]
+    doc["spec"]["replicas"] = 1
+    doc["spec"]["autoscaling"] = {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "targetInFlight": 2,
+        "window": "10s",
+        "upscaleStabilization": "0s",
+        "downscaleStabilization": "20s",
+    }
+    apply_docs(cluster, namespace, [doc])
+    serving(cluster, namespace, name, 1)
+    url = f"http://{service_ip(cluster, namespace, name)}/v2/models/flaky/infer"
+    timeline: list[tuple[float, int, int]] = []
+    began = time.monotonic()
+
+    def count(want: int) -> bool:
+        desired = msvc(cluster, namespace, name).get("status", {}).get("autoscaling", {})
+        ready = sum(1 for p in pods(cluster, namespace, f"{MS}={name}") if is_ready(p))
+        point = (time.monotonic() - began, int(desired.get("desiredReplicas", 0)), ready)
+        if not timeline or timeline[-1][1:] != point[1:]:
+            timeline.append(point)
+        return point[1] == want and ready == want
+
+    # About 12 requests in flight at 200 ms each: 12 / 2 per replica -> capped at 3.
+    with LoadGenerator(url, BODY, threads=12, rate=100, limit=300) as load:
+        wait_until(lambda: count(3), timeout=120, interval=1, what="3 Ready replicas under load")
+        up = time.monotonic() - began
+        cluster.signal_process("prometheus", signal.SIGSTOP)
+    try:
+        # No load now, but no metrics either: the count holds for longer than the
+        # downscale window.
+        hold_until = time.monotonic() + 40
+        while time.monotonic() < hold_until:
+            count(3)
+            assert timeline[-1][1] == 3, timeline
+            time.sleep(1)
+    finally:
+        cluster.signal_process("prometheus", signal.SIGCONT)
+    wait_until(lambda: count(1), timeout=150, interval=1, what="back to 1 replica")
+    sys.stderr.write(
+        "[release] autoscaler timeline (s, desired, ready): "
+        + " ".join(f"{t:.0f}:{d}/{r}" for t, d, r in timeline)
+        + "\n"
+    )
+    assert up <= 90, timeline
+    assert [a for a in load.snapshot() if a.status != 200] == []
