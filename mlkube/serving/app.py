@@ -36,6 +36,8 @@ from mlkube.serving.protocol import (
     render_error,
     render_v1,
     render_v2,
+    select_outputs,
+    unknown_output,
 )
 from mlkube.serving.store import StoreUnavailable
 
@@ -72,7 +74,10 @@ CONTEXT = web.AppKey("mlkube_context", RuntimeContext)
 
 
 def _json(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=body, content_type=JSON, headers=headers)
+    response = web.Response(status=status, body=body, content_type=JSON, headers=headers)
+    if headers and headers.get("Connection", "").lower() == "close":
+        response.force_close()  # close after this answer, not only say so
+    return response
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -97,6 +102,10 @@ def _instrument(state: ServerState, endpoint: str, handler: Handler, inflight: b
             response = _error(503, f"feature store: {exc}", {"Retry-After": str(exc.retry_after)})
         except web.HTTPRequestEntityTooLarge:
             response = _error(413, f"body: larger than the limit of {max_body} bytes")
+        except ClientGone:
+            # Counted apart from server errors and logged quietly: nothing went wrong here.
+            log.debug("client closed the connection during %s %s", request.method, request.path)
+            response = _error(CLIENT_CLOSED, "client closed the connection")
         except web.HTTPException as exc:
             response = _error(exc.status, f"request: {exc.reason}")
         except asyncio.CancelledError:
@@ -142,11 +151,49 @@ def _check_model(state: ServerState, request: web.Request) -> Model[Any]:
     return model
 
 
+#: Content-Encodings of request bodies that the server decodes (aiohttp does, on read).
+BODY_ENCODINGS = ("gzip", "deflate", "identity")
+#: The status a request is counted under when its client went away before it was answered
+#: (nginx's "client closed request"): not a server error, and nobody reads the answer.
+CLIENT_CLOSED = 499
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request was read or answered."""
+
+
+def body_encoding_problem(header: str | None) -> str | None:
+    """Pure: why a request's ``Content-Encoding`` cannot be decoded, or None if it can."""
+    if not header:
+        return None
+    for coding in (c.strip().lower() for c in header.split(",")):
+        if coding and coding not in BODY_ENCODINGS:
+            return (
+                f"Content-Encoding: {coding!r} is not supported (use {', '.join(BODY_ENCODINGS)})"
+            )
+    return None
+
+
 async def _read_body(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise ClientError(413, f"body: {length} bytes exceed the limit of {limit} bytes")
-    return await request.read()
+    problem = body_encoding_problem(request.headers.get("Content-Encoding"))
+    if problem is not None:
+        raise ClientError(415, problem)
+    try:
+        return await request.read()
+    except web.RequestPayloadError as exc:
+        # A body that does not decode as its Content-Encoding says (or is malformed
+        # chunked framing): the rest of the stream cannot be trusted, so the connection
+        # closes after the answer.
+        request.content.feed_eof()  # nothing more to read; aiohttp must not try either
+        encoding = request.headers.get("Content-Encoding", "identity")
+        raise ClientError(
+            400, f"body: cannot be decoded as {encoding}: {exc}", {"Connection": "close"}
+        ) from exc
+    except ConnectionResetError as exc:
+        raise ClientGone(str(exc)) from exc
 
 
 async def _predict(state: ServerState, model: Model[Any], prepared: Any) -> InferenceResponse:
@@ -213,6 +260,9 @@ def _routes(app: web.Application, state: ServerState) -> None:
         ok = model.ready and not state.draining
         return _json(200 if ok else 503, orjson.dumps({"name": model_name, "ready": ok}))
 
+    async def v1_live(request: web.Request) -> web.Response:
+        return _json(200, b'{"status":"alive"}')
+
     async def v1_models(request: web.Request) -> web.Response:
         return _json(200, orjson.dumps({"models": [model_name]}))
 
@@ -224,8 +274,16 @@ def _routes(app: web.Application, state: ServerState) -> None:
             if answer is not None:
                 return _answer(state, answer.body, answer.degraded)
         parsed = parse_v2_infer(body, max_items)
+        if parsed.outputs is not None:
+            declared = [t.name for t in model.metadata().outputs]
+            # Refused before the model runs when the model declares its outputs.
+            problem = unknown_output(parsed.outputs, declared) if declared else None
+            if problem is not None:
+                raise problem
         prepared = model.prepare(parsed)
         response = await _predict(state, model, prepared)
+        if parsed.outputs is not None:
+            response = select_outputs(response, parsed.outputs)
         return _answer(
             state, render_v2(response, model_name, model_version, parsed.id), response.degraded
         )
@@ -293,10 +351,16 @@ def _routes(app: web.Application, state: ServerState) -> None:
         ("POST", "/v1/models/{name}:feedback", "feedback", feedback, True),
         ("GET", "/v1/models/{name}", "model_ready", model_ready, False),
         ("GET", "/metrics", "metrics", metrics, False),
+        # KServe v1 server liveness (what kserve's InferenceRESTClient.is_server_live asks).
+        ("GET", "/", "live", v1_live, False),
     ]
     router = app.router
     for method, path, endpoint, handler, inflight in routes:
-        router.add_route(method, path, _instrument(state, endpoint, handler, inflight))
+        wrapped = _instrument(state, endpoint, handler, inflight)
+        router.add_route(method, path, wrapped)
+        if method == "GET":
+            # aiohttp sends the headers of the GET answer and no body.
+            router.add_route("HEAD", path, wrapped)
         allowed = "GET, HEAD" if method == "GET" else method
         router.add_route("*", path, _instrument(state, "other", method_not_allowed(allowed), False))
     router.add_route("*", "/{tail:.*}", _instrument(state, "other", not_found, False))

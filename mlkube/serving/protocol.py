@@ -13,6 +13,7 @@ element checks run as C-level ``map``/``set`` passes, not Python loops.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,8 @@ class InferenceRequest:
     # "inputs[0]" style labels for error messages, by input name.
     labels: dict[str, str] = field(default_factory=dict)
     protocol: str = "v2"
+    # The outputs the client asked for (OIP v2 "outputs"), in its order; None: all.
+    outputs: tuple[str, ...] | None = None
 
     def label(self, name: str) -> str:
         return self.labels.get(name, name)
@@ -231,10 +234,50 @@ def parse_v2_infer(body: bytes, max_elements: int) -> InferenceRequest:
     request_id = obj.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise bad_request("id: expected a string")
-    outputs = obj.get("outputs")
-    if outputs is not None and not isinstance(outputs, list):
+    outputs = _requested_outputs(obj.get("outputs"))
+    return InferenceRequest(inputs, parameters, request_id, labels, "v2", outputs)
+
+
+_OUTPUT_KEYS = frozenset({"name", "parameters"})
+
+
+def _requested_outputs(raw: Any) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
         raise bad_request("outputs: expected an array")
-    return InferenceRequest(inputs, parameters, request_id, labels, "v2")
+    names: list[str] = []
+    for i, item in enumerate(raw):
+        where = f"outputs[{i}]"
+        _unknown_keys(_object(item, where), _OUTPUT_KEYS, where)
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise bad_request(f"{where}.name: required, a string")
+        if name in names:
+            raise bad_request(f"{where}.name: duplicate output {name!r}")
+        if item.get("parameters") is not None:
+            _object(item["parameters"], f"{where}.parameters")
+        names.append(name)
+    return tuple(names)
+
+
+def unknown_output(requested: Sequence[str], names: Sequence[str]) -> ClientError | None:
+    """Pure: the 400 for the first requested output that is not among ``names``."""
+    for i, name in enumerate(requested):
+        if name not in names:
+            return bad_request(
+                f"outputs[{i}].name: no output {name!r} (outputs: {', '.join(names)})"
+            )
+    return None
+
+
+def select_outputs(response: InferenceResponse, requested: Sequence[str]) -> InferenceResponse:
+    """Only the outputs the client asked for, in its order (OIP v2 ``outputs``)."""
+    have = {t.name: t for t in response.outputs}
+    problem = unknown_output(requested, list(have))
+    if problem is not None:
+        raise problem
+    return InferenceResponse([have[n] for n in requested], response.parameters, response.degraded)
 
 
 def parse_v1_predict(

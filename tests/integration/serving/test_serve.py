@@ -310,3 +310,27 @@ def test_model_that_fails_to_load_stops_the_server(serve: Any, tmp_path: Any) ->
     log = server.log()
     assert "weights not found at s3://nowhere" in log
     assert "could not start" in log
+
+
+async def test_a_client_that_leaves_mid_body_is_not_a_server_error(serve: Any) -> None:
+    """A client that closes its connection before sending the whole body: counted under
+    499 (client closed request), not as a 500, and no ERROR in the log."""
+    server = serve("--workers", "1")
+    port = int(server.base.rsplit(":", 1)[1])
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.close()
+    async with aiohttp.ClientSession(server.base) as session:
+        deadline = time.monotonic() + 10 * FLUSH_INTERVAL
+        while True:
+            text = (await (await session.get("/metrics")).read()).decode()
+            if 'code="499",endpoint="predict"' in text or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(FLUSH_INTERVAL / 2)
+    assert 'code="499",endpoint="predict"' in text
+    assert 'code="500"' not in text
+    assert '"level":"error"' not in server.log()

@@ -610,3 +610,71 @@ async def test_malformed_http_is_a_4xx_and_the_server_lives_on(client: Any, raw:
     writer.close()
     assert status_line.split()[1] == b"400"
     assert (await client.post(PREDICT, data=orjson.dumps({"instances": ["a"]}))).status == 200
+
+
+# ------------------------------------------------------------------ the HTTP edge
+
+
+@pytest.mark.parametrize(
+    "path", ["/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/bandit", "/metrics"]
+)
+async def test_head_answers_like_get_without_a_body(client: Any, path: str) -> None:
+    get = await client.get(path)
+    head = await client.head(path)
+    assert head.status == get.status == 200
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
+    assert await head.read() == b""
+
+
+async def test_kserve_v1_server_liveness_at_the_root(client: Any) -> None:
+    """kserve's InferenceRESTClient.is_server_live does GET / (v1)."""
+    resp = await client.get("/")
+    assert resp.status == 200
+    assert await resp.json() == {"status": "alive"}
+
+
+async def test_requested_outputs_only_and_in_the_order_asked(client: Any) -> None:
+    body = v2(["a", "b"], outputs=[{"name": "ranking"}])
+    out = await (await client.post(INFER, data=orjson.dumps(body))).json()
+    assert [o["name"] for o in out["outputs"]] == ["ranking"]
+    both = v2(["a", "b"], outputs=[{"name": "ranking"}, {"name": "scores"}])
+    out = await (await client.post(INFER, data=orjson.dumps(both))).json()
+    assert [o["name"] for o in out["outputs"]] == ["ranking", "scores"]
+
+
+@pytest.mark.parametrize(
+    ("outputs", "error"),
+    [
+        ([{"name": "nope"}], "outputs[0].name: no output 'nope' (outputs: scores, ranking)"),
+        ([{"name": "scores"}, {"name": "scores"}], "outputs[1].name: duplicate output 'scores'"),
+        ([{"nam": "scores"}], "outputs[0].nam: unknown field"),
+        ([{}], "outputs[0].name: required, a string"),
+        ({"name": "scores"}, "outputs: expected an array"),
+    ],
+)
+async def test_bad_requested_outputs_are_400s_naming_them(
+    client: Any, outputs: Any, error: str
+) -> None:
+    resp = await client.post(INFER, data=orjson.dumps(v2(["a"], outputs=outputs)))
+    assert resp.status == 400
+    assert (await resp.json())["error"].startswith(error)
+
+
+async def test_gzip_bodies_are_decoded_and_bad_encodings_refused(client: Any) -> None:
+    import gzip
+
+    body = orjson.dumps({"instances": ["a", "b"]})
+    ok = await client.post(PREDICT, data=gzip.compress(body), headers={"Content-Encoding": "gzip"})
+    assert ok.status == 200
+    # Plain JSON labelled gzip: the client's mistake, a 400 that says so, not a 500.
+    bad = await client.post(PREDICT, data=body, headers={"Content-Encoding": "gzip"})
+    assert bad.status == 400
+    assert (await bad.json())["error"].startswith("body: cannot be decoded as gzip")
+    assert bad.headers.get("Connection", "").lower() == "close"
+    unknown = await client.post(PREDICT, data=body, headers={"Content-Encoding": "zzz"})
+    assert unknown.status == 415
+    assert (await unknown.json())["error"] == (
+        "Content-Encoding: 'zzz' is not supported (use gzip, deflate, identity)"
+    )
+    # The server is fine afterwards.
+    assert (await client.post(PREDICT, data=body)).status == 200
