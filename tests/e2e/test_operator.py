@@ -494,12 +494,13 @@ def test_a_hand_edited_service_port_is_taken_back(
     wait_until(lambda: children(cluster, namespace, "ranker"), what="children")
     wait_until(lambda: reconciled(cluster, namespace, "ranker"), what="status")
     edit = [{"op": "replace", "path": "/spec/ports/0/port", "value": 81}]
-    cluster.kubectl(
-        "-n", namespace, "patch", "svc", "ranker", "--type=json", "-p", json.dumps(edit)
+    patched = cluster.kubectl(
+        "-n", namespace, "patch", "svc", "ranker", "--type=json", "-p", json.dumps(edit),
+        "-o", "json",
     )  # fmt: skip
-    assert [p["port"] for p in must_get(cluster, namespace, "svc", "ranker")["spec"]["ports"]] == [
-        81
-    ]
+    # The edit took (read from the patch's own answer: a fresh GET may already see the
+    # operator's repair, which is what the next lines wait for).
+    assert [p["port"] for p in json.loads(patched.stdout)["spec"]["ports"]] == [81]
 
     def restored() -> list[dict[str, Any]] | None:
         ports: list[dict[str, Any]] = must_get(cluster, namespace, "svc", "ranker")["spec"]["ports"]
