@@ -96,6 +96,30 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ acting as a user
+#: The label the operator puts on every pod of a ModelService.
+MS = "mlkube.dev/modelservice"
+
+
+def msvc(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
+    return get_json(cluster, "-n", namespace, "get", "modelservice", name)
+
+
+def wait_serving(cluster: Any, namespace: str, name: str, replicas: int) -> list[str]:
+    """Until the ModelService says Ready and exactly ``replicas`` pods are Ready."""
+    names: list[str] = wait_until(
+        lambda: ready_pods(cluster, namespace, f"{MS}={name}", replicas),
+        timeout=180,
+        interval=0.5,
+        what=f"{replicas} Ready pods of {name}",
+    )
+    wait_until(
+        lambda: condition(msvc(cluster, namespace, name), "Ready").get("status") == "True",
+        timeout=60,
+        what=f"ModelService {name} Ready",
+    )
+    return names
+
+
 def http_json(url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
     """One HTTP request from the host (to a ClusterIP or pod address on the bridge)."""
     data = None if body is None else json.dumps(body).encode()

@@ -14,42 +14,22 @@ from typing import Any
 import pytest
 
 from tests.cluster.kit import (
+    MS,
     OPERATOR_NS,
     apply_example,
-    condition,
-    get_json,
     http_json,
+    msvc,
     pods,
     ready_pods,
     run_pod,
     service_ip,
+    wait_serving,
     wait_until,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-MS = "mlkube.dev/modelservice"
 ITEMS = ["a", "b", "c", "d"]
-
-
-def msvc(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
-    return get_json(cluster, "-n", namespace, "get", "modelservice", name)
-
-
-def wait_serving(cluster: Any, namespace: str, name: str, replicas: int) -> list[str]:
-    """Until the ModelService says Ready and exactly ``replicas`` pods are Ready."""
-    names: list[str] = wait_until(
-        lambda: ready_pods(cluster, namespace, f"{MS}={name}", replicas),
-        timeout=180,
-        interval=0.5,
-        what=f"{replicas} Ready pods of {name}",
-    )
-    wait_until(
-        lambda: condition(msvc(cluster, namespace, name), "Ready").get("status") == "True",
-        timeout=60,
-        what=f"ModelService {name} Ready",
-    )
-    return names
 
 
 def v2_infer(base: str, model: str, items: list[str]) -> tuple[int, Any]:

@@ -20,22 +20,23 @@ from typing import Any
 import pytest
 
 from tests.cluster.kit import (
+    MS,
     Answer,
     LoadGenerator,
     apply_docs,
     condition,
     get_json,
     is_ready,
+    msvc,
     pods,
-    ready_pods,
     service_ip,
     tier,
+    wait_serving,
     wait_until,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-MS = "mlkube.dev/modelservice"
 INTERVAL = 10  # seconds: spec.rollout.interval of these tests
 FAILURE_THRESHOLD = 2
 BODY = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [1.0, 2.0]}]}
@@ -93,10 +94,6 @@ def flaky(
     return doc
 
 
-def msvc(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
-    return get_json(cluster, "-n", namespace, "get", "modelservice", name)
-
-
 def rollout(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
     status: dict[str, Any] = msvc(cluster, namespace, name).get("status", {}).get("rollout", {})
     return status
@@ -109,17 +106,7 @@ def serving(cluster: Any, namespace: str, name: str, replicas: int) -> None:
     kube-proxy programs it a moment later; until then the ClusterIP has no endpoint and
     kube-proxy refuses connections to it. (Load started on Ready pods alone saw 20 and 226
     refused connections in two runs.)"""
-    names = wait_until(
-        lambda: ready_pods(cluster, namespace, f"{MS}={name}", replicas),
-        timeout=180,
-        interval=0.5,
-        what=f"{replicas} Ready pods of {name}",
-    )
-    wait_until(
-        lambda: condition(msvc(cluster, namespace, name), "Ready").get("status") == "True",
-        timeout=60,
-        what=f"ModelService {name} Ready",
-    )
+    names = wait_serving(cluster, namespace, name, replicas)
     wait_until(
         lambda: endpoint_pods(cluster, namespace, name) == set(names),
         timeout=60,
