@@ -86,7 +86,10 @@ def _scalar(request: InferenceRequest, name: str) -> Any:
         where = request.label(name)
         if tensor.shape not in ((1,), (1, 1)):
             raise bad_request(f"{where}.shape: {name} must have shape [1]")
-        return tensor.data[0], f"{where}.data"
+        value = tensor.data[0]
+        if isinstance(value, np.generic):  # binary tensors and gRPC decode to numpy arrays
+            value = value.item()
+        return value, f"{where}.data"
     if name in request.parameters:
         return request.parameters[name], f"parameters.{name}"
     return None, name

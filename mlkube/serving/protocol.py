@@ -123,6 +123,75 @@ class FeedbackRequest:
     idempotency_key: str | None
 
 
+#: Bytes per element of each fixed-size datatype in raw (binary) form, little-endian.
+RAW_ITEMSIZE: dict[str, int] = {k: v.itemsize for k, v in DATATYPES.items() if v is not None}
+_LE_DTYPES = {k: v.newbyteorder("<") for k, v in DATATYPES.items() if v is not None}
+
+
+def tensor_from_raw(
+    name: str, datatype: str, shape: tuple[int, ...], raw: bytes | memoryview, where: str
+) -> Tensor:
+    """Decode one tensor's raw bytes (the binary tensor extension, gRPC ``raw_input_contents``).
+
+    Fixed-size types are little-endian and row-major, so the data become a flat numpy array
+    (no copy); BYTES elements are each a 4-byte little-endian length and that many bytes, and
+    become ``str`` when they are UTF-8 (``bytes`` otherwise).
+    """
+    count = math.prod(shape)
+    dtype = _LE_DTYPES.get(datatype)
+    if dtype is not None:
+        expected = count * dtype.itemsize
+        if len(raw) != expected:
+            raise bad_request(
+                f"{where}: {len(raw)} bytes of binary data, but shape {list(shape)} of "
+                f"{datatype} needs {expected}"
+            )
+        data: Any = np.frombuffer(raw, dtype=dtype)
+        if datatype == "BOOL" and count and np.frombuffer(raw, np.uint8).max() > 1:
+            raise bad_request(f"{where}: BOOL elements must be the bytes 0 or 1")
+        return Tensor(name, datatype, shape, data)
+    if datatype != "BYTES":
+        raise bad_request(f"{where}.datatype: expected one of {', '.join(DATATYPES)}")
+    return Tensor(name, datatype, shape, split_raw_bytes(raw, count, where))
+
+
+def split_raw_bytes(raw: bytes | memoryview, count: int, where: str) -> list[Any]:
+    """The ``count`` length-prefixed elements of a raw BYTES tensor (exactly, nothing after)."""
+    buf = bytes(raw)
+    out: list[Any] = []
+    append = out.append
+    pos, end = 0, len(buf)
+    for i in range(count):
+        if pos + 4 > end:
+            raise bad_request(f"{where}: binary data end inside element {i} of {count}")
+        size = int.from_bytes(buf[pos : pos + 4], "little")
+        pos += 4
+        if pos + size > end:
+            raise bad_request(f"{where}: binary data end inside element {i} of {count}")
+        item = buf[pos : pos + size]
+        pos += size
+        try:
+            append(item.decode())
+        except UnicodeDecodeError:
+            append(item)
+    if pos != end:
+        raise bad_request(f"{where}: {end - pos} bytes of binary data after {count} elements")
+    return out
+
+
+def tensor_to_raw(tensor: Tensor) -> bytes:
+    """The raw (binary) form of an output tensor; see :func:`tensor_from_raw`."""
+    dtype = _LE_DTYPES.get(tensor.datatype)
+    if dtype is not None:
+        return np.ascontiguousarray(tensor.data, dtype=dtype).tobytes()
+    parts: list[bytes] = []
+    for item in tensor.data:
+        data = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(len(data).to_bytes(4, "little"))
+        parts.append(data)
+    return b"".join(parts)
+
+
 def decode_json(body: bytes) -> Any:
     if not body:
         raise bad_request("body: empty; expected a JSON object")
