@@ -28,7 +28,9 @@ from mlkube.serving.context import RuntimeContext
 from mlkube.serving.metrics import CONTENT_TYPE, FLUSH_INTERVAL, Metrics
 from mlkube.serving.model import Model, SupportsFeedback, SupportsRawInfer, build_model
 from mlkube.serving.protocol import (
+    BINARY_HEADER,
     ClientError,
+    InferenceRequest,
     InferenceResponse,
     parse_feedback,
     parse_v1_predict,
@@ -36,6 +38,7 @@ from mlkube.serving.protocol import (
     render_error,
     render_v1,
     render_v2,
+    render_v2_binary,
     select_outputs,
     unknown_output,
 )
@@ -45,6 +48,7 @@ log = logging.getLogger("mlkube.serving")
 access_log = logging.getLogger("mlkube.serving.access")
 
 JSON = "application/json"
+OCTETS = "application/octet-stream"  # answers with binary tensor data
 DEGRADED_HEADER = "Mlkube-Degraded"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -151,6 +155,8 @@ def _check_model(state: ServerState, request: web.Request) -> Model[Any]:
     return model
 
 
+#: OIP v2 extensions this server implements (server metadata ``extensions``).
+EXTENSIONS = ["binary_tensor_data"]
 #: Content-Encodings of request bodies that the server decodes (aiohttp does, on read).
 BODY_ENCODINGS = ("gzip", "deflate", "identity")
 #: The status a request is counted under when its client went away before it was answered
@@ -203,11 +209,31 @@ async def _predict(state: ServerState, model: Model[Any], prepared: Any) -> Infe
     return responses[0]
 
 
-def _answer(state: ServerState, body: bytes, degraded: str | None) -> web.Response:
-    if degraded is None:
+def _answer(
+    state: ServerState, body: bytes, degraded: str | None, json_length: int | None = None
+) -> web.Response:
+    if degraded is None and json_length is None:
         return web.Response(body=body, content_type=JSON)
-    state.metrics.mark_degraded(degraded)
-    return web.Response(body=body, content_type=JSON, headers={DEGRADED_HEADER: degraded})
+    headers: dict[str, str] = {}
+    if degraded is not None:
+        state.metrics.mark_degraded(degraded)
+        headers[DEGRADED_HEADER] = degraded
+    if json_length is None:
+        return web.Response(body=body, content_type=JSON, headers=headers)
+    headers[BINARY_HEADER] = str(json_length)
+    return web.Response(body=body, content_type=OCTETS, headers=headers)
+
+
+def _check_body_model(parsed: InferenceRequest, name: str, version: str) -> None:
+    """KServe's client repeats the model in the body; it must be the one in the path."""
+    if parsed.model_name is not None and parsed.model_name != name:
+        raise ClientError(
+            400, f"model_name: {parsed.model_name!r} differs from the path's {name!r}"
+        )
+    if parsed.model_version is not None and parsed.model_version not in ("", version):
+        raise ClientError(
+            400, f"model_version: {parsed.model_version!r} differs from the served {version!r}"
+        )
 
 
 def _routes(app: web.Application, state: ServerState) -> None:
@@ -227,7 +253,7 @@ def _routes(app: web.Application, state: ServerState) -> None:
 
     async def server_metadata(request: web.Request) -> web.Response:
         return _json(
-            200, orjson.dumps({"name": "mlkube", "version": __version__, "extensions": []})
+            200, orjson.dumps({"name": "mlkube", "version": __version__, "extensions": EXTENSIONS})
         )
 
     async def model_metadata(request: web.Request) -> web.Response:
@@ -269,11 +295,13 @@ def _routes(app: web.Application, state: ServerState) -> None:
     async def infer(request: web.Request) -> web.Response:
         model = _check_model(state, request)
         body = await _read_body(request, max_body)
-        if state.raw is not None:
+        binary_header = request.headers.get(BINARY_HEADER)
+        if state.raw is not None and binary_header is None:
             answer = state.raw.infer_raw(body, "v2")
             if answer is not None:
                 return _answer(state, answer.body, answer.degraded)
-        parsed = parse_v2_infer(body, max_items)
+        parsed = parse_v2_infer(body, max_items, binary_header)
+        _check_body_model(parsed, model_name, model_version)
         if parsed.outputs is not None:
             declared = [t.name for t in model.metadata().outputs]
             # Refused before the model runs when the model declares its outputs.
@@ -284,6 +312,12 @@ def _routes(app: web.Application, state: ServerState) -> None:
         response = await _predict(state, model, prepared)
         if parsed.outputs is not None:
             response = select_outputs(response, parsed.outputs)
+        binary = parsed.binary_outputs([t.name for t in response.outputs])
+        if binary:
+            body, json_length = render_v2_binary(
+                response, model_name, model_version, parsed.id, binary
+            )
+            return _answer(state, body, response.degraded, json_length)
         return _answer(
             state, render_v2(response, model_name, model_version, parsed.id), response.degraded
         )

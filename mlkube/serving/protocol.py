@@ -37,7 +37,8 @@ DATATYPES: dict[str, np.dtype[Any] | None] = {
     "BYTES": None,
 }
 
-_REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
+# "model_name"/"model_version": KServe's Python client repeats the path's model in the body.
+_REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs", "model_name", "model_version"})
 _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 _V1_KEYS = frozenset({"instances", "inputs", "parameters"})
 _FEEDBACK_KEYS = frozenset({"feedback", "segment", "idempotency_key", "parameters"})
@@ -98,6 +99,18 @@ class InferenceRequest:
     protocol: str = "v2"
     # The outputs the client asked for (OIP v2 "outputs"), in its order; None: all.
     outputs: tuple[str, ...] | None = None
+    # Binary tensor extension: outputs with an explicit ``binary_data`` choice, and the
+    # request's ``binary_data_output`` default for the others.
+    output_binary: dict[str, bool] = field(default_factory=dict)
+    binary_default: bool = False
+    # The model named in the body (KServe's client sends it), checked against the path.
+    model_name: str | None = None
+    model_version: str | None = None
+
+    def binary_outputs(self, names: Sequence[str]) -> frozenset[str]:
+        """Which of the answer's outputs go back as binary data."""
+        chosen, default = self.output_binary, self.binary_default
+        return frozenset(n for n in names if chosen.get(n, default))
 
     def label(self, name: str) -> str:
         return self.labels.get(name, name)
@@ -241,7 +254,52 @@ def _flatten(data: list[Any], depth: int, where: str) -> list[Any]:
     return flat
 
 
-def _parse_tensor(raw: Any, where: str, max_elements: int) -> Tensor:
+#: The binary tensor extension's request and response header: the JSON part's length.
+BINARY_HEADER = "Inference-Header-Content-Length"
+
+
+class _BinaryData:
+    """The bytes after the JSON part of a binary request, handed out to inputs in order."""
+
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: memoryview) -> None:
+        self.buf = buf
+        self.pos = 0
+
+    def take(self, size: Any, where: str) -> memoryview:
+        if type(size) is not int or size < 0:
+            raise bad_request(f"{where}.parameters.binary_data_size: expected an integer >= 0")
+        left = len(self.buf) - self.pos
+        if size > left:
+            raise bad_request(
+                f"{where}.parameters.binary_data_size: {size} bytes, but only {left} bytes of "
+                "binary data are left in the body"
+            )
+        chunk = self.buf[self.pos : self.pos + size]
+        self.pos += size
+        return chunk
+
+
+def split_binary_body(body: bytes, header: str | None) -> tuple[bytes, _BinaryData | None]:
+    """The JSON part of a body and, with the binary extension's header, the binary part."""
+    if header is None:
+        return body, None
+    try:
+        length = int(header.strip())
+    except ValueError:
+        length = -1
+    if not 0 <= length <= len(body):
+        raise bad_request(
+            f"{BINARY_HEADER}: expected the JSON part's length in bytes, 0-{len(body)}, "
+            f"got {header!r}"
+        )
+    return body[:length], _BinaryData(memoryview(body)[length:])
+
+
+def _parse_tensor(
+    raw: Any, where: str, max_elements: int, binary: _BinaryData | None = None
+) -> Tensor:
     obj = _object(raw, where)
     _unknown_keys(obj, _TENSOR_KEYS, where)
     name = obj.get("name")
@@ -267,6 +325,22 @@ def _parse_tensor(raw: Any, where: str, max_elements: int) -> Tensor:
         raise ClientError(
             422, f"{where}.shape: {count} elements exceed the limit of {max_elements}"
         )
+    params = obj.get("parameters")
+    if params is not None:
+        _object(params, f"{where}.parameters")
+        if "binary_data_size" in params:
+            if binary is None:
+                raise bad_request(
+                    f"{where}.parameters.binary_data_size: binary data need the "
+                    f"{BINARY_HEADER} header"
+                )
+            if "data" in obj:
+                raise bad_request(f"{where}.data: not allowed with binary_data_size")
+            chunk = binary.take(params["binary_data_size"], where)
+            tensor = tensor_from_raw(name, datatype, shape, chunk, f"{where} binary data")
+            rest = {k: v for k, v in params.items() if k != "binary_data_size"}
+            tensor.parameters = rest or None
+            return tensor
     data = obj.get("data")
     if not isinstance(data, list):
         raise bad_request(f"{where}.data: required, an array")
@@ -274,15 +348,16 @@ def _parse_tensor(raw: Any, where: str, max_elements: int) -> Tensor:
         data = _flatten(data, max(len(shape) - 1, 1), where)
     if len(data) != count:
         raise bad_request(f"{where}.data: {len(data)} elements do not match shape {list(shape)}")
-    params = obj.get("parameters")
-    if params is not None:
-        _object(params, f"{where}.parameters")
     return Tensor(name, datatype, shape, data, params)
 
 
-def parse_v2_infer(body: bytes, max_elements: int) -> InferenceRequest:
-    """Decode an OIP v2 ``/infer`` body."""
-    obj = _object(decode_json(body), "body")
+def parse_v2_infer(
+    body: bytes, max_elements: int, binary_header: str | None = None
+) -> InferenceRequest:
+    """Decode an OIP v2 ``/infer`` body (with the binary tensor extension when its header
+    ``Inference-Header-Content-Length`` is given)."""
+    json_part, binary = split_binary_body(body, binary_header)
+    obj = _object(decode_json(json_part), "body")
     _unknown_keys(obj, _REQUEST_KEYS, "")
     inputs_raw = obj.get("inputs")
     if not isinstance(inputs_raw, list) or not inputs_raw:
@@ -293,29 +368,52 @@ def parse_v2_infer(body: bytes, max_elements: int) -> InferenceRequest:
     labels: dict[str, str] = {}
     for i, raw in enumerate(inputs_raw):
         where = f"inputs[{i}]"
-        tensor = _parse_tensor(raw, where, max_elements)
+        tensor = _parse_tensor(raw, where, max_elements, binary)
         if tensor.name in inputs:
             raise bad_request(f"{where}.name: duplicate input {tensor.name!r}")
         inputs[tensor.name] = tensor
         labels[tensor.name] = where
     params = obj.get("parameters")
     parameters = _object(params, "parameters") if params is not None else {}
+    if binary is not None and binary.pos != len(binary.buf):
+        raise bad_request(
+            f"body: {len(binary.buf) - binary.pos} bytes of binary data that no input claims "
+            "(binary_data_size)"
+        )
     request_id = obj.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise bad_request("id: expected a string")
-    outputs = _requested_outputs(obj.get("outputs"))
-    return InferenceRequest(inputs, parameters, request_id, labels, "v2", outputs)
+    for key in ("model_name", "model_version"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise bad_request(f"{key}: expected a string")
+    binary_default = parameters.get("binary_data_output", False)
+    if not isinstance(binary_default, bool):
+        raise bad_request("parameters.binary_data_output: expected a boolean")
+    outputs, output_binary = _requested_outputs(obj.get("outputs"))
+    return InferenceRequest(
+        inputs,
+        parameters,
+        request_id,
+        labels,
+        "v2",
+        outputs,
+        output_binary,
+        binary_default,
+        obj.get("model_name"),
+        obj.get("model_version"),
+    )
 
 
 _OUTPUT_KEYS = frozenset({"name", "parameters"})
 
 
-def _requested_outputs(raw: Any) -> tuple[str, ...] | None:
+def _requested_outputs(raw: Any) -> tuple[tuple[str, ...] | None, dict[str, bool]]:
     if raw is None:
-        return None
+        return None, {}
     if not isinstance(raw, list):
         raise bad_request("outputs: expected an array")
     names: list[str] = []
+    binary: dict[str, bool] = {}
     for i, item in enumerate(raw):
         where = f"outputs[{i}]"
         _unknown_keys(_object(item, where), _OUTPUT_KEYS, where)
@@ -325,9 +423,13 @@ def _requested_outputs(raw: Any) -> tuple[str, ...] | None:
         if name in names:
             raise bad_request(f"{where}.name: duplicate output {name!r}")
         if item.get("parameters") is not None:
-            _object(item["parameters"], f"{where}.parameters")
+            choice = _object(item["parameters"], f"{where}.parameters").get("binary_data")
+            if choice is not None:
+                if not isinstance(choice, bool):
+                    raise bad_request(f"{where}.parameters.binary_data: expected a boolean")
+                binary[name] = choice
         names.append(name)
-    return tuple(names)
+    return tuple(names), binary
 
 
 def unknown_output(requested: Sequence[str], names: Sequence[str]) -> ClientError | None:
@@ -443,6 +545,34 @@ def render_v2(
     if response.parameters:
         body["parameters"] = response.parameters
     return orjson.dumps(body, option=_DUMPS_OPTS)
+
+
+def render_v2_binary(
+    response: InferenceResponse,
+    model: str,
+    version: str,
+    request_id: str | None,
+    binary: frozenset[str],
+) -> tuple[bytes, int]:
+    """The answer with the outputs in ``binary`` as binary data after the JSON part; returns
+    the body and the JSON part's length (the ``Inference-Header-Content-Length`` header)."""
+    outputs: list[dict[str, Any]] = []
+    raw: list[bytes] = []
+    for tensor in response.outputs:
+        out = _tensor_json(tensor)
+        if tensor.name in binary:
+            data = tensor_to_raw(tensor)
+            del out["data"]
+            out["parameters"] = {**(tensor.parameters or {}), "binary_data_size": len(data)}
+            raw.append(data)
+        outputs.append(out)
+    body: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": outputs}
+    if request_id is not None:
+        body["id"] = request_id
+    if response.parameters:
+        body["parameters"] = response.parameters
+    head = orjson.dumps(body, option=_DUMPS_OPTS)
+    return b"".join([head, *raw]), len(head)
 
 
 def render_v1(response: InferenceResponse) -> bytes:
