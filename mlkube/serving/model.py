@@ -11,6 +11,7 @@ one bad request is answered 4xx on its own instead of failing the batch it would
 from __future__ import annotations
 
 import importlib
+import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -159,6 +160,12 @@ class ModelLoadError(Exception):
     """The configured model cannot be built; the message names the config field."""
 
 
+def _where(exc: BaseException) -> str:
+    """`` (at file:line)`` of the innermost frame that raised ``exc``, or ``""``."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
 def resolve_class(path: str) -> type[Model[Any]]:
     """Import ``pkg.module:Class`` (dotted attribute paths allowed after the colon)."""
     module_name, _, attr = path.partition(":")
@@ -166,6 +173,13 @@ def resolve_class(path: str) -> type[Model[Any]]:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise ModelLoadError(f"model.class: cannot import {module_name!r}: {exc}") from exc
+    except Exception as exc:
+        # The user's module raised while it was imported: one line that says where, not a
+        # traceback through the import machinery.
+        raise ModelLoadError(
+            f"model.class: importing {module_name!r} raised {type(exc).__name__}: {exc}"
+            f"{_where(exc)}"
+        ) from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

@@ -262,22 +262,25 @@ class SnapshotCache:
                 continue
             now = time.monotonic()
             try:
+                read = False
                 if now >= next_full or self._full_refresh_due:
                     self._full_refresh_due = False
                     self._pending.clear()
                     next_full = now + self.refresh_interval
-                    await self.refresh_all()
+                    read = await self.refresh_all()
                 elif self._pending:
-                    await self._read_pending()
-                self._log_recovery()
+                    read = await self._read_pending()
+                if read:  # recovery is claimed only after a read that worked
+                    self._log_recovery()
             except StoreUnavailable as exc:
                 self._log_failure(exc)
             self._report()
 
-    async def refresh_all(self) -> None:
+    async def refresh_all(self) -> bool:
+        """Re-read every known segment; False when there was nothing to read."""
         names = list(self.segments)
         if not names:
-            return
+            return False
         now = time.monotonic()
         known: dict[str, str] | None = None
         if now - self._last_full_read < self.full_read_interval:
@@ -297,8 +300,11 @@ class SnapshotCache:
             self.segments[name] = build_snapshot(
                 c, self.prior_alpha, self.prior_beta, now, previous, self.max_items
             )
+        return True
 
-    async def _read_pending(self) -> None:
+    async def _read_pending(self) -> bool:
+        """Read the ids answered with the prior; False when none needed a read."""
+        read = False
         pending, self._pending = self._pending, {}
         for name, items in pending.items():
             snap = self.segments.get(name)
@@ -309,11 +315,13 @@ class SnapshotCache:
             if not unknown:
                 continue
             counts = await self.store.read_items(name, unknown)
+            read = True
             current = self.segments.get(name)
             if current is not None:
                 self.segments[name] = extend_snapshot(
                     current, counts, self.prior_alpha, self.prior_beta, self.max_items
                 )
+        return read
 
     def staleness(self, now: float) -> float:
         if not self.segments:

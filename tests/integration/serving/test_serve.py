@@ -312,6 +312,30 @@ def test_model_that_fails_to_load_stops_the_server(serve: Any, tmp_path: Any) ->
     assert "could not start" in log
 
 
+def test_a_model_module_that_raises_at_import_is_one_clear_line(serve: Any, tmp_path: Any) -> None:
+    """`mlkube serve` with a custom module that raises while imported: exit 2 and one
+    line naming the field, the module, the error and where it was raised; no traceback."""
+    from pathlib import Path
+
+    (tmp_path / "raising_model_for_test.py").write_text(
+        "import os\nLIMIT = int(os.environ.get('NOT_SET_ANYWHERE', 'ten'))\n"
+    )
+    repo = Path(__file__).resolve().parents[3]
+    server = serve(
+        "--model-format", "custom", "--model-class", "raising_model_for_test:Model",
+        env={"PYTHONPATH": f"{repo}:{tmp_path}"},
+        ready=False,
+    )  # fmt: skip
+    assert server.wait(30) == 2
+    log = server.log().strip()
+    assert "Traceback" not in log
+    assert log.splitlines() == [
+        "mlkube serve: model.class: importing 'raising_model_for_test' raised ValueError: "
+        "invalid literal for int() with base 10: 'ten' "
+        f"(at {tmp_path}/raising_model_for_test.py:2)"
+    ]
+
+
 async def test_a_client_that_leaves_mid_body_is_not_a_server_error(serve: Any) -> None:
     """A client that closes its connection before sending the whole body: counted under
     499 (client closed request), not as a 500, and no ERROR in the log."""

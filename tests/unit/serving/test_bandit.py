@@ -192,3 +192,67 @@ async def test_first_sight_of_new_items_reads_them_in_the_background() -> None:
         assert snap.alpha[snap.row("late")] == 31.0
     finally:
         await model.close()
+
+
+class _SwitchableStore(MemoryStore):
+    """A MemoryStore whose reads fail while ``down`` is set (like Redis refusing)."""
+
+    down = False
+
+    async def read_segments(self, names: Any, known: Any = None) -> Any:
+        if self.down:
+            raise ConnectionError("connection refused")
+        return await super().read_segments(names, known)
+
+    async def read_items(self, segment: str, items: Any) -> Any:
+        if self.down:
+            raise ConnectionError("connection refused")
+        return await super().read_items(segment, items)
+
+
+async def _until(predicate: Any, seconds: float = 5.0) -> None:
+    import asyncio
+
+    for _ in range(int(seconds / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+async def test_recovery_is_logged_only_after_a_read_that_worked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A refresh loop woken with nothing to read must not claim the store is back."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="mlkube.serving")
+    store = _SwitchableStore()
+    await store.add_feedback("default", ["a"], np.array([1.0]), np.array([0.0]), None)
+    cfg = load_config(
+        {
+            "bandit": {"seed": 1},
+            "feature_store": {"refresh_interval": 30, "max_staleness": 60},
+        },
+        {},
+    )
+    model = BanditModel(settings_from(cfg), cfg, store, BetaSampler(1))
+    await model.load()
+    messages = lambda: [r.getMessage() for r in caplog.records]  # noqa: E731
+    try:
+        store.down = True
+        model.cache.request_refresh()
+        await _until(lambda: any("feature store unavailable" in m for m in messages()))
+        # Woken for an id the snapshot already knows: nothing to read, so nothing learned.
+        model.cache.note_missing("default", ["a"])
+        await _until(lambda: not model.cache._wake.is_set())
+        import asyncio
+
+        await asyncio.sleep(0.05)
+        assert not any("reachable again" in m for m in messages())
+        store.down = False
+        await asyncio.sleep(cfg.feature_store.circuit_reset_timeout + 0.05)
+        model.cache.request_refresh()
+        await _until(lambda: any("reachable again" in m for m in messages()))
+    finally:
+        await model.close()
