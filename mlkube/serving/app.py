@@ -25,6 +25,7 @@ from mlkube import __version__
 from mlkube.serving.batcher import DynamicBatcher
 from mlkube.serving.config import ServeConfig
 from mlkube.serving.context import RuntimeContext
+from mlkube.serving.edge import Edge
 from mlkube.serving.metrics import CONTENT_TYPE, FLUSH_INTERVAL, Metrics
 from mlkube.serving.model import Model, SupportsFeedback, SupportsRawInfer, build_model
 from mlkube.serving.protocol import (
@@ -64,6 +65,12 @@ class ServerState:
     # The model's raw path, when it has one and batching is off.
     raw: SupportsRawInfer | None = None
     draining: bool = False
+    # The worker's connection edge (None in tests that run the app without one).
+    edge: Edge | None = None
+    # Requests being handled now, on every route (the shutdown waits for them).
+    active: int = 0
+    # Set by the shutdown: set again whenever ``active`` drops to 0.
+    quiet: asyncio.Event | None = None
     load_error: BaseException | None = None
     load_task: asyncio.Task[None] | None = None
     on_fatal: Callable[[BaseException], None] | None = None
@@ -96,6 +103,11 @@ def _instrument(state: ServerState, endpoint: str, handler: Handler, inflight: b
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         start = time.perf_counter()
+        edge = state.edge
+        conn = edge.connection(request.transport) if edge is not None else None
+        if conn is not None:
+            conn.request_started()
+        state.active += 1
         if inflight:
             metrics.inflight_now += 1
         try:
@@ -118,8 +130,17 @@ def _instrument(state: ServerState, endpoint: str, handler: Handler, inflight: b
             log.exception("unhandled error in %s", endpoint)
             response = _error(500, "internal error (logged by the server)")
         finally:
+            state.active -= 1
+            if not state.active and state.quiet is not None:
+                state.quiet.set()
             if inflight:
                 metrics.inflight_now -= 1
+        last = conn.request_done() if conn is not None else False
+        # Close after this answer when the connection has had its share, when the worker is
+        # draining (clients move to a pod that stays), or when the body was not read (its
+        # unread bytes must not be taken for the next request).
+        if last or state.draining or not request.content.is_eof():
+            response.force_close()
         elapsed = time.perf_counter() - start
         metrics.observe_request(endpoint, response.status, elapsed)
         if sample_rate and random.random() < sample_rate:
@@ -180,7 +201,7 @@ def body_encoding_problem(header: str | None) -> str | None:
     return None
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise ClientError(413, f"body: {length} bytes exceed the limit of {limit} bytes")
@@ -188,7 +209,13 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     if problem is not None:
         raise ClientError(415, problem)
     try:
-        return await request.read()
+        async with asyncio.timeout(within):
+            return await request.read()
+    except TimeoutError:
+        request.content.feed_eof()  # the rest will not be waited for: close after the answer
+        raise ClientError(
+            408, f"body: not received within {within:g} s; closing", {"Connection": "close"}
+        ) from None
     except web.RequestPayloadError as exc:
         # A body that does not decode as its Content-Encoding says (or is malformed
         # chunked framing): the rest of the stream cannot be trusted, so the connection
@@ -239,6 +266,7 @@ def _check_body_model(parsed: InferenceRequest, name: str, version: str) -> None
 def _routes(app: web.Application, state: ServerState) -> None:
     config = state.config
     max_body = config.server.max_body_bytes
+    body_timeout = config.server.body_timeout
     # Elements per tensor: the bandit's item limit; for other models the body limit bounds it.
     max_items = config.bandit.max_items if config.model.format == "bandit" else 1 << 26
     model_name, model_version = config.model.name, config.model.version
@@ -294,7 +322,7 @@ def _routes(app: web.Application, state: ServerState) -> None:
 
     async def infer(request: web.Request) -> web.Response:
         model = _check_model(state, request)
-        body = await _read_body(request, max_body)
+        body = await _read_body(request, max_body, body_timeout)
         binary_header = request.headers.get(BINARY_HEADER)
         if state.raw is not None and binary_header is None:
             answer = state.raw.infer_raw(body, "v2")
@@ -324,7 +352,7 @@ def _routes(app: web.Application, state: ServerState) -> None:
 
     async def predict(request: web.Request) -> web.Response:
         model = _check_model(state, request)
-        body = await _read_body(request, max_body)
+        body = await _read_body(request, max_body, body_timeout)
         if state.raw is not None:
             answer = state.raw.infer_raw(body, "v1")
             if answer is not None:
@@ -339,7 +367,7 @@ def _routes(app: web.Application, state: ServerState) -> None:
         model = _check_model(state, request)
         if not isinstance(model, SupportsFeedback):
             raise ClientError(404, f"name: model {model_name!r} does not accept feedback")
-        body = await _read_body(request, max_body)
+        body = await _read_body(request, max_body, body_timeout)
         parsed = parse_feedback(
             body,
             max_items,

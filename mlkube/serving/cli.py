@@ -41,6 +41,10 @@ _FLAGS: dict[str, tuple[str, ...]] = {
     "access_log_sample_rate": ("server", "access_log_sample_rate"),
     "drain_seconds": ("server", "drain_seconds"),
     "grace_seconds": ("server", "grace_seconds"),
+    "header_timeout": ("server", "header_timeout"),
+    "body_timeout": ("server", "body_timeout"),
+    "max_connections": ("server", "max_connections"),
+    "max_requests_per_connection": ("server", "max_requests_per_connection"),
 }
 
 
@@ -65,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log-sample-rate", type=float, metavar="FRACTION")
     p.add_argument("--drain-seconds", type=float)
     p.add_argument("--grace-seconds", type=float)
+    p.add_argument(
+        "--header-timeout", type=float, metavar="SECONDS", help="request headers (default 30)"
+    )
+    p.add_argument(
+        "--body-timeout", type=float, metavar="SECONDS", help="request body (default 60)"
+    )
+    p.add_argument("--max-connections", type=int, metavar="N", help="per worker (default 10000)")
+    p.add_argument(
+        "--max-requests-per-connection",
+        type=int,
+        metavar="N",
+        help="answers per keep-alive connection, then Connection: close (default 1000; 0 = no limit)",
+    )
     p.add_argument(
         "--check-config",
         action="store_true",

@@ -45,6 +45,15 @@ class ServerConfig(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     backlog: int = Field(default=1024, ge=16, le=65535)
+    # From a request's first byte, its headers must be complete within this (else 408).
+    header_timeout: float = Field(default=30.0, gt=0, le=3600)
+    # Once the headers are in, the whole body must arrive within this (else 408).
+    body_timeout: float = Field(default=60.0, gt=0, le=3600)
+    # Open connections one worker holds; beyond it new ones get 503 and are closed.
+    max_connections: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Answers per keep-alive connection before `Connection: close` (0 = no limit), so that
+    # long-lived clients spread over the workers again (after a worker restarts, say).
+    max_requests_per_connection: int = Field(default=1000, ge=0)
 
 
 class ModelConfig(_Strict):
@@ -169,6 +178,10 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "MLKUBE_MAX_BODY_BYTES": ("server", "max_body_bytes"),
     "MLKUBE_DRAIN_SECONDS": ("server", "drain_seconds"),
     "MLKUBE_GRACE_SECONDS": ("server", "grace_seconds"),
+    "MLKUBE_HEADER_TIMEOUT": ("server", "header_timeout"),
+    "MLKUBE_BODY_TIMEOUT": ("server", "body_timeout"),
+    "MLKUBE_MAX_CONNECTIONS": ("server", "max_connections"),
+    "MLKUBE_MAX_REQUESTS_PER_CONNECTION": ("server", "max_requests_per_connection"),
     "MLKUBE_ACCESS_LOG_SAMPLE_RATE": ("server", "access_log_sample_rate"),
     "MLKUBE_LOG_LEVEL": ("server", "log_level"),
     "MLKUBE_LOG_FORMAT": ("server", "log_format"),

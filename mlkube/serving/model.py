@@ -187,6 +187,9 @@ def resolve_class(path: str) -> type[Model[Any]]:
             raise ModelLoadError(f"model.class: {module_name!r} has no {attr!r}") from exc
     if not isinstance(obj, type) or not issubclass(obj, Model):
         raise ModelLoadError(f"model.class: {path!r} is not a subclass of mlkube.serving.Model")
+    missing = sorted(getattr(obj, "__abstractmethods__", ()))
+    if missing:
+        raise ModelLoadError(f"model.class: {path!r} does not implement {', '.join(missing)}")
     return obj
 
 

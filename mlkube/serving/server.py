@@ -59,6 +59,7 @@ async def serve_worker(config: ServeConfig, worker_id: int) -> int:
 
     from mlkube.serving.app import STATE, create_app
     from mlkube.serving.context import RuntimeContext
+    from mlkube.serving.edge import Edge, EdgeLimits
     from mlkube.serving.metrics import Metrics
 
     metrics = Metrics(config.model.name, config.model.version, config.revision)
@@ -82,31 +83,51 @@ async def serve_worker(config: ServeConfig, worker_id: int) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
 
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=config.server.grace_seconds,
-    )
+    server = config.server
+    # The grace period is spent below, waiting for in-flight requests; what is left for
+    # aiohttp's own shutdown (which waits up to twice this) only cancels stragglers.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.05)
     await runner.setup()
-    site = web.TCPSite(
-        runner,
-        config.server.host,
-        config.server.port,
-        reuse_port=True,
-        backlog=config.server.backlog,
+    edge = Edge(
+        EdgeLimits(
+            server.header_timeout, server.max_connections, server.max_requests_per_connection
+        ),
+        on_refused=lambda status: metrics.observe_request("other", status, 0.0),
     )
+    state.edge = edge
+    assert runner.server is not None
     try:
-        await site.start()
+        listener = await loop.create_server(
+            edge.factory(runner.server),
+            server.host,
+            server.port,
+            reuse_port=True,
+            backlog=server.backlog,
+        )
     except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", config.server.host, config.server.port, exc)
+        log.error("cannot listen on %s:%s: %s", server.host, server.port, exc)
         await runner.cleanup()
         return EXIT_FATAL
     await stop.wait()
-    if state.draining and config.server.drain_seconds and not fatal:
-        await asyncio.sleep(config.server.drain_seconds)
+    if state.draining and server.drain_seconds and not fatal:
+        # Readiness is false and every answer now carries `Connection: close`, so clients
+        # move to other pods as the endpoints update; nothing is refused yet.
+        await asyncio.sleep(server.drain_seconds)
     started = time.monotonic()
-    await runner.cleanup()  # stop listening, finish in-flight requests, close the model
+    listener.close()  # stop accepting
+    runner.server.pre_shutdown()  # idle keep-alive connections close; busy ones after their answer
+    state.quiet = asyncio.Event()
+    if not state.active:
+        state.quiet.set()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(server.grace_seconds):
+            await state.quiet.wait()
+    if state.active:
+        log.warning(
+            "grace period over; cancelling requests still in flight",
+            extra={"worker": worker_id, "requests": state.active},
+        )
+    await runner.cleanup()  # cancel what is left, close the model
     log.info(
         "worker stopped",
         extra={"worker": worker_id, "shutdown_seconds": round(time.monotonic() - started, 3)},

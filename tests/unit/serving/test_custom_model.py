@@ -52,6 +52,12 @@ USER_MODEL = textwrap.dedent(
 
     class NotAModel:
         pass
+
+
+    class Incomplete(SimpleModel):
+        @property
+        def ready(self) -> bool:
+            return True
     '''
 )
 
@@ -99,3 +105,5 @@ def test_resolve_class_errors_name_the_field(user_module: str) -> None:
         resolve_class(f"{user_module}:Missing")
     with pytest.raises(ModelLoadError, match=r"is not a subclass of mlkube\.serving\.Model"):
         resolve_class(f"{user_module}:NotAModel")
+    with pytest.raises(ModelLoadError, match=r"'.*:Incomplete' does not implement load, predict"):
+        resolve_class(f"{user_module}:Incomplete")
