@@ -49,6 +49,9 @@ class ServerConfig(_Strict):
     header_timeout: float = Field(default=30.0, gt=0, le=3600)
     # Once the headers are in, the whole body must arrive within this (else 408).
     body_timeout: float = Field(default=60.0, gt=0, le=3600)
+    # A keep-alive connection with no request for this long is closed (longer than the
+    # idle timeout of the load balancers in front, so that they close first).
+    keepalive_timeout: float = Field(default=75.0, gt=0, le=3600)
     # Open connections one worker holds; beyond it new ones get 503 and are closed.
     max_connections: int = Field(default=10_000, ge=1, le=1_000_000)
     # Answers per keep-alive connection before `Connection: close` (0 = no limit), so that
@@ -181,6 +184,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "MLKUBE_HEADER_TIMEOUT": ("server", "header_timeout"),
     "MLKUBE_BODY_TIMEOUT": ("server", "body_timeout"),
     "MLKUBE_MAX_CONNECTIONS": ("server", "max_connections"),
+    "MLKUBE_KEEPALIVE_TIMEOUT": ("server", "keepalive_timeout"),
     "MLKUBE_MAX_REQUESTS_PER_CONNECTION": ("server", "max_requests_per_connection"),
     "MLKUBE_ACCESS_LOG_SAMPLE_RATE": ("server", "access_log_sample_rate"),
     "MLKUBE_LOG_LEVEL": ("server", "log_level"),

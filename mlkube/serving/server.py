@@ -86,7 +86,13 @@ async def serve_worker(config: ServeConfig, worker_id: int) -> int:
     server = config.server
     # The grace period is spent below, waiting for in-flight requests; what is left for
     # aiohttp's own shutdown (which waits up to twice this) only cancels stragglers.
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.05)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=0.05,
+        keepalive_timeout=server.keepalive_timeout,
+    )
     await runner.setup()
     edge = Edge(
         EdgeLimits(

@@ -94,6 +94,17 @@ async def test_headers_that_never_finish_get_408_and_a_close(serve: Any) -> None
         w.close()
 
 
+async def test_idle_keep_alive_connections_close_after_the_keepalive_timeout(serve: Any) -> None:
+    server = serve("--workers", "1", env={"MLKUBE_KEEPALIVE_TIMEOUT": "1"})
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(REQUEST)
+    assert (await asyncio.wait_for(read_answer(reader), 5)).status == 200
+    started = time.monotonic()
+    assert await closed_by_server(reader, 5)
+    assert 0.8 < time.monotonic() - started < 3.0
+    writer.close()
+
+
 async def test_a_body_shorter_than_its_length_gets_408(serve: Any) -> None:
     server = serve("--workers", "1", "--body-timeout", "0.5")
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
