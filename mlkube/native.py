@@ -32,6 +32,7 @@ __all__ = [
     "ENV_LIBRARY",
     "V1",
     "V2",
+    "V2_BINARY",
     "BetaSampler",
     "ItemTable",
     "NativeLibraryError",
@@ -83,11 +84,15 @@ typedef struct {
     int64_t id_off;
     uint32_t id_len;
     uint32_t n_missing;
+    uint32_t binary_output;
+    uint32_t json_len;
 } mks_request;
 typedef struct mks_scorer mks_scorer;
 mks_scorer *mks_scorer_create(size_t max_items);
 void mks_scorer_free(mks_scorer *scorer);
 int mks_parse(mks_scorer *scorer, int protocol, const char *body, size_t len, mks_request *req);
+int mks_parse_binary(mks_scorer *scorer, const char *body, size_t len, size_t json_len,
+                     mks_request *req);
 int mks_score(mks_scorer *scorer, betadist_rng *rng, const mks_index *index,
               const double *alpha, const double *beta, size_t n_rows,
               const char *body, int protocol, mks_request *req, const char *head,
@@ -320,6 +325,7 @@ MKS_EPARAM: Final = 3
 MKS_EARG: Final = 4
 V2: Final = 2  # OIP v2 REST infer
 V1: Final = 1  # KServe v1 predict
+V2_BINARY: Final = 3  # OIP v2 REST infer with the binary tensor extension (parse_binary)
 
 # Seeds the id hash per process (see native/score.c: collisions only ever cost time).
 _INDEX_SEED: Final = secrets.randbits(64)
@@ -433,6 +439,21 @@ class RequestScorer:
         if code == MKS_EARG:
             raise ValueError(f"unknown protocol {protocol}")
         return bool(code == MKS_OK)
+
+    def parse_binary(self, body: bytes, json_length: int) -> bool:
+        """:meth:`parse` for a binary tensor request whose JSON part is ``json_length`` bytes;
+        score it with protocol ``V2_BINARY``."""
+        if not 0 <= json_length <= len(body):
+            return False
+        code = self._lib.mks_parse_binary(self._scorer, body, len(body), json_length, self._req)
+        return bool(code == MKS_OK)
+
+    @property
+    def binary_json_length(self) -> int | None:
+        """After scoring a binary request: its answer's JSON part length, when the answer is
+        binary (the ``Inference-Header-Content-Length`` header), else None."""
+        req = self._req
+        return int(req.json_len) if req.binary_output else None
 
     @property
     def n_items(self) -> int:

@@ -244,6 +244,7 @@ mks_scorer *mks_scorer_create(size_t max_items) {
 
 typedef struct {
     const unsigned char *base, *p, *end;
+    const unsigned char *binary_end; /* binary requests: the body's end (end: the JSON's) */
 } cur_t;
 
 static inline void ws(cur_t *c) {
@@ -330,12 +331,13 @@ enum { T_ITEMS = 1, T_SEGMENT = 2, T_TOPK = 3 };
 enum { D_NONE = 0, D_STRINGS = 1, D_UINT = 2 };
 
 typedef struct {
-    int name, dtype_ok_bytes, dtype_ok_int;
-    int have_name, have_dtype, have_shape, have_data;
+    int name, dtype_ok_bytes, dtype_ok_int, int_size, int_signed;
+    int have_name, have_dtype, have_shape, have_data, have_params;
     uint64_t dim0;
     int data_kind;
     size_t data_start, data_count;
     uint64_t data_uint;
+    uint64_t binary_size; /* with have_params: the tensor's bytes after the JSON part */
 } tensor_t;
 
 /* An array of strings (spans recorded in the scorer) or of exactly one unsigned integer. */
@@ -367,7 +369,15 @@ static int shape_array(cur_t *c, tensor_t *t) {
     return eat(c, ']');                /* more than one dimension: not plain */
 }
 
-static int tensor(mks_scorer *sc, cur_t *c, tensor_t *t) {
+/* A tensor's parameters in a binary request: exactly {"binary_data_size": N}. */
+static int binary_params(cur_t *c, tensor_t *t) {
+    uint32_t ko, kl;
+    if (!eat(c, '{') || !str(c, &ko, &kl) || !eat(c, ':')) return 0;
+    if (!is(c, ko, kl, "binary_data_size") || !read_uint(c, &t->binary_size)) return 0;
+    return eat(c, '}');
+}
+
+static int tensor(mks_scorer *sc, cur_t *c, tensor_t *t, int binary) {
     memset(t, 0, sizeof *t);
     if (!eat(c, '{')) return 0;
     if (eat(c, '}')) return 0;
@@ -383,29 +393,94 @@ static int tensor(mks_scorer *sc, cur_t *c, tensor_t *t) {
         } else if (is(c, ko, kl, "datatype")) {
             if (t->have_dtype++ || !str(c, &vo, &vl)) return 0;
             t->dtype_ok_bytes = is(c, vo, vl, "BYTES");
-            t->dtype_ok_int = is(c, vo, vl, "INT64") || is(c, vo, vl, "INT32") ||
-                              is(c, vo, vl, "UINT64") || is(c, vo, vl, "UINT32");
+            t->int_size = is(c, vo, vl, "INT64") || is(c, vo, vl, "UINT64")   ? 8
+                          : is(c, vo, vl, "INT32") || is(c, vo, vl, "UINT32") ? 4
+                                                                              : 0;
+            t->int_signed = is(c, vo, vl, "INT64") || is(c, vo, vl, "INT32");
+            t->dtype_ok_int = t->int_size != 0;
             if (!t->dtype_ok_bytes && !t->dtype_ok_int) return 0;
         } else if (is(c, ko, kl, "shape")) {
             if (t->have_shape++ || !shape_array(c, t)) return 0;
         } else if (is(c, ko, kl, "data")) {
             if (t->have_data++ || !data_array(sc, c, t)) return 0;
+        } else if (binary && is(c, ko, kl, "parameters")) {
+            if (t->have_params++ || !binary_params(c, t)) return 0;
         } else {
-            return 0; /* tensor parameters or an unknown field */
+            return 0; /* other tensor parameters or an unknown field */
         }
     } while (eat(c, ','));
     if (!eat(c, '}')) return 0;
-    return t->have_name && t->have_dtype && t->have_shape && t->have_data &&
-           t->dim0 == t->data_count;
+    if (!t->have_name || !t->have_dtype || !t->have_shape) return 0;
+    if (t->have_params) return !t->have_data; /* its data come after the JSON part */
+    return t->have_data && t->dim0 == t->data_count;
+}
+
+/* `true` or `false`. */
+static int boolean(cur_t *c, int *v) {
+    ws(c);
+    size_t left = (size_t)(c->end - c->p);
+    if (left >= 4 && memcmp(c->p, "true", 4) == 0) {
+        *v = 1;
+        c->p += 4;
+        return 1;
+    }
+    if (left >= 5 && memcmp(c->p, "false", 5) == 0) {
+        *v = 0;
+        c->p += 5;
+        return 1;
+    }
+    return 0;
+}
+
+/* True when every byte is printable ASCII other than '"' and a backslash: what str() accepts
+ * between quotes, so an id from binary data can be written into JSON as it is. */
+static int plain_bytes(const unsigned char *p, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        if (special_bytes(load8(p + i)) & HIGH) return 0;
+    for (; i < n; i++)
+        if (p[i] < 0x20 || p[i] >= 0x80 || p[i] == '"' || p[i] == '\\') return 0;
+    return 1;
+}
+
+/* Walk one tensor's binary data (b .. b + size): BYTES elements (a 4-byte little-endian
+ * length, then the bytes) recorded as spans, or one integer of the tensor's type. */
+static int binary_data(mks_scorer *sc, const unsigned char *base, const unsigned char *b,
+                       tensor_t *t) {
+    const unsigned char *end = b + t->binary_size;
+    if (t->dtype_ok_bytes) {
+        t->data_kind = D_STRINGS;
+        t->data_start = sc->used;
+        for (uint64_t i = 0; i < t->dim0; i++) {
+            if (end - b < 4 || sc->used >= sc->cap) return 0;
+            uint32_t n = load4(b);
+            b += 4;
+            if ((uint64_t)(end - b) < n || !plain_bytes(b, n)) return 0;
+            sc->off[sc->used] = (uint32_t)(b - base);
+            sc->len[sc->used] = n;
+            sc->used++;
+            b += n;
+        }
+        t->data_count = sc->used - t->data_start;
+        return b == end;
+    }
+    /* An integer tensor of one element (top_k); the range rules are parse_body's. */
+    if (t->dim0 != 1 || t->binary_size != (uint64_t)t->int_size) return 0;
+    uint64_t v = t->int_size == 8 ? load8(b) : load4(b);
+    if (t->int_signed && (t->int_size == 8 ? (v >> 63) != 0 : (v >> 31) != 0)) return 0;
+    t->data_kind = D_UINT;
+    t->data_uint = v;
+    t->data_count = 1;
+    return 1;
 }
 
 typedef struct {
-    int have_top_k, have_segment;
+    int have_top_k, have_segment, have_binary_output, binary_output;
     uint64_t top_k;
     uint32_t seg_off, seg_len;
 } params_t;
 
-static int parameters(cur_t *c, params_t *pr) {
+static int parameters(cur_t *c, params_t *pr, int binary) {
     if (!eat(c, '{')) return 0;
     if (eat(c, '}')) return 1;
     do {
@@ -415,6 +490,8 @@ static int parameters(cur_t *c, params_t *pr) {
             if (pr->have_top_k++ || !read_uint(c, &pr->top_k)) return 0;
         } else if (is(c, ko, kl, "segment")) {
             if (pr->have_segment++ || !str(c, &pr->seg_off, &pr->seg_len)) return 0;
+        } else if (binary && is(c, ko, kl, "binary_data_output")) {
+            if (pr->have_binary_output++ || !boolean(c, &pr->binary_output)) return 0;
         } else {
             return 0;
         }
@@ -423,6 +500,10 @@ static int parameters(cur_t *c, params_t *pr) {
 }
 
 static int parse_body(mks_scorer *sc, int protocol, cur_t *c, mks_request *req) {
+    /* A binary request is a v2 request whose JSON part ends at c->end and whose tensor data
+     * may follow it, up to the body's end (binary_end). */
+    int binary = protocol == MKS_V2_BINARY;
+    if (binary) protocol = MKS_V2;
     tensor_t ts[3];
     int nt = 0, have_inputs = 0, have_id = 0, have_params = 0;
     params_t pr = {0};
@@ -435,7 +516,7 @@ static int parse_body(mks_scorer *sc, int protocol, cur_t *c, mks_request *req) 
         if (protocol == MKS_V2 && is(c, ko, kl, "inputs")) {
             if (have_inputs++ || !eat(c, '[')) return 0;
             do {
-                if (nt == 3 || !tensor(sc, c, &ts[nt])) return 0;
+                if (nt == 3 || !tensor(sc, c, &ts[nt], binary)) return 0;
                 for (int j = 0; j < nt; j++)
                     if (ts[j].name == ts[nt].name) return 0;
                 nt++;
@@ -452,7 +533,7 @@ static int parse_body(mks_scorer *sc, int protocol, cur_t *c, mks_request *req) 
         } else if (protocol == MKS_V2 && is(c, ko, kl, "id")) {
             if (have_id++ || !str(c, &id_off, &id_len)) return 0;
         } else if (is(c, ko, kl, "parameters")) {
-            if (have_params++ || !parameters(c, &pr)) return 0;
+            if (have_params++ || !parameters(c, &pr, binary)) return 0;
         } else {
             return 0; /* outputs, an unknown field, or v1 "inputs" */
         }
@@ -460,6 +541,18 @@ static int parse_body(mks_scorer *sc, int protocol, cur_t *c, mks_request *req) 
     if (!eat(c, '}')) return 0;
     ws(c);
     if (c->p != c->end) return 0;
+    if (binary) {
+        /* The tensors' data, in input order, must fill the rest of the body exactly. */
+        const unsigned char *b = c->end;
+        for (int j = 0; j < nt; j++) {
+            tensor_t *t = &ts[j];
+            if (!t->have_params) continue;
+            if ((uint64_t)(c->binary_end - b) < t->binary_size) return 0;
+            if (!binary_data(sc, c->base, b, t)) return 0;
+            b += t->binary_size;
+        }
+        if (b != c->binary_end) return 0;
+    }
 
     const tensor_t *items = NULL, *segment = NULL, *top_k = NULL;
     for (int j = 0; j < nt; j++) {
@@ -501,6 +594,8 @@ static int parse_body(mks_scorer *sc, int protocol, cur_t *c, mks_request *req) 
     req->id_off = have_id ? (int64_t)id_off : -1;
     req->id_len = have_id ? id_len : 0;
     req->n_missing = 0;
+    req->binary_output = (uint32_t)(binary && pr.binary_output);
+    req->json_len = 0;
     sc->items_start = items->data_start;
     return 1;
 }
@@ -513,10 +608,28 @@ int mks_parse(mks_scorer *sc, int protocol, const char *body, size_t len, mks_re
         return MKS_FALLBACK;
     }
     cur_t c = {(const unsigned char *)body, (const unsigned char *)body,
-               (const unsigned char *)body + len};
+               (const unsigned char *)body + len, (const unsigned char *)body + len};
     sc->used = 0;
     sc->n_missing = 0;
     if (!parse_body(sc, protocol, &c, req)) {
+        req->n_items = 0;
+        return MKS_FALLBACK;
+    }
+    return MKS_OK;
+}
+
+int mks_parse_binary(mks_scorer *sc, const char *body, size_t len, size_t json_len,
+                     mks_request *req) {
+    if (!sc || !req || (len && !body) || json_len > len) return MKS_EARG;
+    if (json_len == 0 || len >= UINT32_MAX) {
+        req->n_items = 0;
+        return MKS_FALLBACK;
+    }
+    cur_t c = {(const unsigned char *)body, (const unsigned char *)body,
+               (const unsigned char *)body + json_len, (const unsigned char *)body + len};
+    sc->used = 0;
+    sc->n_missing = 0;
+    if (!parse_body(sc, MKS_V2_BINARY, &c, req)) {
         req->n_items = 0;
         return MKS_FALLBACK;
     }
@@ -699,8 +812,9 @@ int mks_score(mks_scorer *sc, betadist_rng *rng, const mks_index *ix, const doub
               mks_request *req, const char *head, size_t head_len, const char **out,
               size_t *out_len, size_t *bad_row) {
     if (!sc || !rng || !ix || !alpha || !beta || !body || !req || !out || !out_len ||
-        n_rows != ix->n + 1 || (protocol != MKS_V1 && protocol != MKS_V2) ||
-        (protocol == MKS_V2 && head_len && !head) || req->n_items == 0 ||
+        n_rows != ix->n + 1 ||
+        (protocol != MKS_V1 && protocol != MKS_V2 && protocol != MKS_V2_BINARY) ||
+        (protocol != MKS_V1 && head_len && !head) || req->n_items == 0 ||
         req->n_items > sc->max_items || req->top_k > req->n_items)
         return MKS_EARG;
     size_t n = req->n_items, k = req->top_k, prior = n_rows - 1;
@@ -738,8 +852,9 @@ int mks_score(mks_scorer *sc, betadist_rng *rng, const mks_index *ix, const doub
     for (size_t i = 0; i < n; i++) sc->keys[i] = rank_key(sc->scores[i], (uint32_t)i);
     top_keys(sc->keys, sc->tmp, n, k);
 
+    if (protocol == MKS_V2_BINARY) protocol = MKS_V2; /* same JSON, unless binary_output */
     size_t ids = 0;
-    for (size_t j = 0; j < k; j++) ids += len[(uint32_t)sc->keys[j]] + 3;
+    for (size_t j = 0; j < k; j++) ids += len[(uint32_t)sc->keys[j]] + 4;
     size_t id_len = req->id_off >= 0 ? req->id_len : 0;
     size_t need = head_len + 256 + 33 * n + ids + id_len;
     if (need > sc->out_cap) {
@@ -751,6 +866,40 @@ int mks_score(mks_scorer *sc, betadist_rng *rng, const mks_index *ix, const doub
     }
 
     char *o = sc->out;
+    if (protocol == MKS_V2 && req->binary_output) {
+        /* The binary tensor extension: the JSON part names each output's byte size, then
+         * the scores (FP64, little-endian) and the ranking (BYTES elements) follow it. */
+        o = put(o, head, head_len);
+        o = PUT(o, "\"outputs\":[{\"name\":\"scores\",\"datatype\":\"FP64\",\"shape\":[");
+        o += write_u64(n, o);
+        o = PUT(o, "],\"parameters\":{\"binary_data_size\":");
+        o += write_u64(8 * n, o);
+        o = PUT(o, "}},{\"name\":\"ranking\",\"datatype\":\"BYTES\",\"shape\":[");
+        o += write_u64(k, o);
+        o = PUT(o, "],\"parameters\":{\"binary_data_size\":");
+        o += write_u64(ids, o);
+        o = PUT(o, "}}]");
+        if (req->id_off >= 0) {
+            o = PUT(o, ",\"id\":\"");
+            o = put(o, body + req->id_off, req->id_len);
+            *o++ = '"';
+        }
+        *o++ = '}';
+        req->json_len = (uint32_t)(o - sc->out);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t bits;
+            memcpy(&bits, &sc->scores[i], sizeof bits);
+            for (int b = 0; b < 8; b++) *o++ = (char)(bits >> (8 * b));
+        }
+        for (size_t j = 0; j < k; j++) {
+            uint32_t i = (uint32_t)sc->keys[j], m = len[i];
+            for (int b = 0; b < 4; b++) *o++ = (char)(m >> (8 * b));
+            o = put(o, body + off[i], m);
+        }
+        *out = sc->out;
+        *out_len = (size_t)(o - sc->out);
+        return MKS_OK;
+    }
     if (protocol == MKS_V2) {
         o = put(o, head, head_len);
         o = PUT(o, "\"outputs\":[{\"name\":\"scores\",\"datatype\":\"FP64\",\"shape\":[");

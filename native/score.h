@@ -64,6 +64,7 @@ enum {
 enum {
     MKS_V2 = 2, /* OIP v2 REST `infer` */
     MKS_V1 = 1, /* KServe v1 `predict` */
+    MKS_V2_BINARY = 3, /* OIP v2 `infer` with the binary tensor extension (mks_parse_binary) */
 };
 
 #define MKS_MAX_SEGMENT 128
@@ -93,6 +94,8 @@ typedef struct {
     int64_t id_off;       /* the request id's characters (v2), or -1 */
     uint32_t id_len;
     uint32_t n_missing;   /* set by mks_score(): ids the index does not know */
+    uint32_t binary_output; /* binary requests: the answer's outputs are binary data */
+    uint32_t json_len;    /* set by mks_score() for a binary answer: its JSON part's length */
 } mks_request;
 
 /* One thread's scratch space for requests of up to max_items ids. */
@@ -103,6 +106,17 @@ BETADIST_API void mks_scorer_free(mks_scorer *scorer);
 /* Parse `body` (MKS_V2 or MKS_V1); MKS_OK or MKS_FALLBACK (or MKS_EARG). */
 BETADIST_API int mks_parse(mks_scorer *scorer, int protocol, const char *body, size_t len,
                            mks_request *req);
+
+/* Parse an OIP v2 `infer` body with the binary tensor extension: its first json_len bytes
+ * are the JSON request (the Inference-Header-Content-Length header), the rest is tensor data.
+ * Accepted in the plain shape above, where a tensor may give `"parameters":
+ * {"binary_data_size": N}` instead of `data` (items and segment as BYTES elements of plain
+ * characters, top_k as one INT32/INT64/UINT32/UINT64 >= 1), the data fill the rest of the body
+ * exactly, and the request parameters may also hold `"binary_data_output": true|false`.
+ * Score it with protocol MKS_V2_BINARY: the answer is binary (req->json_len set) when
+ * binary_data_output was true, the plain JSON answer otherwise.  Returns as mks_parse(). */
+BETADIST_API int mks_parse_binary(mks_scorer *scorer, const char *body, size_t len,
+                                  size_t json_len, mks_request *req);
 
 /* Score the request mks_parse() just accepted (same scorer, same body): item i gets
  * Beta(alpha[row], beta[row]) for its row in `index`, or row n_rows - 1 (the prior) when the

@@ -547,7 +547,8 @@ static void test_special_bytes(void) {
 /* str() on s[0..n) in an exact buffer: 1 and the span, or 0. */
 static int str_exact(const char *s, size_t n, uint32_t *off, uint32_t *len, size_t *used) {
     char *b = exact_copy(s, n);
-    cur_t c = {(const unsigned char *)b, (const unsigned char *)b, (const unsigned char *)b + n};
+    cur_t c = {(const unsigned char *)b, (const unsigned char *)b, (const unsigned char *)b + n,
+               (const unsigned char *)b + n};
     *off = *len = 12345;
     const int ok = str(&c, off, len);
     *used = (size_t)(c.p - c.base);
@@ -1426,7 +1427,7 @@ static void test_score_small(void) {
                   mks_score(t.sc, rng, ix, alpha, beta, K + 1, bd, MKS_V1, NULL, NULL, 0, &out, &out_len, &bad) == MKS_EARG &&
                   mks_score(t.sc, rng, ix, alpha, beta, K + 1, bd, MKS_V1, &r, NULL, 0, NULL, &out_len, &bad) == MKS_EARG &&
                   mks_score(t.sc, rng, ix, alpha, beta, K + 1, bd, MKS_V1, &r, NULL, 0, &out, NULL, &bad) == MKS_EARG &&
-                  mks_score(t.sc, rng, ix, alpha, beta, K + 1, bd, 3, &r, NULL, 0, &out, &out_len, &bad) == MKS_EARG &&
+                  mks_score(t.sc, rng, ix, alpha, beta, K + 1, bd, 4, &r, NULL, 0, &out, &out_len, &bad) == MKS_EARG &&
                   mks_score(t.sc, rng, ix, alpha, beta, K + 1, bd, MKS_V2, &r, NULL, 5, &out, &out_len, &bad) == MKS_EARG,
               "NULL arguments and bad protocols");
         mks_request tampered = r;

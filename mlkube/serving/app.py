@@ -324,10 +324,15 @@ def _routes(app: web.Application, state: ServerState) -> None:
         model = _check_model(state, request)
         body = await _read_body(request, max_body, body_timeout)
         binary_header = request.headers.get(BINARY_HEADER)
-        if state.raw is not None and binary_header is None:
-            answer = state.raw.infer_raw(body, "v2")
+        if state.raw is not None:
+            if binary_header is None:
+                answer = state.raw.infer_raw(body, "v2")
+            elif binary_header.isdigit():
+                answer = state.raw.infer_raw(body, "v2", int(binary_header))
+            else:
+                answer = None  # the Python path says what is wrong with the header
             if answer is not None:
-                return _answer(state, answer.body, answer.degraded)
+                return _answer(state, answer.body, answer.degraded, answer.json_length)
         parsed = parse_v2_infer(body, max_items, binary_header)
         _check_body_model(parsed, model_name, model_version)
         if parsed.outputs is not None:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from mlkube.native import V1, V2, BetaSampler, RequestScorer
+from mlkube.native import V1, V2, V2_BINARY, BetaSampler, RequestScorer
 from mlkube.serving.circuit import Breaker, CircuitPolicy
 from mlkube.serving.config import ServeConfig
 from mlkube.serving.context import RuntimeContext, Sampler
@@ -231,13 +231,20 @@ class BanditModel(Model[BanditQuery], SupportsFeedback, SupportsRawInfer):
     def prepare(self, request: InferenceRequest) -> BanditQuery:
         return parse_query(request, self._default_segment, self._max_items, self._max_id_length)
 
-    def infer_raw(self, body: bytes, protocol: Literal["v1", "v2"]) -> RawAnswer | None:
+    def infer_raw(
+        self, body: bytes, protocol: Literal["v1", "v2"], json_length: int | None = None
+    ) -> RawAnswer | None:
         scorer = self._scorer
         if scorer is None:
             return None
-        proto = V2 if protocol == "v2" else V1
-        if not scorer.parse(body, proto):
-            return None
+        if json_length is not None:
+            proto = V2_BINARY
+            if protocol != "v2" or not scorer.parse_binary(body, json_length):
+                return None
+        else:
+            proto = V2 if protocol == "v2" else V1
+            if not scorer.parse(body, proto):
+                return None
         segment = scorer.segment(body) or self._default_segment
         snap = self.cache.get(segment)
         if snap is None:
@@ -247,7 +254,11 @@ class BanditModel(Model[BanditQuery], SupportsFeedback, SupportsRawInfer):
             self._look_up_later(segment, scorer.missing(body))
         if self._metrics is not None:
             self._metrics.count_items(scorer.n_items)
-        return RawAnswer(answer, self.cache.degraded_reason(snap, time.monotonic()))
+        return RawAnswer(
+            answer,
+            self.cache.degraded_reason(snap, time.monotonic()),
+            scorer.binary_json_length if json_length is not None else None,
+        )
 
     async def _snapshot(self, segment: str) -> SegmentSnapshot:
         snap = self.cache.get(segment)

@@ -126,6 +126,8 @@ class RawAnswer:
     body: bytes
     # Why this answer is degraded (e.g. served from a stale snapshot), or None.
     degraded: str | None = None
+    # A binary tensor answer: the length of its JSON part (else None: all JSON).
+    json_length: int | None = None
 
 
 class SupportsRawInfer(ABC):
@@ -138,8 +140,12 @@ class SupportsRawInfer(ABC):
     """
 
     @abstractmethod
-    def infer_raw(self, body: bytes, protocol: Literal["v1", "v2"]) -> RawAnswer | None:
-        """The answer to a v2 ``infer`` or v1 ``predict`` body, or None to decline."""
+    def infer_raw(
+        self, body: bytes, protocol: Literal["v1", "v2"], json_length: int | None = None
+    ) -> RawAnswer | None:
+        """The answer to a v2 ``infer`` or v1 ``predict`` body, or None to decline.
+
+        ``json_length``: the body is a binary tensor request whose JSON part is that long."""
 
 
 ModelFactory = Callable[["ServeConfig", "RuntimeContext"], Model[Any]]

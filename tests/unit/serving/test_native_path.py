@@ -112,3 +112,73 @@ async def test_unknown_items_in_native_answers_are_looked_up_soon(
         await asyncio.sleep(0.01)
     snap = cache.get("default")
     assert snap.alpha[snap.row("late")] == 31.0
+
+
+def _binary(items: list[bytes], top_k: int | None = None, **params: Any) -> tuple[bytes, Any]:
+    raw = b"".join(len(i).to_bytes(4, "little") + i for i in items)
+    inputs: list[dict[str, Any]] = [
+        {
+            "name": "items",
+            "datatype": "BYTES",
+            "shape": [len(items)],
+            "parameters": {"binary_data_size": len(raw)},
+        }
+    ]
+    if top_k is not None:
+        inputs.append(
+            {
+                "name": "top_k",
+                "datatype": "INT32",
+                "shape": [1],
+                "parameters": {"binary_data_size": 4},
+            }
+        )
+        raw += top_k.to_bytes(4, "little", signed=True)
+    head = orjson.dumps({"inputs": inputs, "id": "b1", "parameters": params})
+    return head + raw, {"Inference-Header-Content-Length": str(len(head))}
+
+
+async def test_plain_binary_requests_are_answered_natively_with_the_same_bytes(
+    make_client: Any, decoded: list[str]
+) -> None:
+    """tritonclient's default request (binary items and top_k, binary outputs) takes the C
+    path, and its binary answer is byte for byte what the Python path answers for the same
+    draws (both apps start from the same seed)."""
+    answers = {}
+    for native in (True, False):
+        client = await make_client(make_config(native_path=native))
+        for output in (True, False):
+            body, headers = _binary([b"a", b"b", b"c"], top_k=2, binary_data_output=output)
+            resp = await client.post(INFER, data=body, headers=headers)
+            assert resp.status == 200
+            answers[native, output] = (
+                await resp.read(),
+                resp.headers.get("Inference-Header-Content-Length"),
+                resp.headers["Content-Type"],
+            )
+    assert decoded == ["parse_v2_infer", "parse_v2_infer"]  # the Python path's two only
+    assert answers[True, True] == answers[False, True]
+    # JSON answers: the same values (the C path writes 17 significant digits, orjson the
+    # shortest form that reads back the same).
+    assert orjson.loads(answers[True, False][0]) == orjson.loads(answers[False, False][0])
+    assert answers[True, False][1:] == answers[False, False][1:]
+    assert answers[True, True][2] == "application/octet-stream"
+    assert answers[True, False][1] is None
+
+
+async def test_unplain_binary_requests_fall_back_to_the_python_decoder(
+    make_client: Any, decoded: list[str]
+) -> None:
+    client = await make_client(make_config(native_path=True))
+    cases = [
+        (_binary(["é".encode(), b"b"]), 200),  # non-ASCII id: fine, but decoded in Python
+        (_binary([b"a", b"b"], top_k=0), 400),  # top_k 0: the Python path says why
+        (_binary([b'"q"', b"b"]), 200),  # a quote in an id
+    ]
+    for (body, headers), status in cases:
+        resp = await client.post(INFER, data=body, headers=headers)
+        assert resp.status == status, await resp.text()
+    truncated, headers = _binary([b"a", b"b"])
+    resp = await client.post(INFER, data=truncated[:-1], headers=headers)
+    assert resp.status == 400
+    assert decoded == ["parse_v2_infer"] * 4
