@@ -290,27 +290,75 @@ def tree_cpu_seconds(pid: int) -> float:
 # --- load -----------------------------------------------------------------------------------
 
 
-def write_wrk_script(path: Path, items_per_request: int, seed: int = 1) -> None:
+def binary_body(items: list[str], top_k: int) -> tuple[bytes, int]:
+    """What tritonclient.http sends by default: binary items and top_k, binary outputs."""
+    raw_items = b"".join(len(i).to_bytes(4, "little") + i.encode() for i in items)
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "items",
+                    "datatype": "BYTES",
+                    "shape": [len(items)],
+                    "parameters": {"binary_data_size": len(raw_items)},
+                },
+                {
+                    "name": "top_k",
+                    "datatype": "INT32",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": 4},
+                },
+            ],
+            "parameters": {"binary_data_output": True},
+        },
+        separators=(",", ":"),
+    ).encode()
+    return head + raw_items + top_k.to_bytes(4, "little"), len(head)
+
+
+def _lua_string(data: bytes) -> str:
+    """A Lua string literal holding exactly these bytes."""
+    plain = set(range(0x20, 0x7F)) - {ord('"'), ord("\\")}
+    return '"' + "".join(chr(b) if b in plain else f"\\{b:03d}" for b in data) + '"'
+
+
+def write_wrk_script(
+    path: Path, items_per_request: int, seed: int = 1, binary: bool = False
+) -> None:
+    """64 request bodies for wrk to cycle through: JSON, or binary tensors."""
     rnd = random.Random(seed)
-    bodies = []
+    bodies: list[bytes] = []
+    lengths: list[int] = []
     for _ in range(N_BODIES):
         items = [f"item-{rnd.randrange(N_ITEMS)}" for _ in range(items_per_request)]
-        body = {
-            "inputs": [
-                {"name": "items", "datatype": "BYTES", "shape": [len(items)], "data": items}
-            ],
-            "parameters": {"top_k": 10},
-        }
-        bodies.append(json.dumps(body, separators=(",", ":")))
+        if binary:
+            body, json_length = binary_body(items, 10)
+            lengths.append(json_length)
+        else:
+            body = json.dumps(
+                {
+                    "inputs": [
+                        {"name": "items", "datatype": "BYTES", "shape": [len(items)], "data": items}
+                    ],
+                    "parameters": {"top_k": 10},
+                },
+                separators=(",", ":"),
+            ).encode()
+        bodies.append(body)
     lua = ["local bodies = {"]
-    lua += [f"  [==[{b}]==]," for b in bodies]
+    lua += [f"  {_lua_string(b)}," for b in bodies]
+    lua += ["}", "local headers = {"]
+    for n in lengths or [0] * len(bodies):
+        content = "application/octet-stream" if binary else "application/json"
+        extra = f', ["Inference-Header-Content-Length"] = "{n}"' if binary else ""
+        lua.append(f'  {{["Content-Type"] = "{content}"{extra}}},')
     lua += [
         "}",
         "local i = 0",
-        'local headers = {["Content-Type"] = "application/json"}',
         "request = function()",
         "  i = i + 1",
-        '  return wrk.format("POST", "/v2/models/bandit/infer", headers, bodies[(i % #bodies) + 1])',
+        "  local j = (i % #bodies) + 1",
+        '  return wrk.format("POST", "/v2/models/bandit/infer", headers[j], bodies[j])',
         "end",
     ]
     path.write_text("\n".join(lua) + "\n")
@@ -474,8 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wrk-threads", type=int, default=1)
     p.add_argument(
         "--cases",
-        default="naive,memory,redis,redis-python,redis-batching",
-        help="comma list of: naive, memory, redis, redis-python, redis-batching, "
+        default="naive,memory,redis,redis-binary,redis-python,redis-batching",
+        help="comma list of: naive, memory, redis, redis-binary, redis-python, redis-batching, "
         "redis-batching-nodelay",
     )
     p.add_argument(
@@ -506,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mlkube-bench-") as tmp:
         script = Path(tmp) / "infer.lua"
         write_wrk_script(script, args.items)
+        binary_script = Path(tmp) / "infer-binary.lua"
+        write_wrk_script(binary_script, args.items, binary=True)
         base_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),
@@ -546,9 +596,11 @@ def main(argv: list[str] | None = None) -> int:
                     "redis-python": f"mlkube redis, Python path ({workers} workers)",
                     "redis-batching": f"mlkube redis + batching ({workers} workers)",
                     "redis-batching-nodelay": f"mlkube redis + batching, 0 delay ({workers} w.)",
+                    "redis-binary": f"mlkube redis, binary tensors ({workers} workers)",
                 }[case]
+                load = binary_script if case == "redis-binary" else script
                 with server(cmd, env, port) as proc:
-                    result = measure(name, proc, port, script, args, redis_pid)
+                    result = measure(name, proc, port, load, args, redis_pid)
                 results.append(result)
                 print(
                     f"{name:42s} {result.rps:9.0f} req/s {result.items_per_s / 1e6:7.3f} M items/s"
