@@ -1876,6 +1876,154 @@ static void test_misc(void) {
     mks_index_free(ix);
 }
 
+/* ---------------------------------------------------------------------- binary tensors -- */
+
+/* A binary request: JSON part (head) + the raw items (+ a 4-byte top_k when top_k >= 0). */
+static char *binary_request(const char *const *ids, size_t n, long top_k, const char *params,
+                            size_t *len, size_t *json_len) {
+    sbuf raw = {0};
+    for (size_t i = 0; i < n; i++) {
+        uint32_t l = (uint32_t)strlen(ids[i]);
+        char le[4] = {(char)l, (char)(l >> 8), (char)(l >> 16), (char)(l >> 24)};
+        sb_add(&raw, le, 4);
+        sb_puts(&raw, ids[i]);
+    }
+    char head[512];
+    int hl = snprintf(head, sizeof head,
+                      "{\"inputs\":[{\"name\":\"items\",\"datatype\":\"BYTES\",\"shape\":[%zu],"
+                      "\"parameters\":{\"binary_data_size\":%zu}}%s],\"id\":\"b7\"%s%s}",
+                      n, raw.len,
+                      top_k >= 0 ? ",{\"name\":\"top_k\",\"datatype\":\"INT32\",\"shape\":[1],"
+                                   "\"parameters\":{\"binary_data_size\":4}}"
+                                 : "",
+                      params ? ",\"parameters\":" : "", params ? params : "");
+    sbuf all = {0};
+    sb_add(&all, head, (size_t)hl);
+    sb_add(&all, raw.p, raw.len);
+    if (top_k >= 0) {
+        uint32_t k = (uint32_t)top_k;
+        char le[4] = {(char)k, (char)(k >> 8), (char)(k >> 16), (char)(k >> 24)};
+        sb_add(&all, le, 4);
+    }
+    *len = all.len;
+    *json_len = (size_t)hl;
+    char *body = exact_copy(all.p, all.len);
+    free(raw.p);
+    free(all.p);
+    return body;
+}
+
+static void test_binary(void) {
+    const char *names[] = {"apple", "banana", "cherry"};
+    sbuf all = {0};
+    uint64_t ends[3];
+    for (size_t i = 0; i < 3; i++) {
+        sb_puts(&all, names[i]);
+        ends[i] = all.len;
+    }
+    char *keys = exact_copy(all.p, all.len);
+    mks_index *ix = mks_index_create(keys, ends, 3, 11);
+    const double alpha[4] = {1e6, 1.0, 1e3, 1e300}, beta[4] = {1.0, 1e6, 1e3, 1e300};
+    betadist_rng *rng = betadist_rng_create(5), *twin = betadist_rng_create(5);
+    mks_scorer *sc = mks_scorer_create(16);
+    const char *ids[] = {"banana", "zzz", "apple", "cherry"};
+    const char head[] = "{\"model_name\":\"m\",\"model_version\":\"1\",";
+    size_t len, jl;
+    mks_request r;
+    const char *out;
+    size_t out_len;
+
+    /* accepted, binary answer: JSON part with sizes, then 4 doubles, then the top 2 ids */
+    char *b = binary_request(ids, 4, 2, "{\"binary_data_output\":true}", &len, &jl);
+    CHECK(mks_parse_binary(sc, b, len, jl, &r) == MKS_OK, "binary parse");
+    CHECK(r.n_items == 4 && r.top_k == 2 && r.binary_output == 1, "n %u k %u", r.n_items, r.top_k);
+    CHECK(mks_score(sc, rng, ix, alpha, beta, 4, b, MKS_V2_BINARY, &r, head, sizeof head - 1, &out,
+                    &out_len, NULL) == MKS_OK,
+          "binary score");
+    const char json[] = "{\"model_name\":\"m\",\"model_version\":\"1\",\"outputs\":[{\"name\":"
+                        "\"scores\",\"datatype\":\"FP64\",\"shape\":[4],\"parameters\":"
+                        "{\"binary_data_size\":32}},{\"name\":\"ranking\",\"datatype\":\"BYTES\","
+                        "\"shape\":[2],\"parameters\":{\"binary_data_size\":";
+    CHECK(r.json_len > sizeof json && memcmp(out, json, sizeof json - 1) == 0, "head %.*s",
+          (int)r.json_len, out);
+    double want[4];
+    const double a4[4] = {alpha[1], alpha[3], alpha[0], alpha[2]};
+    const double b4[4] = {beta[1], beta[3], beta[0], beta[2]};
+    betadist_sample_batch(twin, a4, b4, want, 4, NULL);
+    double got[4];
+    memcpy(got, out + r.json_len, sizeof got); /* x86-64 and aarch64 are little-endian */
+    CHECK(memcmp(got, want, sizeof got) == 0, "scores equal the twin's");
+    /* apple (~1) first; then cherry (~0.5) or zzz (prior, exactly 0.5) */
+    const char *rk = out + r.json_len + 32;
+    CHECK(out_len == r.json_len + 32 + (4 + 5) + 4 + (want[3] > 0.5 ? 6 : 3), "length %zu", out_len);
+    CHECK(load4((const unsigned char *)rk) == 5 && memcmp(rk + 4, "apple", 5) == 0, "first");
+    CHECK(memcmp(out + r.json_len - 10, "\"id\":\"b7\"}", 10) == 0, "id ends the JSON part");
+    free(b);
+
+    /* binary_data_output false (or absent): the JSON answer */
+    b = binary_request(ids, 4, 2, "{\"binary_data_output\":false}", &len, &jl);
+    CHECK(mks_parse_binary(sc, b, len, jl, &r) == MKS_OK && r.binary_output == 0, "json answer");
+    CHECK(mks_score(sc, rng, ix, alpha, beta, 4, b, MKS_V2_BINARY, &r, head, sizeof head - 1, &out,
+                    &out_len, NULL) == MKS_OK &&
+              out_len > 20 && memcmp(out + out_len - 2, "\"}", 2) == 0 && r.json_len == 0,
+          "json answer text %.*s", (int)out_len, out);
+    betadist_sample_batch(twin, a4, b4, want, 4, NULL);
+    free(b);
+    b = binary_request(ids, 4, -1, NULL, &len, &jl);
+    CHECK(mks_parse_binary(sc, b, len, jl, &r) == MKS_OK && r.top_k == 4 && !r.binary_output,
+          "no top_k, no parameters");
+    free(b);
+
+    /* the fallbacks: each is a request the Python decoder must see */
+    const char *quote[] = {"a\"b"}, *slash[] = {"a\\b"}, *high[] = {"caf\xc3\xa9"}, *ctl[] = {"a\tb"};
+    const char *const *odd[] = {quote, slash, high, ctl};
+    for (int i = 0; i < 4; i++) {
+        b = binary_request(odd[i], 1, -1, NULL, &len, &jl);
+        CHECK(mks_parse_binary(sc, b, len, jl, &r) == MKS_FALLBACK, "odd id %d", i);
+        free(b);
+    }
+    b = binary_request(ids, 4, 0, NULL, &len, &jl);
+    CHECK(mks_parse_binary(sc, b, len, jl, &r) == MKS_FALLBACK, "top_k 0");
+    free(b);
+    b = binary_request(ids, 4, 0x80000000L, NULL, &len, &jl);
+    CHECK(mks_parse_binary(sc, b, len, jl, &r) == MKS_FALLBACK, "negative INT32 top_k");
+    free(b);
+    b = binary_request(ids, 4, 2, "{\"binary_data_output\":1}", &len, &jl);
+    CHECK(mks_parse_binary(sc, b, len, jl, &r) == MKS_FALLBACK, "binary_data_output not a boolean");
+    free(b);
+    b = binary_request(ids, 4, 2, NULL, &len, &jl);
+    for (size_t cut = 1; cut <= len - jl; cut++) {
+        char *shorter = exact_copy(b, len - cut);
+        CHECK(mks_parse_binary(sc, shorter, len - cut, jl, &r) == MKS_FALLBACK, "cut %zu", cut);
+        free(shorter);
+    }
+    char *longer = xmalloc(len + 1);
+    memcpy(longer, b, len);
+    longer[len] = 0;
+    CHECK(mks_parse_binary(sc, longer, len + 1, jl, &r) == MKS_FALLBACK, "a byte no input claims");
+    CHECK(mks_parse_binary(sc, b, len, jl - 1, &r) == MKS_FALLBACK, "JSON part cut short");
+    CHECK(mks_parse_binary(sc, b, len, jl + 1, &r) == MKS_FALLBACK, "JSON part too long");
+    CHECK(mks_parse_binary(sc, b, len, len + 1, &r) == MKS_EARG, "json_len > len");
+    CHECK(mks_parse_binary(sc, b, len, 0, &r) == MKS_FALLBACK, "json_len 0");
+    CHECK(mks_parse(sc, MKS_V2, b, len, &r) == MKS_FALLBACK, "binary body as plain JSON");
+    free(longer);
+    free(b);
+    /* binary_data_size in a plain (non-binary) request: not the plain shape */
+    const char plain[] = "{\"inputs\":[{\"name\":\"items\",\"datatype\":\"BYTES\",\"shape\":[1],"
+                         "\"parameters\":{\"binary_data_size\":5}}]}";
+    b = exact_copy(plain, sizeof plain - 1);
+    CHECK(mks_parse(sc, MKS_V2, b, sizeof plain - 1, &r) == MKS_FALLBACK, "parameters in JSON mode");
+    free(b);
+    CHECK(betadist_rng_next_u64(rng) == betadist_rng_next_u64(twin), "draws in step");
+
+    mks_scorer_free(sc);
+    betadist_rng_free(rng);
+    betadist_rng_free(twin);
+    mks_index_free(ix);
+    free(keys);
+    free(all.p);
+}
+
 int main(void) {
     struct {
         const char *name;
@@ -1894,6 +2042,7 @@ int main(void) {
         {"format", test_format},
         {"sort_and_top", test_sort_and_top},
         {"misc", test_misc},
+        {"binary", test_binary},
     };
     const size_t n_tests = sizeof tests / sizeof tests[0];
     for (size_t i = 0; i < n_tests; i++) {
