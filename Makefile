@@ -26,6 +26,10 @@ help:
 	@echo "make e2e-cluster  start etcd + kube-apiserver on loopback (Ctrl-C stops)"
 	@echo "make cluster      start a single-node cluster running the project's image (root; Ctrl-C stops)"
 
+# The gRPC modules generated from the .proto files (setup.py; never committed).
+PROTOS := $(wildcard mlkube/serving/grpc/*.proto)
+PROTO_PY := $(PROTOS:.proto=_pb2.py)
+
 $(STAMP): pyproject.toml setup.py native/betadist.c native/betadist.h native/score.c native/score.h
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -51,11 +55,15 @@ debs: $(DEBS_STAMP)
 
 # The shared library, rebuilt in place (what `pip install -e .` does).
 .PHONY: native
-native: $(STAMP)
+native: $(STAMP) $(PROTO_PY)
 	$(BIN)/python setup.py -q build_ext --inplace
 
+# The gRPC modules, regenerated in place when a .proto changes (what `pip install -e .` does).
+$(PROTO_PY): %_pb2.py: %.proto setup.py | $(STAMP)
+	$(BIN)/python setup.py -q build_protos
+
 .PHONY: lint
-lint: $(STAMP)
+lint: $(STAMP) $(PROTO_PY)
 	$(BIN)/ruff check mlkube tests bench setup.py
 	$(BIN)/ruff format --check mlkube tests bench setup.py
 	$(BIN)/mypy --strict mlkube
@@ -114,3 +122,4 @@ run: $(STAMP) native
 .PHONY: clean
 clean:
 	rm -rf build dist *.egg-info mlkube/libbetadist.so native/build .pytest_cache .mypy_cache .ruff_cache
+	rm -f $(PROTOS:.proto=_pb2.py) $(PROTOS:.proto=_pb2.pyi) $(PROTOS:.proto=_pb2_grpc.py)
