@@ -29,6 +29,7 @@ from mlkube.serving.metrics import CONTENT_TYPE, FLUSH_INTERVAL, Metrics
 from mlkube.serving.model import Model, SupportsFeedback, SupportsRawInfer, build_model
 from mlkube.serving.protocol import (
     ClientError,
+    InferenceRequest,
     InferenceResponse,
     parse_feedback,
     parse_v1_predict,
@@ -135,17 +136,23 @@ def _instrument(state: ServerState, endpoint: str, handler: Handler, inflight: b
 
 
 def _check_model(state: ServerState, request: web.Request) -> Model[Any]:
-    name = request.match_info["name"]
+    return check_model(state, request.match_info["name"], request.match_info.get("version"))
+
+
+def check_model(
+    state: ServerState, name: str, version: str | None, *, ready: bool = True
+) -> Model[Any]:
+    """The served model (REST and gRPC): 404 for another name or version, 503 until it is
+    ready (with ``ready=False``, only until it exists)."""
     model = state.model
     config = state.config.model
     if name != config.name:
         raise ClientError(404, f"name: model {name!r} is not served here (serving {config.name!r})")
-    version = request.match_info.get("version")
     if version is not None and version != config.version:
         raise ClientError(
             404, f"version: model {name!r} has no version {version!r} (serving {config.version!r})"
         )
-    if model is None or not model.ready:
+    if model is None or (ready and not model.ready):
         why = f" (load failed: {state.load_error})" if state.load_error is not None else " yet"
         raise ClientError(503, f"model {name!r} is not ready{why}", {"Retry-After": "1"})
     return model
@@ -203,6 +210,24 @@ async def _predict(state: ServerState, model: Model[Any], prepared: Any) -> Infe
     return responses[0]
 
 
+async def run_infer(
+    state: ServerState, model: Model[Any], parsed: InferenceRequest
+) -> InferenceResponse:
+    """One decoded OIP v2 request through the model (REST and gRPC): the requested outputs
+    checked before the model runs, then prepared, predicted (batched or not) and selected."""
+    if parsed.outputs is not None:
+        declared = [t.name for t in model.metadata().outputs]
+        # Refused before the model runs when the model declares its outputs.
+        problem = unknown_output(parsed.outputs, declared) if declared else None
+        if problem is not None:
+            raise problem
+    prepared = model.prepare(parsed)
+    response = await _predict(state, model, prepared)
+    if parsed.outputs is not None:
+        response = select_outputs(response, parsed.outputs)
+    return response
+
+
 def _answer(state: ServerState, body: bytes, degraded: str | None) -> web.Response:
     if degraded is None:
         return web.Response(body=body, content_type=JSON)
@@ -210,11 +235,16 @@ def _answer(state: ServerState, body: bytes, degraded: str | None) -> web.Respon
     return web.Response(body=body, content_type=JSON, headers={DEGRADED_HEADER: degraded})
 
 
+def element_limit(config: ServeConfig) -> int:
+    """Elements per tensor (REST and gRPC): the bandit's item limit; for other models the
+    body limit bounds it."""
+    return config.bandit.max_items if config.model.format == "bandit" else 1 << 26
+
+
 def _routes(app: web.Application, state: ServerState) -> None:
     config = state.config
     max_body = config.server.max_body_bytes
-    # Elements per tensor: the bandit's item limit; for other models the body limit bounds it.
-    max_items = config.bandit.max_items if config.model.format == "bandit" else 1 << 26
+    max_items = element_limit(config)
     model_name, model_version = config.model.name, config.model.version
 
     async def live(request: web.Request) -> web.Response:
@@ -274,16 +304,7 @@ def _routes(app: web.Application, state: ServerState) -> None:
             if answer is not None:
                 return _answer(state, answer.body, answer.degraded)
         parsed = parse_v2_infer(body, max_items)
-        if parsed.outputs is not None:
-            declared = [t.name for t in model.metadata().outputs]
-            # Refused before the model runs when the model declares its outputs.
-            problem = unknown_output(parsed.outputs, declared) if declared else None
-            if problem is not None:
-                raise problem
-        prepared = model.prepare(parsed)
-        response = await _predict(state, model, prepared)
-        if parsed.outputs is not None:
-            response = select_outputs(response, parsed.outputs)
+        response = await run_infer(state, model, parsed)
         return _answer(
             state, render_v2(response, model_name, model_version, parsed.id), response.degraded
         )
