@@ -45,6 +45,17 @@ class ServerConfig(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     backlog: int = Field(default=1024, ge=16, le=65535)
+    # OIP v2 over gRPC (grpc.health.v1 too) in every worker; 0 turns it off. 8081 is
+    # KServe's gRPC port next to its REST 8080.
+    grpc_port: int = Field(default=8081, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _grpc_port_apart(self) -> ServerConfig:
+        if self.grpc_port == self.port:
+            raise ValueError(
+                f"server.grpc_port must differ from server.port ({self.port}); 0 turns gRPC off"
+            )
+        return self
 
 
 class ModelConfig(_Strict):
@@ -165,6 +176,7 @@ class ServeConfig(_Strict):
 ENV_VARS: dict[str, tuple[str, ...]] = {
     "MLKUBE_HOST": ("server", "host"),
     "MLKUBE_PORT": ("server", "port"),
+    "MLKUBE_GRPC_PORT": ("server", "grpc_port"),
     "MLKUBE_WORKERS": ("server", "workers"),
     "MLKUBE_MAX_BODY_BYTES": ("server", "max_body_bytes"),
     "MLKUBE_DRAIN_SECONDS": ("server", "drain_seconds"),

@@ -78,6 +78,13 @@ async def serve_worker(config: ServeConfig, worker_id: int) -> int:
         stop.set()
 
     state.on_fatal = on_fatal
+    grpc_endpoint = None
+    if config.server.grpc_port:
+        # gRPC is imported here, in the worker after the fork, never in the master.
+        from mlkube.serving.grpc.server import GrpcEndpoint
+
+        grpc_endpoint = GrpcEndpoint(state)
+        app.cleanup_ctx.append(grpc_endpoint.lifecycle)  # after the model's: stops before it
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
@@ -88,7 +95,12 @@ async def serve_worker(config: ServeConfig, worker_id: int) -> int:
         access_log=None,
         shutdown_timeout=config.server.grace_seconds,
     )
-    await runner.setup()
+    try:
+        await runner.setup()  # builds the model and starts gRPC
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        await runner.cleanup()
+        return EXIT_FATAL
     site = web.TCPSite(
         runner,
         config.server.host,
@@ -103,9 +115,13 @@ async def serve_worker(config: ServeConfig, worker_id: int) -> int:
         await runner.cleanup()
         return EXIT_FATAL
     await stop.wait()
+    if grpc_endpoint is not None:
+        await grpc_endpoint.drain()  # gRPC health NOT_SERVING, as readiness already is
     if state.draining and config.server.drain_seconds and not fatal:
         await asyncio.sleep(config.server.drain_seconds)
     started = time.monotonic()
+    if grpc_endpoint is not None:
+        grpc_endpoint.begin_stop()  # both protocols stop accepting and finish together
     await runner.cleanup()  # stop listening, finish in-flight requests, close the model
     log.info(
         "worker stopped",
@@ -153,6 +169,7 @@ def run_master(config: ServeConfig, workers: int, prometheus_dir: str | None) ->
         extra={
             "host": config.server.host,
             "port": config.server.port,
+            "grpc_port": config.server.grpc_port or None,
             "workers": workers,
             "model": config.model.name,
             "version": config.model.version,
