@@ -106,8 +106,10 @@ bench: $(DEBS_STAMP) native
 	$(BIN)/python bench/serve.py
 
 # The serving runtime on the embedded default: the demo bandit model ("bandit") with the
-# in-process feature store, one worker, on 127.0.0.1:$(PORT). Ctrl-C stops it.
+# in-process feature store, one worker, on 127.0.0.1:$(PORT) (gRPC: $(GRPC_PORT)). Ctrl-C
+# stops it.
 PORT ?= 8080
+GRPC_PORT ?= 8081
 .PHONY: run
 run: $(STAMP) native
 	@echo "mlkube serve on http://127.0.0.1:$(PORT) (model 'bandit', in-process store). Try:"
@@ -117,7 +119,9 @@ run: $(STAMP) native
 	@echo "  curl -s -X POST localhost:$(PORT)/v1/models/bandit:feedback -d '{\"feedback\":[{\"item\":\"b\",\"reward\":1},{\"item\":\"a\",\"reward\":0}]}'"
 	@echo "  curl -s -X POST localhost:$(PORT)/v1/models/bandit:predict -d '{\"instances\":[\"a\",\"b\",\"c\"]}'"
 	@echo "  curl -s localhost:$(PORT)/metrics | grep ^mlkube_"
-	MLKUBE_LOG_FORMAT=text $(BIN)/python -m mlkube serve --host 127.0.0.1 --port $(PORT) --workers 1
+	@echo "OIP v2 over gRPC on 127.0.0.1:$(GRPC_PORT) (docs/serving.md, gRPC), e.g.:"
+	@echo "  grpcurl -plaintext -import-path mlkube/serving/grpc -proto inference.proto -d '{\"name\":\"bandit\"}' localhost:$(GRPC_PORT) inference.GRPCInferenceService/ModelMetadata"
+	MLKUBE_LOG_FORMAT=text $(BIN)/python -m mlkube serve --host 127.0.0.1 --port $(PORT) --grpc-port $(GRPC_PORT) --workers 1
 
 .PHONY: clean
 clean:
