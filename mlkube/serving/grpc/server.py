@@ -76,10 +76,11 @@ def bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _instrument(state: ServerState, endpoint: str, handler: Handler, inflight: bool) -> Handler:
+def _instrument(state: ServerState, method: str, handler: Handler, inflight: bool) -> Handler:
     """Error mapping, metrics and the sampled access log around one method (as REST's)."""
     metrics = state.metrics
     sample_rate = state.config.server.access_log_sample_rate
+    endpoint = ENDPOINTS[method]
 
     async def wrapped(request: Any, context: Context) -> Message:
         start = time.perf_counter()
@@ -116,7 +117,7 @@ def _instrument(state: ServerState, endpoint: str, handler: Handler, inflight: b
                     "access",
                     extra={
                         "method": "gRPC",
-                        "path": f"/{SERVICE}/{endpoint}",
+                        "path": f"/{SERVICE}/{method}",
                         "status": status,
                         "duration_ms": round(elapsed * 1000, 3),
                         "remote": context.peer(),
@@ -178,7 +179,7 @@ def inference_handler(state: ServerState) -> grpc.GenericRpcHandler:
         SERVICE,
         {
             name: grpc.unary_unary_rpc_method_handler(
-                _instrument(state, ENDPOINTS[name], handler, inflight=name == "ModelInfer"),
+                _instrument(state, name, handler, inflight=name == "ModelInfer"),
                 request_deserializer=request_type.FromString,
                 response_serializer=response_type.SerializeToString,
             )

@@ -377,3 +377,17 @@ async def test_a_port_in_use_fails_the_start() -> None:
         endpoint = GrpcEndpoint(app[STATE])
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
             await endpoint.start()
+
+
+async def test_sampled_access_log_names_the_method(
+    start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = await start(server={"access_log_sample_rate": 1.0})
+    with caplog.at_level("INFO", logger="mlkube.serving.access"):
+        await h.stub.ModelInfer(infer_request("a"))
+        await error_of(h.stub.ModelInfer(pb.ModelInferRequest(model_name="nope")))
+    entries = [(r.path, r.status) for r in caplog.records if r.name == "mlkube.serving.access"]  # type: ignore[attr-defined]
+    assert entries == [
+        ("/inference.GRPCInferenceService/ModelInfer", 200),
+        ("/inference.GRPCInferenceService/ModelInfer", 404),
+    ]
