@@ -7,11 +7,14 @@
 # Two stages so that no compiler reaches the runtime image. The build stage installs the
 # project with `pip install .`, the same path `make` takes (`pip install -e .`): setuptools
 # runs setup.py's build_ext, which compiles native/betadist.c and native/score.c into
-# mlkube/libbetadist.so with the flags in setup.py. The runtime stage copies the finished
-# virtual environment only.
+# mlkube/libbetadist.so with the flags in setup.py, and its build_py, which generates the
+# gRPC modules from mlkube/serving/grpc/inference.proto with grpcio-tools (a build
+# requirement in pyproject.toml). The runtime stage copies the finished virtual environment
+# only.
 #
 # No HEALTHCHECK on purpose: Kubernetes ignores it; the operator's liveness probe
 # (:8081/healthz) and the model server's /v2/health/{live,ready} probes do that job.
+# (`mlkube serve` also listens on 8081, for gRPC: the two never run in the same container.)
 
 ARG PYTHON_VERSION=3.11
 ARG DEBIAN_RELEASE=bookworm
@@ -30,12 +33,13 @@ WORKDIR /src
 COPY . .
 
 # The smoke check runs with -P: in /src the copied source tree (which has no compiled
-# libbetadist.so) would otherwise come first on sys.path and shadow the installed package.
+# libbetadist.so and no generated gRPC modules) would otherwise come first on sys.path and
+# shadow the installed package.
 # `fast` adds uvloop, the event loop the serving runtime uses when it is present.
 RUN python -m venv /opt/mlkube \
     && /opt/mlkube/bin/pip install --no-cache-dir ".[fast]" \
     && /opt/mlkube/bin/mlkube version \
-    && /opt/mlkube/bin/python -P -c "import numpy as np; from mlkube.native import BetaSampler; print(BetaSampler(seed=1).sample(np.ones(4), np.ones(4)))"
+    && /opt/mlkube/bin/python -P -c "import numpy as np; from mlkube.native import BetaSampler; from mlkube.serving.grpc import inference_pb2, inference_pb2_grpc; print(BetaSampler(seed=1).sample(np.ones(4), np.ones(4)))"
 
 # -------------------------------------------------------------------------- runtime
 FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE} AS runtime
@@ -69,6 +73,6 @@ ENV PATH=/opt/mlkube/bin:${PATH} \
 USER 65532:65532
 WORKDIR /tmp
 
-EXPOSE 8080
+EXPOSE 8080 8081
 ENTRYPOINT ["mlkube"]
 CMD ["serve"]

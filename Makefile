@@ -26,6 +26,10 @@ help:
 	@echo "make e2e-cluster  start etcd + kube-apiserver on loopback (Ctrl-C stops)"
 	@echo "make cluster      start a single-node cluster running the project's image (root; Ctrl-C stops)"
 
+# The gRPC modules generated from the .proto files (setup.py; never committed).
+PROTOS := $(wildcard mlkube/serving/grpc/*.proto)
+PROTO_PY := $(PROTOS:.proto=_pb2.py)
+
 $(STAMP): pyproject.toml setup.py native/betadist.c native/betadist.h native/score.c native/score.h
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -51,11 +55,15 @@ debs: $(DEBS_STAMP)
 
 # The shared library, rebuilt in place (what `pip install -e .` does).
 .PHONY: native
-native: $(STAMP)
+native: $(STAMP) $(PROTO_PY)
 	$(BIN)/python setup.py -q build_ext --inplace
 
+# The gRPC modules, regenerated in place when a .proto changes (what `pip install -e .` does).
+$(PROTO_PY): %_pb2.py: %.proto setup.py | $(STAMP)
+	$(BIN)/python setup.py -q build_protos
+
 .PHONY: lint
-lint: $(STAMP)
+lint: $(STAMP) $(PROTO_PY)
 	$(BIN)/ruff check mlkube tests bench setup.py
 	$(BIN)/ruff format --check mlkube tests bench setup.py
 	$(BIN)/mypy --strict mlkube
@@ -98,8 +106,10 @@ bench: $(DEBS_STAMP) native
 	$(BIN)/python bench/serve.py
 
 # The serving runtime on the embedded default: the demo bandit model ("bandit") with the
-# in-process feature store, one worker, on 127.0.0.1:$(PORT). Ctrl-C stops it.
+# in-process feature store, one worker, on 127.0.0.1:$(PORT) (gRPC: $(GRPC_PORT)). Ctrl-C
+# stops it.
 PORT ?= 8080
+GRPC_PORT ?= 8081
 .PHONY: run
 run: $(STAMP) native
 	@echo "mlkube serve on http://127.0.0.1:$(PORT) (model 'bandit', in-process store). Try:"
@@ -109,8 +119,11 @@ run: $(STAMP) native
 	@echo "  curl -s -X POST localhost:$(PORT)/v1/models/bandit:feedback -d '{\"feedback\":[{\"item\":\"b\",\"reward\":1},{\"item\":\"a\",\"reward\":0}]}'"
 	@echo "  curl -s -X POST localhost:$(PORT)/v1/models/bandit:predict -d '{\"instances\":[\"a\",\"b\",\"c\"]}'"
 	@echo "  curl -s localhost:$(PORT)/metrics | grep ^mlkube_"
-	MLKUBE_LOG_FORMAT=text $(BIN)/python -m mlkube serve --host 127.0.0.1 --port $(PORT) --workers 1
+	@echo "OIP v2 over gRPC on 127.0.0.1:$(GRPC_PORT) (docs/serving.md, gRPC), e.g.:"
+	@echo "  grpcurl -plaintext -import-path mlkube/serving/grpc -proto inference.proto -d '{\"name\":\"bandit\"}' localhost:$(GRPC_PORT) inference.GRPCInferenceService/ModelMetadata"
+	MLKUBE_LOG_FORMAT=text $(BIN)/python -m mlkube serve --host 127.0.0.1 --port $(PORT) --grpc-port $(GRPC_PORT) --workers 1
 
 .PHONY: clean
 clean:
 	rm -rf build dist *.egg-info mlkube/libbetadist.so native/build .pytest_cache .mypy_cache .ruff_cache
+	rm -f $(PROTOS:.proto=_pb2.py) $(PROTOS:.proto=_pb2.pyi) $(PROTOS:.proto=_pb2_grpc.py)

@@ -567,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
         with redis_server(Path(tmp)) as (redis_url, redis_pid):
             for case in cases * max(1, args.repeat):
                 port = free_port()
-                env = dict(base_env, MLKUBE_PORT=str(port))
+                grpc_port = next(p for p in iter(free_port, None) if p != port)
+                env = dict(base_env, MLKUBE_PORT=str(port), MLKUBE_GRPC_PORT=str(grpc_port))
                 if case == "naive":
                     cmd = [sys.executable, __file__, "--naive-server", str(port)]
                 else:

@@ -45,9 +45,12 @@ MAX_NAME_LENGTH = 56
 """63 (a Service name, a label value) minus room for the `-canary` suffix."""
 
 DEFAULT_PORT = 8080
+DEFAULT_GRPC_PORT = 8081
+"""The runtime's OIP v2 gRPC port (KServe's, next to REST on 8080)."""
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 RESERVED_ENV = (
     "MLKUBE_PORT",
+    "MLKUBE_GRPC_PORT",
     "MLKUBE_MODEL_NAME",
     "MLKUBE_MODEL_VERSION",
     "MLKUBE_MODEL_FORMAT",
@@ -267,6 +270,18 @@ _RESERVED_ENV_CEL = "[" + ", ".join(f"'{n}'" for n in RESERVED_ENV) + "]"
 class RuntimeSpec(KubeModel):
     """The model-server container."""
 
+    model_config = ConfigDict(
+        json_schema_extra=kube(
+            validations=[
+                rule(
+                    "self.grpcPort != self.port",
+                    "grpcPort must differ from port: the runtime listens on both",
+                    field_path=".grpcPort",
+                )
+            ]
+        )
+    )
+
     image: str | None = Field(default=None, min_length=1, max_length=512)
     """Container image; defaults to the mlkube image of the operator's own version."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
@@ -294,6 +309,9 @@ class RuntimeSpec(KubeModel):
     """Worker processes per pod (default: one per CPU the runtime sees)."""
     port: int = Field(default=DEFAULT_PORT, ge=1024, le=65535)
     """Container port of the HTTP API and /metrics (1024-65535: the container runs as non-root)."""
+    grpc_port: int = Field(default=DEFAULT_GRPC_PORT, ge=1024, le=65535)
+    """Container port of the OIP v2 gRPC API and gRPC health checks (1024-65535, not `port`);
+    the Service exposes it as port 8081, named `grpc`."""
 
 
 # ------------------------------------------------------------------ GPUs and placement
@@ -385,8 +403,8 @@ class ProbesSpec(KubeModel):
 
 
 class ModelServiceSpec(KubeModel):
-    """A model served over HTTP (Open Inference Protocol v2) by a Deployment of mlkube
-    runtime pods behind a ClusterIP Service."""
+    """A model served over HTTP and gRPC (Open Inference Protocol v2) by a Deployment of
+    mlkube runtime pods behind a ClusterIP Service."""
 
     model: ModelSpec
     """The model to serve."""
@@ -526,6 +544,11 @@ def spec_problems(spec: ModelServiceSpec) -> list[str]:
         problems.append("featureStore: type redis needs redis.urlSecretRef")
     if spec.model.format is ModelFormat.CUSTOM and not spec.model.class_name:
         problems.append("model: format custom needs className")
+    if spec.runtime.grpc_port == spec.runtime.port:
+        problems.append(
+            f"runtime: grpcPort must differ from port ({spec.runtime.port}): the runtime "
+            "listens on both"
+        )
     reserved = sorted({e.name for e in spec.runtime.env} & set(RESERVED_ENV))
     if reserved:
         problems.append(f"runtime.env: the operator sets {', '.join(reserved)} itself")
@@ -542,8 +565,8 @@ MODELSERVICE = register(
         categories=("mlkube",),
         spec=ModelServiceSpec,
         status=ModelServiceStatus,
-        description="ModelService runs a model behind an HTTP endpoint: a Deployment of "
-        "mlkube serving pods, a ClusterIP Service and a PodDisruptionBudget.",
+        description="ModelService runs a model behind HTTP and gRPC endpoints: a Deployment "
+        "of mlkube serving pods, a ClusterIP Service and a PodDisruptionBudget.",
         printer_columns=(
             PrinterColumn(
                 "Ready",

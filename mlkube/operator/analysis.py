@@ -40,9 +40,10 @@ REQUEST_DURATION = "mlkube_request_duration_seconds"
 INFLIGHT = "mlkube_inflight_requests"
 
 SAMPLES_KEY = "samples"
-#: Endpoints that carry user traffic; health probes, metadata and /metrics scrapes are
-#: answered by every pod all the time and would drown the signal (and flatter latency).
-TRAFFIC_ENDPOINTS = ("infer", "predict", "feedback")
+#: Endpoints that carry user traffic (REST, and OIP v2 inference over gRPC); health probes,
+#: metadata and /metrics scrapes are answered by every pod all the time and would drown the
+#: signal (and flatter latency).
+TRAFFIC_ENDPOINTS = ("infer", "predict", "feedback", "grpc_infer")
 TRAFFIC_MATCHER = f'endpoint=~"{"|".join(TRAFFIC_ENDPOINTS)}"'
 
 

@@ -34,6 +34,11 @@ FIELD_MANAGER = "mlkube"
 CONTAINER_NAME = "model-server"
 PORT_NAME = "http"
 SERVICE_PORT = 80
+GRPC_PORT_NAME = "grpc"
+SERVICE_GRPC_PORT = 8081
+"""The Service's gRPC port: the runtime's default, whatever ``runtime.grpcPort`` the pods use."""
+GRPC_APP_PROTOCOL = "kubernetes.io/h2c"
+"""HTTP/2 without TLS (gRPC in cleartext), as Kubernetes names it for ``appProtocol``."""
 TMP_MOUNT = "/tmp"
 PRESTOP_SLEEP_SECONDS = 5
 TERMINATION_GRACE_SECONDS = 30
@@ -176,6 +181,7 @@ def build_env(ms: ModelService, revision: str) -> list[JsonDict]:
     model = spec.model
     env: list[JsonDict] = [
         {"name": "MLKUBE_PORT", "value": str(spec.runtime.port)},
+        {"name": "MLKUBE_GRPC_PORT", "value": str(spec.runtime.grpc_port)},
         {"name": "MLKUBE_HOST", "value": "0.0.0.0"},
         {"name": "MLKUBE_MODEL_NAME", "value": model.name},
         {"name": "MLKUBE_MODEL_VERSION", "value": model.version},
@@ -317,7 +323,10 @@ def build_pod_template(
         "image": image,
         "command": ["mlkube", "serve"],
         "args": list(spec.runtime.args),
-        "ports": [{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}],
+        "ports": [
+            {"name": PORT_NAME, "containerPort": port, "protocol": "TCP"},
+            {"name": GRPC_PORT_NAME, "containerPort": spec.runtime.grpc_port, "protocol": "TCP"},
+        ],
         "env": build_env(ms, revision),
         "resources": build_resources(spec),
         "securityContext": container_security_context(),
@@ -423,7 +432,8 @@ def build_deployment(
 def cluster_ip_service(
     ms: ModelService, name: str, labels: dict[str, str], selector: dict[str, str]
 ) -> JsonDict:
-    """A ClusterIP Service ``name`` owned by ``ms``: port 80 to the pods' named http port.
+    """A ClusterIP Service ``name`` owned by ``ms``: port 80 to the pods' named http port,
+    port 8081 to their named grpc port (``appProtocol`` h2c: gRPC without TLS).
 
     Every Service the operator makes (``N`` and, for Gateway API routing, the per-track
     ones) has this one port shape, so that clients and routes can address any of them alike.
@@ -442,14 +452,22 @@ def cluster_ip_service(
                     "targetPort": PORT_NAME,
                     "protocol": "TCP",
                     "appProtocol": "http",
-                }
+                },
+                {
+                    "name": GRPC_PORT_NAME,
+                    "port": SERVICE_GRPC_PORT,
+                    "targetPort": GRPC_PORT_NAME,
+                    "protocol": "TCP",
+                    "appProtocol": GRPC_APP_PROTOCOL,
+                },
             ],
         },
     }
 
 
 def build_service(ms: ModelService) -> JsonDict:
-    """ClusterIP Service ``N`` on port 80, selecting the pods of every track."""
+    """ClusterIP Service ``N`` on ports 80 (http) and 8081 (grpc), selecting the pods of
+    every track."""
     name = ms.metadata.name
     return cluster_ip_service(ms, name, common_labels(name), {LABEL_MODELSERVICE: name})
 

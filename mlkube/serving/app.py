@@ -160,17 +160,23 @@ def _instrument(state: ServerState, endpoint: str, handler: Handler, inflight: b
 
 
 def _check_model(state: ServerState, request: web.Request) -> Model[Any]:
-    name = request.match_info["name"]
+    return check_model(state, request.match_info["name"], request.match_info.get("version"))
+
+
+def check_model(
+    state: ServerState, name: str, version: str | None, *, ready: bool = True
+) -> Model[Any]:
+    """The served model (REST and gRPC): 404 for another name or version, 503 until it is
+    ready (with ``ready=False``, only until it exists)."""
     model = state.model
     config = state.config.model
     if name != config.name:
         raise ClientError(404, f"name: model {name!r} is not served here (serving {config.name!r})")
-    version = request.match_info.get("version")
     if version is not None and version != config.version:
         raise ClientError(
             404, f"version: model {name!r} has no version {version!r} (serving {config.version!r})"
         )
-    if model is None or not model.ready:
+    if model is None or (ready and not model.ready):
         why = f" (load failed: {state.load_error})" if state.load_error is not None else " yet"
         raise ClientError(503, f"model {name!r} is not ready{why}", {"Retry-After": "1"})
     return model
@@ -236,6 +242,24 @@ async def _predict(state: ServerState, model: Model[Any], prepared: Any) -> Infe
     return responses[0]
 
 
+async def run_infer(
+    state: ServerState, model: Model[Any], parsed: InferenceRequest
+) -> InferenceResponse:
+    """One decoded OIP v2 request through the model (REST and gRPC): the requested outputs
+    checked before the model runs, then prepared, predicted (batched or not) and selected."""
+    if parsed.outputs is not None:
+        declared = [t.name for t in model.metadata().outputs]
+        # Refused before the model runs when the model declares its outputs.
+        problem = unknown_output(parsed.outputs, declared) if declared else None
+        if problem is not None:
+            raise problem
+    prepared = model.prepare(parsed)
+    response = await _predict(state, model, prepared)
+    if parsed.outputs is not None:
+        response = select_outputs(response, parsed.outputs)
+    return response
+
+
 def _answer(
     state: ServerState, body: bytes, degraded: str | None, json_length: int | None = None
 ) -> web.Response:
@@ -263,12 +287,17 @@ def _check_body_model(parsed: InferenceRequest, name: str, version: str) -> None
         )
 
 
+def element_limit(config: ServeConfig) -> int:
+    """Elements per tensor (REST and gRPC): the bandit's item limit; for other models the
+    body limit bounds it."""
+    return config.bandit.max_items if config.model.format == "bandit" else 1 << 26
+
+
 def _routes(app: web.Application, state: ServerState) -> None:
     config = state.config
     max_body = config.server.max_body_bytes
     body_timeout = config.server.body_timeout
-    # Elements per tensor: the bandit's item limit; for other models the body limit bounds it.
-    max_items = config.bandit.max_items if config.model.format == "bandit" else 1 << 26
+    max_items = element_limit(config)
     model_name, model_version = config.model.name, config.model.version
 
     async def live(request: web.Request) -> web.Response:
@@ -335,16 +364,7 @@ def _routes(app: web.Application, state: ServerState) -> None:
                 return _answer(state, answer.body, answer.degraded, answer.json_length)
         parsed = parse_v2_infer(body, max_items, binary_header)
         _check_body_model(parsed, model_name, model_version)
-        if parsed.outputs is not None:
-            declared = [t.name for t in model.metadata().outputs]
-            # Refused before the model runs when the model declares its outputs.
-            problem = unknown_output(parsed.outputs, declared) if declared else None
-            if problem is not None:
-                raise problem
-        prepared = model.prepare(parsed)
-        response = await _predict(state, model, prepared)
-        if parsed.outputs is not None:
-            response = select_outputs(response, parsed.outputs)
+        response = await run_infer(state, model, parsed)
         binary = parsed.binary_outputs([t.name for t in response.outputs])
         if binary:
             body, json_length = render_v2_binary(

@@ -29,6 +29,7 @@ log = logging.getLogger("mlkube.serving")
 _FLAGS: dict[str, tuple[str, ...]] = {
     "host": ("server", "host"),
     "port": ("server", "port"),
+    "grpc_port": ("server", "grpc_port"),
     "workers": ("server", "workers"),
     "model_name": ("model", "name"),
     "model_version": ("model", "version"),
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="YAML or JSON configuration file")
     p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    p.add_argument(
+        "--grpc-port", type=int, help="port of the OIP v2 gRPC endpoint (default 8081; 0: off)"
+    )
     p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     p.add_argument("--model-name")
     p.add_argument("--model-version")
@@ -151,15 +155,18 @@ def main(argv: list[str]) -> int:
 
     from mlkube.serving.server import check_bind
 
-    try:
-        check_bind(config.server.host, config.server.port)
-    except OSError as exc:
-        print(
-            f"mlkube serve: server.port: cannot listen on "
-            f"{config.server.host}:{config.server.port}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
-        return 2
+    for field, port in (("port", config.server.port), ("grpc_port", config.server.grpc_port)):
+        if not port:
+            continue  # gRPC off
+        try:
+            check_bind(config.server.host, port)
+        except OSError as exc:
+            print(
+                f"mlkube serve: server.{field}: cannot listen on "
+                f"{config.server.host}:{port}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 2
 
     metrics_dir, created = prepare_metrics_dir(env)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir

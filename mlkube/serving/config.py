@@ -57,6 +57,17 @@ class ServerConfig(_Strict):
     # Answers per keep-alive connection before `Connection: close` (0 = no limit), so that
     # long-lived clients spread over the workers again (after a worker restarts, say).
     max_requests_per_connection: int = Field(default=1000, ge=0)
+    # OIP v2 over gRPC (grpc.health.v1 too) in every worker; 0 turns it off. 8081 is
+    # KServe's gRPC port next to its REST 8080.
+    grpc_port: int = Field(default=8081, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _grpc_port_apart(self) -> ServerConfig:
+        if self.grpc_port == self.port:
+            raise ValueError(
+                f"server.grpc_port must differ from server.port ({self.port}); 0 turns gRPC off"
+            )
+        return self
 
 
 class ModelConfig(_Strict):
@@ -177,6 +188,7 @@ class ServeConfig(_Strict):
 ENV_VARS: dict[str, tuple[str, ...]] = {
     "MLKUBE_HOST": ("server", "host"),
     "MLKUBE_PORT": ("server", "port"),
+    "MLKUBE_GRPC_PORT": ("server", "grpc_port"),
     "MLKUBE_WORKERS": ("server", "workers"),
     "MLKUBE_MAX_BODY_BYTES": ("server", "max_body_bytes"),
     "MLKUBE_DRAIN_SECONDS": ("server", "drain_seconds"),

@@ -79,6 +79,13 @@ async def serve_worker(config: ServeConfig, worker_id: int) -> int:
         stop.set()
 
     state.on_fatal = on_fatal
+    grpc_endpoint = None
+    if config.server.grpc_port:
+        # gRPC is imported here, in the worker after the fork, never in the master.
+        from mlkube.serving.grpc.server import GrpcEndpoint
+
+        grpc_endpoint = GrpcEndpoint(state)
+        app.cleanup_ctx.append(grpc_endpoint.lifecycle)  # after the model's: stops before it
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
@@ -93,7 +100,12 @@ async def serve_worker(config: ServeConfig, worker_id: int) -> int:
         shutdown_timeout=0.05,
         keepalive_timeout=server.keepalive_timeout,
     )
-    await runner.setup()
+    try:
+        await runner.setup()  # builds the model and starts gRPC
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        await runner.cleanup()
+        return EXIT_FATAL
     edge = Edge(
         EdgeLimits(
             server.header_timeout, server.max_connections, server.max_requests_per_connection
@@ -115,11 +127,15 @@ async def serve_worker(config: ServeConfig, worker_id: int) -> int:
         await runner.cleanup()
         return EXIT_FATAL
     await stop.wait()
+    if grpc_endpoint is not None:
+        await grpc_endpoint.drain()  # gRPC health NOT_SERVING, as readiness already is
     if state.draining and server.drain_seconds and not fatal:
         # Readiness is false and every answer now carries `Connection: close`, so clients
         # move to other pods as the endpoints update; nothing is refused yet.
         await asyncio.sleep(server.drain_seconds)
     started = time.monotonic()
+    if grpc_endpoint is not None:
+        grpc_endpoint.begin_stop()  # gRPC refuses new calls; its calls get the same grace
     listener.close()  # stop accepting
     runner.server.pre_shutdown()  # idle keep-alive connections close; busy ones after their answer
     state.quiet = asyncio.Event()
@@ -133,7 +149,7 @@ async def serve_worker(config: ServeConfig, worker_id: int) -> int:
             "grace period over; cancelling requests still in flight",
             extra={"worker": worker_id, "requests": state.active},
         )
-    await runner.cleanup()  # cancel what is left, close the model
+    await runner.cleanup()  # cancel what is left, gRPC's stop, close the model
     log.info(
         "worker stopped",
         extra={"worker": worker_id, "shutdown_seconds": round(time.monotonic() - started, 3)},
@@ -180,6 +196,7 @@ def run_master(config: ServeConfig, workers: int, prometheus_dir: str | None) ->
         extra={
             "host": config.server.host,
             "port": config.server.port,
+            "grpc_port": config.server.grpc_port or None,
             "workers": workers,
             "model": config.model.name,
             "version": config.model.version,

@@ -138,6 +138,12 @@ BAD_MODELSERVICES: list[tuple[str, str, dict[str, Any], list[str]]] = [
         ["spec.runtime.env", "env must not set the MLKUBE_* variables"],
     ),
     (
+        "grpc-port-is-the-rest-port",
+        "grpc",
+        {"model": MODEL, "runtime": {"port": 8081}},
+        ["spec.runtime.grpcPort", "grpcPort must differ from port"],
+    ),
+    (
         "limit-below-request",
         "cpu",
         {

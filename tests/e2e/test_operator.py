@@ -152,14 +152,17 @@ def test_modelservice_becomes_deployment_service_and_pdb(
 
     svc = kids["service"]
     assert svc["spec"]["type"] == "ClusterIP"
-    [port] = svc["spec"]["ports"]
-    assert (port["name"], port["port"]) == ("http", 80)
-    # the target is 8080, by number or through the container's port of that name
-    target = port["targetPort"]
-    if isinstance(target, str):
-        named = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
-        target = named.get(target)
-    assert target == 8080
+    ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert set(ports) == {"http", "grpc"}
+    assert ports["http"]["port"] == 80
+    assert (ports["grpc"]["port"], ports["grpc"]["appProtocol"]) == (8081, "kubernetes.io/h2c")
+    # the targets are 8080 and 8081, by number or through the container's ports of that name
+    named = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    targets = {
+        name: named.get(p["targetPort"]) if isinstance(p["targetPort"], str) else p["targetPort"]
+        for name, p in ports.items()
+    }
+    assert targets == {"http": 8080, "grpc": 8081}
     assert svc["spec"]["selector"]["mlkube.dev/modelservice"] == "ranker"
     assert kids["pdb"]["spec"]["selector"]["matchLabels"]["mlkube.dev/modelservice"] == "ranker"
 
@@ -500,14 +503,15 @@ def test_a_hand_edited_service_port_is_taken_back(
     )  # fmt: skip
     # The edit took (read from the patch's own answer: a fresh GET may already see the
     # operator's repair, which is what the next lines wait for).
-    assert [p["port"] for p in json.loads(patched.stdout)["spec"]["ports"]] == [81]
+    assert [p["port"] for p in json.loads(patched.stdout)["spec"]["ports"]] == [81, 8081]
 
     def restored() -> list[dict[str, Any]] | None:
         ports: list[dict[str, Any]] = must_get(cluster, namespace, "svc", "ranker")["spec"]["ports"]
-        return ports if [p["port"] for p in ports] == [80] else None
+        return ports if sorted(p["port"] for p in ports) == [80, 8081] else None
 
-    [port] = wait_until(restored, timeout=30, what="the Service back on port 80 alone")
-    assert (port["name"], port["protocol"]) == ("http", "TCP")
+    ports = wait_until(restored, timeout=30, what="the Service back on ports 80 and 8081 alone")
+    by_port = {p["port"]: (p["name"], p["protocol"]) for p in ports}
+    assert by_port == {80: ("http", "TCP"), 8081: ("grpc", "TCP")}
     ms = must_get(cluster, namespace, "msvc", "ranker")
     assert conditions(ms)["Degraded"]["status"] == "False", conditions(ms)["Degraded"]
     assert "Duplicate value" not in op.output()

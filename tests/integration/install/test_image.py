@@ -192,6 +192,9 @@ def test_build_context_is_only_what_pip_needs() -> None:
     assert any(p.startswith("native/") and p.endswith(".c") for p in context)
     # a libbetadist.so built on the host never reaches the image: build_ext must compile it
     assert not [p for p in context if p.endswith((".so", ".o", ".pyc"))]
+    # nor gRPC modules generated on the host: build_py generates them from the .proto
+    assert "mlkube/serving/grpc/inference.proto" in context
+    assert not [p for p in context if "_pb2" in p]
 
 
 def _build_run(dockerfile: str) -> str:
@@ -245,6 +248,11 @@ def test_build_stage_commands_produce_a_working_image_payload(
         names = zf.namelist()
         zf.extractall(unpacked)
     assert "mlkube/libbetadist.so" in names
+    # the gRPC modules generated at build time, and the .proto they come from
+    grpc_dir = "mlkube/serving/grpc/"
+    for generated in ("inference_pb2.py", "inference_pb2.pyi", "inference_pb2_grpc.py"):
+        assert grpc_dir + generated in names
+    assert grpc_dir + "inference.proto" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "mlkube = mlkube.cli:main" in (unpacked / entry_points).read_text(encoding="utf-8")
 

@@ -93,6 +93,7 @@ def runtimes(tmp_path: Path) -> Iterator[dict[str, int]]:
                 "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
                 "MLKUBE_HOST": "127.0.0.1",
                 "MLKUBE_PORT": str(port),
+                "MLKUBE_GRPC_PORT": str(next(p for p in iter(free_port, None) if p != port)),
                 "MLKUBE_WORKERS": "1",
                 "MLKUBE_MODEL_NAME": "ranker",
                 "MLKUBE_MODEL_VERSION": "v1" if revision == "stable-rev" else "v2",

@@ -120,15 +120,23 @@ def durable_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 class Serve:
-    """`mlkube serve` as a subprocess (the real master + workers)."""
+    """`mlkube serve` as a subprocess (the real master + workers), REST and gRPC each on a
+    free port (never the default 8081: parallel runs would share it through SO_REUSEPORT)."""
 
-    def __init__(self, port: int, env: dict[str, str], args: list[str], log: Path) -> None:
+    def __init__(
+        self, port: int, grpc_port: int, env: dict[str, str], args: list[str], log: Path
+    ) -> None:
         self.port = port
+        self.grpc_port = grpc_port
         self.base = f"http://127.0.0.1:{port}"
+        self.grpc_target = f"127.0.0.1:{grpc_port}"
         self._log = log.open("wb")
         self.log_path = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlkube", "serve", "--port", str(port), *args],
+            [
+                *(sys.executable, "-m", "mlkube", "serve"),
+                *("--port", str(port), "--grpc-port", str(grpc_port), *args),
+            ],
             env=env,
             cwd=REPO,
             stdout=self._log,
@@ -187,7 +195,10 @@ def serve(tmp_path: Path) -> Iterator[Any]:
             "PYTHONPATH": str(REPO),
             **(env or {}),
         }
-        server = Serve(free_port(), full_env, list(args), tmp_path / f"serve-{len(started)}.log")
+        log = tmp_path / f"serve-{len(started)}.log"
+        port = free_port()
+        grpc_port = next(p for p in iter(free_port, None) if p != port)
+        server = Serve(port, grpc_port, full_env, list(args), log)
         started.append(server)
         if ready:
             server.wait_ready()

@@ -142,6 +142,7 @@ def test_spec_problems_repeat_the_cross_field_rules() -> None:
             "runtime": {
                 "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "1G"}},
                 "env": [{"name": "MLKUBE_REVISION", "value": "x"}],
+                "port": 8081,
             },
         }
     )
@@ -150,6 +151,7 @@ def test_spec_problems_repeat_the_cross_field_rules() -> None:
         "runtime.resources: memory limit 1G is below the request 1Gi",
         "featureStore: type redis needs redis.urlSecretRef",
         "model: format custom needs className",
+        "runtime: grpcPort must differ from port (8081): the runtime listens on both",
         "runtime.env: the operator sets MLKUBE_REVISION itself",
     ]
 

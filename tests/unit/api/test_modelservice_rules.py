@@ -61,7 +61,15 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
     ),
     "env must not set the MLKUBE_* variables": (
         [[], [{"name": "LOG_LEVEL", "value": "debug"}, {"name": "MLKUBE_LOG_FORMAT"}]],
-        [[{"name": "A"}, {"name": "MLKUBE_REVISION", "value": "x"}], [{"name": "MLKUBE_PORT"}]],
+        [
+            [{"name": "A"}, {"name": "MLKUBE_REVISION", "value": "x"}],
+            [{"name": "MLKUBE_PORT"}],
+            [{"name": "MLKUBE_GRPC_PORT", "value": "9000"}],
+        ],
+    ),
+    "grpcPort must differ from port": (
+        [{"port": 8080, "grpcPort": 8081}, {"port": 8081, "grpcPort": 8080}],
+        [{"port": 8081, "grpcPort": 8081}, {"port": 9000, "grpcPort": 9000}],
     ),
     "cpu limit must be at least the cpu request": (
         [

@@ -21,6 +21,7 @@ from mlkube.operator.builders import (
     desired_state,
     pod_selector,
 )
+from mlkube.serving.config import ENV_VARS, load_config
 
 SETTINGS = BuildSettings(default_image="ghcr.io/mlkube/mlkube:0.1.0")
 
@@ -221,7 +222,10 @@ def test_prestop_pause_and_scrape_annotations() -> None:
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == "9000"
     assert annotations["prometheus.io/path"] == "/metrics"
-    assert c["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 9000, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
 
 
 def test_env_follows_the_serving_contract() -> None:
@@ -245,6 +249,7 @@ def test_env_follows_the_serving_contract() -> None:
     assert values["MLKUBE_MODEL_VERSION"] == "v7"
     assert values["MLKUBE_MODEL_FORMAT"] == "bandit"
     assert values["MLKUBE_PORT"] == "8080"
+    assert values["MLKUBE_GRPC_PORT"] == "8081"
     assert values["MLKUBE_WORKERS"] == "2"
     assert values["MLKUBE_BANDIT_PRIOR_ALPHA"] == "2.0"
     assert values["MLKUBE_BANDIT_PRIOR_BETA"] == "3.0"
@@ -318,8 +323,52 @@ def test_service_selects_every_track() -> None:
     assert svc["spec"]["type"] == "ClusterIP"
     assert svc["spec"]["selector"] == {"mlkube.dev/modelservice": "recs"}
     assert svc["spec"]["ports"] == [
-        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
+        {
+            "name": "http",
+            "port": 80,
+            "targetPort": "http",
+            "protocol": "TCP",
+            "appProtocol": "http",
+        },
+        {
+            "name": "grpc",
+            "port": 8081,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        },
     ]
+
+
+def test_grpc_port_reaches_the_container_env_and_service() -> None:
+    spec = ms(runtime={"port": 9000, "grpcPort": 9001})
+    dep = build_deployment(spec, SETTINGS)
+    ports = {p["name"]: p["containerPort"] for p in container(dep)["ports"]}
+    assert ports == {"http": 9000, "grpc": 9001}
+    assert env(dep)["MLKUBE_GRPC_PORT"] == "9001"
+    # the Service keeps its shape (80 and 8081) and targets the pods' ports by name
+    service_ports = {p["name"]: p for p in build_service(spec)["spec"]["ports"]}
+    assert (service_ports["grpc"]["port"], service_ports["grpc"]["targetPort"]) == (8081, "grpc")
+    assert service_ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"
+    # a new gRPC port is new pod content: a new revision
+    assert compute_revision(spec.spec, "img:1") != compute_revision(
+        ms(runtime={"port": 9000, "grpcPort": 9002}).spec, "img:1"
+    )
+
+
+@pytest.mark.parametrize(
+    "runtime", [{}, {"port": 9000, "grpcPort": 9001}, {"port": 8081, "grpcPort": 8080}]
+)
+def test_the_env_the_operator_writes_is_a_valid_runtime_config(runtime: dict[str, Any]) -> None:
+    """The serving contract at its boundary: every MLKUBE_* variable the operator sets is
+    one the runtime reads, and the runtime accepts the values (ports included)."""
+    spec = ms(runtime=runtime)
+    values = {k: v for k, v in env(build_deployment(spec, SETTINGS)).items() if isinstance(v, str)}
+    mlkube_vars = {k for k in values if k.startswith("MLKUBE_")}
+    assert mlkube_vars <= set(ENV_VARS)
+    config = load_config({}, values)
+    assert config.server.port == spec.spec.runtime.port
+    assert config.server.grpc_port == spec.spec.runtime.grpc_port
 
 
 @pytest.mark.parametrize(("replicas", "expected"), [(0, False), (1, False), (2, True), (10, True)])

@@ -59,7 +59,8 @@ def test_a_hand_edited_port_is_swapped_for_ours() -> None:
     assert ops[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "41"}
     fixed = json_patch(edited, ops)
     assert [(p["name"], p["port"], p["protocol"]) for p in fixed["spec"]["ports"]] == [
-        ("http", 80, "TCP")
+        ("http", 80, "TCP"),
+        ("grpc", 8081, "TCP"),
     ]
 
 
@@ -81,10 +82,11 @@ def test_other_managers_extra_ports_are_kept() -> None:
     assert [(p.get("name"), p["port"]) for p in fixed["spec"]["ports"]] == [
         ("metrics", 9090),
         ("http", 80),
+        ("grpc", 8081),
     ]
 
 
 def test_a_live_object_without_version_or_ports() -> None:
     assert conflicting_ports_patch({"spec": {}}, desired()) == []
     ops = conflicting_ports_patch({"spec": {"ports": [{**OURS, "port": 81}]}}, desired())
-    assert [op["op"] for op in ops] == ["remove", "add"]
+    assert [op["op"] for op in ops] == ["remove", "add", "add"]

@@ -47,13 +47,13 @@ LATENCY = metric(name="latencyP99", max=200)
 
 def test_builtin_queries_select_the_revision_and_window() -> None:
     sr = success_rate_query("bbbb2222", 60)
-    assert 'revision="bbbb2222",endpoint=~"infer|predict|feedback",code=~"5.."' in sr
+    assert 'revision="bbbb2222",endpoint=~"infer|predict|feedback|grpc_infer",code=~"5.."' in sr
     assert "[60s]" in sr
     assert "or vector(0)" in sr  # an all-5xx canary reads 0, not "no data"
     p99 = latency_p99_query("bbbb2222", 90)
     assert p99.startswith("histogram_quantile(0.99, sum by (le) (rate(")
     assert (
-        'mlkube_request_duration_seconds_bucket{revision="bbbb2222",endpoint=~"infer|predict|feedback"}[90s]'
+        'mlkube_request_duration_seconds_bucket{revision="bbbb2222",endpoint=~"infer|predict|feedback|grpc_infer"}[90s]'
         in p99
     )
     assert p99.endswith("* 1000")

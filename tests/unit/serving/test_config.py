@@ -14,6 +14,7 @@ from mlkube.serving.config import ConfigError, effective_workers, load_config, r
 def test_defaults_match_the_contract() -> None:
     cfg = load_config({}, {})
     assert cfg.server.port == 8080
+    assert cfg.server.grpc_port == 8081
     assert cfg.server.host == "0.0.0.0"
     assert cfg.model.name == "bandit"
     assert cfg.model.format == "bandit"
@@ -75,6 +76,12 @@ def test_env_overrides_file_and_flags_override_env() -> None:
             "max_staleness must be greater",
         ),
         ({}, {"MLKUBE_WORKERS": "0"}, "server.workers (from MLKUBE_WORKERS)"),
+        ({}, {"MLKUBE_GRPC_PORT": "-1"}, "server.grpc_port (from MLKUBE_GRPC_PORT)"),
+        (
+            {},
+            {"MLKUBE_GRPC_PORT": "9000", "MLKUBE_PORT": "9000"},
+            "server.grpc_port must differ from server.port (9000); 0 turns gRPC off",
+        ),
     ],
 )
 def test_bad_values_name_the_field(file: dict, env: dict, message: str) -> None:  # type: ignore[type-arg]
@@ -148,3 +155,17 @@ def test_empty_variables_mean_not_set() -> None:
     assert cfg.feature_store.redis_url == "redis://127.0.0.1:6379/0"
     assert cfg.server.workers is None
     assert cfg.server.port == 9000
+
+
+def test_grpc_port_from_each_source_and_zero_turns_it_off() -> None:
+    from mlkube.serving.cli import _parser, resolve_config
+
+    assert load_config({"server": {"grpc_port": 9001}}, {}).server.grpc_port == 9001
+    assert load_config({}, {"MLKUBE_GRPC_PORT": "9002"}).server.grpc_port == 9002
+    assert load_config({}, {"MLKUBE_GRPC_PORT": "0"}).server.grpc_port == 0
+    args = _parser().parse_args(["--grpc-port", "9003"])
+    assert resolve_config(args, {"MLKUBE_GRPC_PORT": "9002"}).server.grpc_port == 9003
+    # moving REST onto 8081 needs gRPC moved (or off) too
+    with pytest.raises(ConfigError, match="grpc_port must differ"):
+        load_config({}, {"MLKUBE_PORT": "8081"})
+    assert load_config({}, {"MLKUBE_PORT": "8081", "MLKUBE_GRPC_PORT": "0"}).server.port == 8081
