@@ -281,11 +281,12 @@ static void mode_doubles(const uint8_t *p, size_t n) {
 /* Big enough that only the body size limits a request (libFuzzer's -max_len). */
 #define BIG_MAX_ITEMS 65536
 
-static mks_scorer *big_scorer(void) {
-    static mks_scorer *sc;
-    if (!sc) sc = mks_scorer_create(BIG_MAX_ITEMS);
-    if (!sc) abort();
-    return sc;
+static mks_scorer *scorer_for(size_t max_items) {
+    static mks_scorer *big, *tiny;
+    mks_scorer **sc = max_items == 1 ? &tiny : &big;
+    if (!*sc) *sc = mks_scorer_create(max_items);
+    if (!*sc) abort();
+    return *sc;
 }
 
 static const char HEAD_V2[] = "{\"model_name\":\"bandit\",\"model_version\":\"1\",";
@@ -572,7 +573,7 @@ static void score_known(mks_scorer *sc, request_t *r, betadist_rng *rng, uint64_
 }
 
 static void mode_body(const uint8_t *body, size_t len) {
-    mks_scorer *big = big_scorer();
+    mks_scorer *big = scorer_for(BIG_MAX_ITEMS), *tiny = scorer_for(1);
     uint64_t h = fnv(body, len);
     int accepted = 0;
     char long_head[300];
@@ -585,6 +586,11 @@ static void mode_body(const uint8_t *body, size_t len) {
         r.req.n_items = 12345;
         int rc = mks_parse(big, proto, (const char *)body, len, &r.req);
         CHECK(rc == MKS_OK || rc == MKS_FALLBACK);
+        /* A scorer for one item (room for 5 strings) takes exactly the one-item requests. */
+        mks_request one;
+        int rc1 = mks_parse(tiny, proto, (const char *)body, len, &one);
+        CHECK(rc1 == (rc == MKS_OK && r.req.n_items == 1 ? MKS_OK : MKS_FALLBACK));
+        CHECK(rc1 != MKS_OK || same_request(&one, &r.req));
         if (rc == MKS_FALLBACK) {
             CHECK(r.req.n_items == 0);
             continue;
