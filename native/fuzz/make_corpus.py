@@ -32,6 +32,7 @@ def v2(*tensors: str, rest: str = "") -> str:
     return '{"inputs":[' + ",".join(tensors) + "]" + rest + "}"
 
 
+SHORT = ",".join(f'"{i % 97}"' for i in range(150))
 PRINTABLE = "".join(chr(c) for c in range(0x20, 0x80) if chr(c) not in '"\\')
 MANY = ",".join(f'"id-{i}"' for i in range(64))
 
@@ -56,6 +57,7 @@ PLAIN = {
     ),
     "v2-plain-many": v2(tensor("items", "BYTES", "[64]", f"[{MANY}]"), TOPK),
     "v2-plain-repeats": v2(tensor("items", "BYTES", "[4]", '["a","b","a","a"]')),
+    "v2-plain-150": v2(tensor("items", "BYTES", "[150]", f"[{SHORT}]"), TOPK),
     "v1-plain-minimal": '{"instances":["a"]}',
     "v1-plain-params": '{"instances":["a","b","c"],"parameters":{"top_k":2,"segment":"eu"}}',
     "v1-plain-whitespace": '\n{ "parameters" : { } ,\t"instances" : [ "x" , "" , "y z" ] }\r\n',
@@ -76,6 +78,8 @@ NEAR = {
     "v2-near-zero": v2(ITEMS3, rest=',"parameters":{"top_k":0}'),
     "v2-near-duplicate-inputs": v2(ITEMS3, rest=',"inputs":[' + ITEMS3 + "]"),
     "v2-near-duplicate-param": v2(ITEMS3, rest=',"parameters":{"top_k":1,"top_k":2}'),
+    "v2-near-duplicate-segment": v2(ITEMS3, rest=',"parameters":{"segment":"a","segment":"b"}'),
+    "v2-near-four-tensors": v2(ITEMS3, SEGMENT, TOPK, ITEMS3),
     "v2-near-duplicate-tensor": v2(ITEMS3, ITEMS3),
     "v2-near-duplicate-field": v2(tensor("items", "BYTES", "[1]", '["a"]', ',"data":["b"]')),
     "v2-near-outputs": v2(ITEMS3, rest=',"outputs":[{"name":"scores"}]'),
@@ -89,6 +93,10 @@ NEAR = {
     "v2-near-segment-empty": v2(ITEMS3, rest=',"parameters":{"segment":""}'),
     "v2-near-segment-long": v2(ITEMS3, rest=',"parameters":{"segment":"' + "s" * 129 + '"}'),
     "v2-near-segment-int": v2(ITEMS3, tensor("segment", "INT64", "[1]", "[5]")),
+    "v2-near-segment-number": v2(ITEMS3, tensor("segment", "BYTES", "[1]", "[5]")),
+    "v2-near-segment-two": v2(ITEMS3, tensor("segment", "BYTES", "[2]", '["a","b"]')),
+    "v2-near-topk-string": v2(ITEMS3, tensor("top_k", "INT64", "[1]", '["2"]')),
+    "v2-near-items-number": v2(tensor("items", "BYTES", "[1]", "[7]")),
     "v2-near-topk-fp32": v2(ITEMS3, tensor("top_k", "FP32", "[1]", "[2]")),
     "v2-near-topk-two": v2(ITEMS3, tensor("top_k", "INT64", "[2]", "[2,3]")),
     "v2-near-id-number": v2(ITEMS3, rest=',"id":5'),

@@ -25,14 +25,14 @@ def table(items: list[str], alpha: list[float] | None = None) -> ItemTable:
     return ItemTable(items, a, np.ones(n + 1))
 
 
-def python_decode(body: bytes, protocol: int) -> Meaning | None:
+def python_decode(body: bytes, protocol: int, max_items: int = MAX_ITEMS) -> Meaning | None:
     """What the Python path makes of a body: (items, segment, top_k, id), or None (4xx)."""
     try:
         if protocol == V2:
-            request = parse_v2_infer(body, MAX_ITEMS)
+            request = parse_v2_infer(body, max_items)
         else:
-            request = parse_v1_predict(body, "items", "BYTES", MAX_ITEMS)
-        query = parse_query(request, "default", MAX_ITEMS, 256)
+            request = parse_v1_predict(body, "items", "BYTES", max_items)
+        query = parse_query(request, "default", max_items, 256)
     except ClientError:
         return None
     return query.items, query.segment, query.top_k, request.id
