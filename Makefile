@@ -8,6 +8,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages the tests and benchmarks start for real.
 DEBS   := gcc make redis-server prometheus wrk lua5.1 valgrind
+# The request path's fuzz target (native/fuzz): clang, its libFuzzer and sanitizer runtimes
+# (compiler-rt), and llvm-symbolizer for readable reports.
+DEBS   += clang libclang-rt-14-dev llvm
 # The cluster tier's node (tests/cluster): container runtime, pod network, image builds.
 DEBS   += containerd runc containernetworking-plugins buildah debootstrap iptables conntrack \
           iproute2 openssl
@@ -23,6 +26,7 @@ help:
 	@echo "make test   lint, type-check and run the whole test suite"
 	@echo "make bench  run the benchmarks and print the figures for docs/benchmarks.md"
 	@echo "make lint   ruff and mypy --strict only"
+	@echo "make fuzz   fuzz the C request path (FUZZ_SECONDS=25; make test runs it too)"
 	@echo "make e2e-cluster  start etcd + kube-apiserver on loopback (Ctrl-C stops)"
 	@echo "make cluster      start a single-node cluster running the project's image (root; Ctrl-C stops)"
 
@@ -68,9 +72,15 @@ lint: $(STAMP) $(PROTO_PY)
 	$(BIN)/ruff format --check mlkube tests bench setup.py
 	$(BIN)/mypy --strict mlkube
 
+# The C tests under the sanitizers, then the fuzz target for a bounded time (FUZZ_SECONDS,
+# 25 by default; `make fuzz FUZZ_SECONDS=600` fuzzes longer on its own).
 .PHONY: native-check
 native-check: $(DEBS_STAMP)
-	$(MAKE) -C native check
+	$(MAKE) -C native check fuzz
+
+.PHONY: fuzz
+fuzz: $(DEBS_STAMP)
+	$(MAKE) -C native fuzz
 
 .PHONY: test
 test: $(DEBS_STAMP) $(HELM) lint native native-check e2e-build cluster-build

@@ -19,44 +19,7 @@ import pytest
 
 from mlkube import native
 from mlkube.native import V1, V2, BetaSampler, ItemTable, RequestScorer
-from mlkube.serving.bandit import parse_query
-from mlkube.serving.protocol import ClientError, parse_v1_predict, parse_v2_infer
-
-MAX_ITEMS = 64
-HEAD = b'{"model_name":"bandit","model_version":"1",'
-
-
-def table(items: list[str], alpha: list[float] | None = None) -> ItemTable:
-    n = len(items)
-    a = np.array([*(alpha or [1.0] * n), 1.0])
-    return ItemTable(items, a, np.ones(n + 1))
-
-
-def python_decode(body: bytes, protocol: int) -> tuple[list[str], str, int, str | None] | None:
-    """What the Python path makes of a body: (items, segment, top_k, id), or None (4xx)."""
-    try:
-        if protocol == V2:
-            request = parse_v2_infer(body, MAX_ITEMS)
-        else:
-            request = parse_v1_predict(body, "items", "BYTES", MAX_ITEMS)
-        query = parse_query(request, "default", MAX_ITEMS, 256)
-    except ClientError:
-        return None
-    return query.items, query.segment, query.top_k, request.id
-
-
-def native_decode(
-    scorer: RequestScorer, body: bytes, protocol: int
-) -> tuple[list[str], str, int, str | None] | None:
-    """The same through the C parser; the items come back as the ids an empty table misses."""
-    if not scorer.parse(body, protocol):
-        return None
-    segment = scorer.segment(body) or "default"
-    top_k, request_id = scorer.top_k, scorer.request_id(body)
-    scorer.score(body, table([]), protocol, HEAD)
-    assert scorer.n_missing == scorer.n_items
-    return scorer.missing(body), segment, top_k, request_id
-
+from tests.unit.native.decoding import HEAD, MAX_ITEMS, native_decode, python_decode, table
 
 # --- a corpus of requests: plain ones, unusual-but-valid ones, and broken ones ---------------
 
