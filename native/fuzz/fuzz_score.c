@@ -6,18 +6,20 @@
  *
  *   'd'          the rest, in 8-byte groups, are doubles for mks_format_double (each as given,
  *                and reshaped into [2^-24, 1), where the exact fast path runs);
+ *   'b'          a binary tensor request for mks_parse_binary: two bytes (little-endian) of
+ *                JSON-part length, then the body; accepted ones are scored and checked;
  *   'a' .. 'z'   otherwise reserved for future modes (ignored today), so that a seed file
  *                keeps its meaning when a mode is added;
  *   anything     else: the whole input is a request body, parsed as OIP v2 and as KServe v1;
  *                whatever is accepted is scored and the answer checked.
  *
- * So a JSON body is a seed as it stands (it starts with '{' or whitespace).  A new mode -- a
- * binary-tensor protocol for mks_parse, say -- is one more row in MODES and a few seed files
- * starting with its letter in corpus/.
+ * So a JSON body is a seed as it stands (it starts with '{' or whitespace).  A new mode is
+ * one more row in MODES and a few seed files starting with its letter in corpus/.
  *
  * The library is used through its public API only.  Every broken invariant calls abort(),
  * which libFuzzer reports as a crash and saves the input that caused it.
  */
+#define _GNU_SOURCE /* memmem */
 #include "../score.h"
 
 #include <math.h>
@@ -643,6 +645,112 @@ static void mode_body(const uint8_t *body, size_t len) {
     CHECK(accepted <= 1); /* "inputs" (v2) and "instances" (v1) exclude each other */
 }
 
+
+/* ------------------------------------------------------------------- binary requests -- */
+
+/* Mode 'b': a binary tensor request.  Two bytes (little-endian) give the JSON part's length
+ * (the Inference-Header-Content-Length header), the rest is the body.  An accepted body's
+ * JSON part is valid JSON, its item spans are plain bytes inside the body, and the answer --
+ * binary or JSON, as binary_data_output says -- has exactly the layout mks_score promises. */
+static void mode_binary(const uint8_t *data, size_t size) {
+    if (size < 2) return;
+    size_t json_len = (size_t)data[0] | (size_t)data[1] << 8;
+    const uint8_t *body = data + 2;
+    size_t len = size - 2;
+    mks_scorer *big = scorer_for(BIG_MAX_ITEMS);
+    mks_request req;
+    req.n_items = 12345;
+    int rc = mks_parse_binary(big, (const char *)body, len, json_len, &req);
+    if (json_len > len) {
+        CHECK(rc == MKS_EARG);
+        return;
+    }
+    CHECK(rc == MKS_OK || rc == MKS_FALLBACK);
+    if (rc != MKS_OK) {
+        CHECK(req.n_items == 0);
+        return;
+    }
+    CHECK(json_valid(body, json_len));
+    CHECK(req.n_items >= 1 && req.n_items <= BIG_MAX_ITEMS);
+    CHECK(req.top_k >= 1 && req.top_k <= req.n_items);
+    CHECK(req.binary_output <= 1);
+    /* The same body as plain JSON is never the plain shape unless there is no binary part. */
+    mks_request plain;
+    if (len > json_len) CHECK(mks_parse(big, MKS_V2, (const char *)body, len, &plain) == MKS_FALLBACK);
+    if (req.segment_off >= 0) CHECK(req.segment_len >= 1 && req.segment_len <= MKS_MAX_SEGMENT);
+    if (req.id_off >= 0) CHECK((uint64_t)req.id_off + req.id_len < json_len);
+
+    /* Score against an empty index: every id missing, so every span is revealed. */
+    mks_index *empty = mks_index_create(NULL, NULL, 0, 7);
+    CHECK(empty != NULL);
+    const double one = 1.0;
+    const char *out = NULL;
+    size_t out_len = 0, bad = 0;
+    betadist_rng *rng = betadist_rng_create(fnv(body, len));
+    CHECK(rng != NULL);
+    uint32_t n = req.n_items, k = req.top_k;
+    CHECK(mks_score(big, rng, empty, &one, &one, 1, (const char *)body, MKS_V2_BINARY, &req,
+                    HEAD_V2, sizeof HEAD_V2 - 1, &out, &out_len, &bad) == MKS_OK);
+    CHECK(req.n_missing == n);
+    uint32_t *off = xmalloc(n * sizeof *off), *ilen = xmalloc(n * sizeof *ilen);
+    size_t ranked_bytes = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        mks_missing(big, i, &off[i], &ilen[i]);
+        CHECK((uint64_t)off[i] + ilen[i] <= len);
+        for (uint32_t b = 0; b < ilen[i]; b++) {
+            uint8_t c = body[off[i] + b];
+            CHECK(c >= 0x20 && c < 0x80 && c != '"' && c != '\\');
+        }
+    }
+    if (req.binary_output) {
+        size_t jl = req.json_len;
+        CHECK(jl > sizeof HEAD_V2 && jl <= out_len);
+        CHECK(memcmp(out, HEAD_V2, sizeof HEAD_V2 - 1) == 0);
+        CHECK(json_valid(out, jl));
+        CHECK(out_len >= jl + 8 * (size_t)n);
+        const uint8_t *p = (const uint8_t *)out + jl, *end = (const uint8_t *)out + out_len;
+        double prev = 2.0;
+        double *scores = xmalloc(n * sizeof *scores);
+        for (uint32_t i = 0; i < n; i++) {
+            memcpy(&scores[i], p + 8 * (size_t)i, 8);
+            CHECK(scores[i] >= 0.0 && scores[i] <= 1.0);
+        }
+        p += 8 * (size_t)n;
+        /* k ranked ids, each a length and the bytes of one of the request's ids, best first */
+        for (uint32_t j = 0; j < k; j++) {
+            CHECK(end - p >= 4);
+            if (end - p < 4) break;
+            uint32_t m = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                         (uint32_t)p[3] << 24;
+            p += 4;
+            CHECK((size_t)(end - p) >= m);
+            if ((size_t)(end - p) < m) break;
+            int found = 0;
+            for (uint32_t i = 0; i < n && !found; i++)
+                if (ilen[i] == m && memcmp(body + off[i], p, m) == 0 && scores[i] <= prev) {
+                    found = 1;
+                    prev = scores[i];
+                }
+            CHECK(found);
+            ranked_bytes += 4 + m;
+            p += m;
+        }
+        CHECK(p == end);
+        char size_field[64];
+        snprintf(size_field, sizeof size_field, "\"binary_data_size\":%zu}", ranked_bytes);
+        CHECK(jl > strlen(size_field) &&
+              memmem(out, jl, size_field, strlen(size_field)) != NULL);
+        free(scores);
+    } else {
+        CHECK(out_len >= sizeof HEAD_V2 && memcmp(out, HEAD_V2, sizeof HEAD_V2 - 1) == 0);
+        CHECK(json_valid(out, out_len));
+    }
+    free(off);
+    free(ilen);
+    betadist_rng_free(rng);
+    mks_index_free(empty);
+}
+
 /* ------------------------------------------------------------------------------- modes -- */
 
 typedef struct {
@@ -652,6 +760,7 @@ typedef struct {
 
 static const fuzz_mode MODES[] = {
     {'d', mode_doubles},
+    {'b', mode_binary},
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

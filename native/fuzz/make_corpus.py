@@ -2,7 +2,7 @@
 
 Seeds are small request bodies -- plain ones the C parser takes and near misses it must hand
 to the Python decoder, for OIP v2 and KServe v1 -- plus doubles for mks_format_double (files
-starting with "d", see fuzz_score.c). The bodies are written out by hand below, not by a JSON
+starting with "d") and binary tensor requests (files starting with "b"; see fuzz_score.c). The bodies are written out by hand below, not by a JSON
 library, so that whitespace, key order, duplicates and broken syntax stay exactly as meant.
 tests/unit/native/test_parse_differential.py checks that corpus/ holds what this script
 writes and replays every body through the C/Python differential check. Other files in
@@ -139,10 +139,49 @@ DOUBLES = [
 ]
 
 
+def binary(
+    items: list[bytes], top_k: bytes | None = None, datatype: str = "INT32", rest: str = ""
+) -> bytes:
+    """A mode 'b' seed: 'b', the JSON part's length (2 bytes, little-endian), the body."""
+    raw = b"".join(struct.pack("<I", len(i)) + i for i in items)
+    head = (
+        '{"inputs":[{"name":"items","datatype":"BYTES","shape":[' + str(len(items)) + "],"
+        '"parameters":{"binary_data_size":' + str(len(raw)) + "}}"
+    )
+    if top_k is not None:
+        head += (
+            ',{"name":"top_k","datatype":"' + datatype + '","shape":[1],'
+            '"parameters":{"binary_data_size":' + str(len(top_k)) + "}}"
+        )
+        raw += top_k
+    body = (head + "]" + rest + "}").encode()
+    return b"b" + struct.pack("<H", len(body)) + body + raw
+
+
+# Binary tensor requests (tritonclient's default shape) and near misses.
+BINARY = {
+    "b-plain-default": binary(
+        [b"a", b"bb", b"ccc"],
+        struct.pack("<i", 2),
+        rest=',"parameters":{"binary_data_output":true}',
+    ),
+    "b-plain-json-answer": binary(
+        [b"x", b"y"], rest=',"id":"r1","parameters":{"binary_data_output":false}'
+    ),
+    "b-plain-int64": binary([b"p", b"q"], struct.pack("<q", 1), datatype="INT64"),
+    "b-plain-many": binary([f"id-{i}".encode() for i in range(64)], struct.pack("<I", 5), "UINT32"),
+    "b-near-utf8": binary(["é".encode(), b"b"]),
+    "b-near-quote": binary([b'a"b']),
+    "b-near-negative": binary([b"a"], struct.pack("<i", -1)),
+    "b-near-short": binary([b"a", b"b"])[:-1],
+}
+
+
 def seeds() -> dict[str, bytes]:
     """Every seed file this script writes, by name."""
     out = {f"{name}.json": body.encode() for name, body in {**PLAIN, **NEAR}.items()}
     out["double-edges.bin"] = b"d" + struct.pack(f"<{len(DOUBLES)}d", *DOUBLES)
+    out.update({f"{name}.bin": data for name, data in BINARY.items()})
     return out
 
 

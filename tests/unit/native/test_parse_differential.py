@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 import orjson
 import pytest
 
-from mlkube.native import V1, V2, BetaSampler, RequestScorer
+from mlkube.native import V1, V2, V2_BINARY, BetaSampler, RequestScorer
 from tests.unit.native.decoding import MAX_ITEMS, Meaning, native_decode, python_decode
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -603,3 +604,144 @@ def test_every_corpus_body_passes_the_differential_check() -> None:
         assert plain
         assert plain <= set(accepted[name]), plain - set(accepted[name])
         assert not near & set(accepted[name]), near & set(accepted[name])
+
+
+# --- binary tensor requests ------------------------------------------------------------------
+
+BinaryMeaning = tuple[Meaning, bool]  # and: are the outputs binary?
+
+
+def _raw_bytes(values: list[bytes]) -> bytes:
+    return b"".join(len(v).to_bytes(4, "little") + v for v in values)
+
+
+def binary_case(rnd: random.Random) -> tuple[bytes, int]:
+    """A binary request near tritonclient's default shape, often nudged off it; returns the
+    body and the JSON part's length (the header's value)."""
+    pool = [b"a", b"id-7", b"x" * 40, b"", "é".encode(), b'q"', b"b\\", b"\x7f", b"\x01", b"\xff"]
+    odd = rnd.random() < 0.3  # one request in three or so carries an id C must not take
+    ids = [rnd.choice(pool if odd else pool[:4]) for _ in range(rnd.randint(1, 8))]
+    inputs: list[dict[str, Any]] = []
+    raw = b""
+    items: dict[str, Any] = {"name": "items", "datatype": "BYTES", "shape": [len(ids)]}
+    if rnd.random() < 0.85:
+        data = _raw_bytes(ids)
+        items["parameters"] = {"binary_data_size": len(data)}
+        raw += data
+    else:
+        items["data"] = [i.decode("latin-1") for i in ids]
+    inputs.append(items)
+    params: dict[str, Any] = {}
+    if rnd.random() < 0.6:
+        dtype, fmt = rnd.choice(
+            [("INT32", "<i"), ("INT64", "<q"), ("UINT32", "<I"), ("UINT64", "<Q")]
+        )
+        value = rnd.choice([1, 2, 3, 100, 0, -1 if fmt.islower() else 7, 2**31 - 1])
+        data = struct.pack(fmt, value)
+        if rnd.random() < 0.1:
+            data = data[:-1]
+        inputs.append(
+            {
+                "name": "top_k",
+                "datatype": dtype,
+                "shape": [1],
+                "parameters": {"binary_data_size": len(data)},
+            }
+        )
+        raw += data
+    elif rnd.random() < 0.3:
+        params["top_k"] = rnd.choice([1, 2, 0])
+    if rnd.random() < 0.3:
+        seg = rnd.choice([b"eu", b"", b"s" * 129, "ü".encode()])
+        data = _raw_bytes([seg])
+        inputs.append(
+            {
+                "name": "segment",
+                "datatype": "BYTES",
+                "shape": [1],
+                "parameters": {"binary_data_size": len(data)},
+            }
+        )
+        raw += data
+    if rnd.random() < 0.7:
+        params["binary_data_output"] = rnd.choice([True, True, False, 1, "true"])
+    if rnd.random() < 0.3 and inputs[0].get("parameters"):
+        inputs[0]["parameters"]["binary_data_size"] += rnd.choice([-1, 1])
+    rnd.shuffle(inputs)
+    body: dict[str, Any] = {"inputs": inputs}
+    if params:
+        body["parameters"] = params
+    if rnd.random() < 0.3:
+        body["id"] = rnd.choice(["r1", "", "é"])
+    head = json.dumps(body, separators=rnd.choice([(",", ":"), (", ", ": ")])).encode()
+    whole = head + raw
+    json_len = len(head)
+    roll = rnd.random()
+    if roll < 0.05:
+        whole = whole[:-1]
+    elif roll < 0.1:
+        whole += b"\x00"
+    elif roll < 0.15:
+        json_len += rnd.choice([-1, 1])
+    return whole, json_len
+
+
+def python_binary(body: bytes, json_len: int, max_items: int) -> BinaryMeaning | None:
+    from mlkube.serving.bandit import parse_query
+    from mlkube.serving.protocol import ClientError, parse_v2_infer
+
+    try:
+        request = parse_v2_infer(body, max_items, str(json_len))
+        query = parse_query(request, "default", max_items, 256)
+    except ClientError:
+        return None
+    binary = bool(request.binary_outputs(["scores", "ranking"]))
+    return (query.items, query.segment, query.top_k, request.id), binary
+
+
+def native_binary(scorer: RequestScorer, body: bytes, json_len: int) -> BinaryMeaning | None:
+    from tests.unit.native.decoding import HEAD, table
+
+    if not scorer.parse_binary(body, json_len):
+        return None
+    segment = scorer.segment(body) or "default"
+    top_k, request_id = scorer.top_k, scorer.request_id(body)
+    scorer.score(body, table([]), V2_BINARY, HEAD)
+    assert scorer.n_missing == scorer.n_items
+    meaning = (scorer.missing(body), segment, top_k, request_id)
+    return meaning, scorer.binary_json_length is not None
+
+
+def test_what_the_c_parser_accepts_in_binary_means_the_same_to_the_python_decoder() -> None:
+    scorer = RequestScorer(MAX_ITEMS, BetaSampler(1))
+    rnd = random.Random(7)
+    outcomes = {"accepted": 0, "declined": 0, "rejected": 0}
+    for _ in range(4000):
+        body, json_len = binary_case(rnd)
+        fast = native_binary(scorer, body, json_len)
+        slow = python_binary(body, json_len, MAX_ITEMS)
+        if fast is None:
+            outcomes["declined" if slow is not None else "rejected"] += 1
+            continue
+        outcomes["accepted"] += 1
+        orjson.loads(body[:json_len])  # the JSON part is complete, valid JSON
+        assert slow == fast, (body, json_len, slow, fast)
+    assert outcomes["accepted"] > 400, outcomes
+    assert outcomes["declined"] > 200, outcomes
+    assert outcomes["rejected"] > 400, outcomes
+
+
+def test_binary_corpus_seeds_land_on_their_side() -> None:
+    scorer = RequestScorer(4096, BetaSampler(1))
+    seen = 0
+    for path in sorted(CORPUS.glob("b-*.bin")):
+        data = path.read_bytes()
+        json_len = int.from_bytes(data[1:3], "little")
+        body = data[3:]
+        fast = native_binary(scorer, body, json_len)
+        slow = python_binary(body, json_len, 4096)
+        if fast is not None:
+            assert slow == fast, path.name
+        assert (fast is not None) == ("-plain-" in path.name), path.name
+        seen += 1
+    assert seen >= 6
