@@ -478,6 +478,59 @@ def run_wrk(
     return res
 
 
+def grpc_request_file(path: Path, items_per_request: int, seed: int = 1) -> None:
+    """One serialized ModelInferRequest as tritonclient.grpc sends it by default: the items and
+    top_k as raw input contents (ghz repeats a single message)."""
+    from mlkube.serving.grpc import inference_pb2 as pb
+
+    rnd = random.Random(seed)
+    items = [f"item-{rnd.randrange(N_ITEMS)}".encode() for _ in range(items_per_request)]
+    request = pb.ModelInferRequest(model_name="bandit")
+    tensor = pb.ModelInferRequest.InferInputTensor
+    request.inputs.append(tensor(name="items", datatype="BYTES", shape=[len(items)]))
+    request.inputs.append(tensor(name="top_k", datatype="INT32", shape=[1]))
+    request.raw_input_contents.append(b"".join(len(i).to_bytes(4, "little") + i for i in items))
+    request.raw_input_contents.append((10).to_bytes(4, "little"))
+    path.write_bytes(request.SerializeToString())
+
+
+def run_ghz(
+    ghz: str, port: int, message: Path, connections: int, duration: float
+) -> dict[str, float]:
+    """ghz at `connections` concurrent calls over as many HTTP/2 connections; the same keys
+    as run_wrk's answer (wrk_cpu: ghz's own CPU)."""
+    cmd = [
+        ghz, "--insecure", "--import-paths", str(REPO),
+        "--proto", "mlkube/serving/grpc/inference.proto",
+        "--call", "inference.GRPCInferenceService.ModelInfer",
+        "--binary", "-B", str(message), "-c", str(connections), "--connections", str(connections),
+        "-z", f"{max(1, round(duration))}s", "-O", "json", f"127.0.0.1:{port}",
+    ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report = json.loads(out)
+    lat = {d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
+    ok = int(report.get("statusCodeDistribution", {}).get("OK", 0))
+    # ghz cancels the calls in flight when its time is up ("use of closed network
+    # connection", on its own side): not answers the server failed to give.
+    errors = {
+        e: n
+        for e, n in (report.get("errorDistribution") or {}).items()
+        if "use of closed network connection" not in e
+    }
+    cut_off = sum((report.get("errorDistribution") or {}).values()) - sum(errors.values())
+    return {
+        "wrk_cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "requests": ok,
+        "seconds": report["total"] / 1e9,
+        "p50": lat.get(50, float("nan")),
+        "p99": lat.get(99, float("nan")),
+        "non_2xx": int(report["count"]) - ok - cut_off,
+        "errors": sum(errors.values()),
+    }
+
+
 def measure(
     case: str,
     proc: subprocess.Popen[bytes],
@@ -485,13 +538,21 @@ def measure(
     script: Path,
     args: argparse.Namespace,
     redis_pid: int,
+    ghz: str | None = None,
 ) -> Result:
-    run_wrk(port, script, args.connections, args.warmup, args.wrk_threads)
+    """`script` is a wrk script, or with `ghz` the gRPC message file (and `port` gRPC's)."""
+
+    def load_for(seconds: float) -> dict[str, float]:
+        if ghz is not None:
+            return run_ghz(ghz, port, script, args.connections, seconds)
+        return run_wrk(port, script, args.connections, seconds, args.wrk_threads)
+
+    load_for(args.warmup)
     load = os.getloadavg()[0]
     cpu0 = tree_cpu_seconds(proc.pid)
     redis0 = tree_cpu_seconds(redis_pid)
     busy0, wall0 = machine_busy_seconds(), time.monotonic()
-    res = run_wrk(port, script, args.connections, args.duration, args.wrk_threads)
+    res = load_for(args.duration)
     busy, wall = machine_busy_seconds() - busy0, time.monotonic() - wall0
     cpu = tree_cpu_seconds(proc.pid) - cpu0
     redis_cpu = tree_cpu_seconds(redis_pid) - redis0
@@ -522,9 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wrk-threads", type=int, default=1)
     p.add_argument(
         "--cases",
-        default="naive,memory,redis,redis-binary,redis-python,redis-batching",
-        help="comma list of: naive, memory, redis, redis-binary, redis-python, redis-batching, "
-        "redis-batching-nodelay",
+        default="naive,memory,redis,redis-binary,redis-grpc,redis-python,redis-batching",
+        help="comma list of: naive, memory, redis, redis-binary, redis-grpc, redis-python, "
+        "redis-batching, redis-batching-nodelay",
     )
     p.add_argument(
         "--repeat", type=int, default=1, help="run the case list this many times (alternating)"
@@ -556,6 +617,13 @@ def main(argv: list[str] | None = None) -> int:
         write_wrk_script(script, args.items)
         binary_script = Path(tmp) / "infer-binary.lua"
         write_wrk_script(binary_script, args.items, binary=True)
+        grpc_message = Path(tmp) / "infer.grpc.bin"
+        ghz: str | None = None
+        if any(c.endswith("grpc") for c in cases):
+            grpc_request_file(grpc_message, args.items)
+            ghz = subprocess.run(
+                [str(REPO / "scripts" / "install-ghz")], capture_output=True, text=True, check=True
+            ).stdout.strip()
         base_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),
@@ -598,10 +666,14 @@ def main(argv: list[str] | None = None) -> int:
                     "redis-batching": f"mlkube redis + batching ({workers} workers)",
                     "redis-batching-nodelay": f"mlkube redis + batching, 0 delay ({workers} w.)",
                     "redis-binary": f"mlkube redis, binary tensors ({workers} workers)",
+                    "redis-grpc": f"mlkube redis, gRPC ({workers} workers)",
                 }[case]
-                load = binary_script if case == "redis-binary" else script
                 with server(cmd, env, port) as proc:
-                    result = measure(name, proc, port, load, args, redis_pid)
+                    if case == "redis-grpc":
+                        result = measure(name, proc, grpc_port, grpc_message, args, redis_pid, ghz)
+                    else:
+                        load = binary_script if case == "redis-binary" else script
+                        result = measure(name, proc, port, load, args, redis_pid)
                 results.append(result)
                 print(
                     f"{name:42s} {result.rps:9.0f} req/s {result.items_per_s / 1e6:7.3f} M items/s"

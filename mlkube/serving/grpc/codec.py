@@ -221,6 +221,61 @@ def decode_infer_request(message: pb.ModelInferRequest, max_elements: int) -> In
     return InferenceRequest(inputs, parameters, message.id or None, labels, "v2", outputs)
 
 
+#: Request parameters the C request path reads (anything else: the Python path decides).
+_NATIVE_PARAMETERS = frozenset({"top_k", "segment"})
+
+
+def binary_rest_body(message: pb.ModelInferRequest) -> tuple[bytes, int] | None:
+    """The request as a REST body with the binary tensor extension (and binary outputs), for
+    the model's raw path; returns the body and its JSON part's length. None when the request
+    is not of the shape that path could take: every input's data in ``raw_input_contents``,
+    no tensor parameters, no requested outputs, request parameters only top_k and segment.
+    The raw path declines what else it does not take, and the Python path answers instead,
+    errors included, so this only ever saves work.
+    """
+    tensors, raw = message.inputs, message.raw_input_contents
+    if not tensors or len(raw) != len(tensors) or message.outputs:
+        return None
+    inputs: list[dict[str, Any]] = []
+    for spec, data in zip(tensors, raw, strict=True):
+        if spec.parameters or spec.HasField("contents"):
+            return None
+        inputs.append(
+            {
+                "name": spec.name,
+                "datatype": spec.datatype,
+                "shape": list(spec.shape),
+                "parameters": {"binary_data_size": len(data)},
+            }
+        )
+    parameters: dict[str, Any] = {"binary_data_output": True}
+    for key, param in message.parameters.items():
+        choice = param.WhichOneof("parameter_choice")
+        if key not in _NATIVE_PARAMETERS or choice is None:
+            return None
+        parameters[key] = getattr(param, choice)
+    head: dict[str, Any] = {"inputs": inputs, "parameters": parameters}
+    if message.id:
+        head["id"] = message.id
+    json_part = orjson.dumps(head)
+    return b"".join([json_part, *raw]), len(json_part)
+
+
+def response_from_binary(body: bytes, json_length: int) -> pb.ModelInferResponse:
+    """A binary tensor REST answer (all outputs binary) as a ``ModelInferResponse``."""
+    head = orjson.loads(body[:json_length])
+    message = pb.ModelInferResponse(
+        model_name=head["model_name"], model_version=head["model_version"], id=head.get("id", "")
+    )
+    pos = json_length
+    for output in head["outputs"]:
+        message.outputs.add(name=output["name"], datatype=output["datatype"], shape=output["shape"])
+        size = output["parameters"]["binary_data_size"]
+        message.raw_output_contents.append(body[pos : pos + size])
+        pos += size
+    return message
+
+
 # ------------------------------------------------------------------------------ responses
 
 

@@ -43,9 +43,11 @@ from mlkube.serving.app import (
 )
 from mlkube.serving.grpc import inference_pb2 as pb
 from mlkube.serving.grpc.codec import (
+    binary_rest_body,
     decode_infer_request,
     encode_infer_response,
     encode_model_metadata,
+    response_from_binary,
 )
 from mlkube.serving.grpc.status import status_code, trailing_metadata
 from mlkube.serving.protocol import ClientError
@@ -157,12 +159,23 @@ def inference_handler(state: ServerState) -> grpc.GenericRpcHandler:
 
     async def model_infer(request: pb.ModelInferRequest, context: Context) -> Message:
         model = check_model(state, request.model_name, request.model_version or None)
+        if state.raw is not None:
+            # The plain shape goes through the model's raw path (the C request path for the
+            # bandit), as the same request over REST with binary tensors would.
+            rest = binary_rest_body(request)
+            answer = state.raw.infer_raw(rest[0], "v2", rest[1]) if rest is not None else None
+            if answer is not None and answer.json_length is not None:
+                await _mark_degraded(answer.degraded, context)
+                return response_from_binary(answer.body, answer.json_length)
         parsed = decode_infer_request(request, max_items)
         response = await run_infer(state, model, parsed)
-        if response.degraded is not None:
-            state.metrics.mark_degraded(response.degraded)
-            await context.send_initial_metadata(((DEGRADED_KEY, response.degraded),))
+        await _mark_degraded(response.degraded, context)
         return encode_infer_response(response, model_name, model_version, parsed.id)
+
+    async def _mark_degraded(degraded: str | None, context: Context) -> None:
+        if degraded is not None:
+            state.metrics.mark_degraded(degraded)
+            await context.send_initial_metadata(((DEGRADED_KEY, degraded),))
 
     methods: dict[str, tuple[Handler, type[Message], type[Message]]] = {
         "ServerLive": (server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),

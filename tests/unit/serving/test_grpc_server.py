@@ -391,3 +391,46 @@ async def test_sampled_access_log_names_the_method(
         ("/inference.GRPCInferenceService/ModelInfer", 200),
         ("/inference.GRPCInferenceService/ModelInfer", 404),
     ]
+
+
+async def test_plain_raw_requests_take_the_c_path_with_the_python_paths_answer(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tritonclient.grpc's default request (every input raw) is answered by the bandit's C
+    request path, with the very message the Python path gives for the same draws; anything
+    else (typed contents, requested outputs) still takes the Python path."""
+    from mlkube.serving.grpc import server as grpc_server
+
+    decoded: list[str] = []
+    real = grpc_server.decode_infer_request
+    monkeypatch.setattr(
+        grpc_server,
+        "decode_infer_request",
+        lambda *a, **k: decoded.append("python") or real(*a, **k),
+    )
+    items = b"".join(len(i).to_bytes(4, "little") + i for i in (b"a", b"b", b"c"))
+    request = pb.ModelInferRequest(
+        model_name="bandit",
+        id="r9",
+        inputs=[
+            Input(name="items", datatype="BYTES", shape=[3]),
+            Input(name="top_k", datatype="INT32", shape=[1]),
+        ],
+        raw_input_contents=[items, (2).to_bytes(4, "little")],
+    )
+    request.parameters["segment"].string_param = "default"  # known: read before ready
+    answers = []
+    for native in (True, False):
+        h = await start(bandit={"native_path": native})
+        answers.append(await h.stub.ModelInfer(request))
+    assert decoded == ["python"]  # only the app with the C path off decoded it in Python
+    assert answers[0] == answers[1]
+    assert answers[0].id == "r9"
+    assert [o.name for o in answers[0].outputs] == ["scores", "ranking"]
+    assert len(outputs(answers[0])["ranking"]) == 2
+    # Typed contents and requested outputs: the Python path.
+    h = await start()
+    await h.stub.ModelInfer(infer_request("a", "b"))
+    request.outputs.add(name="ranking")
+    await h.stub.ModelInfer(request)
+    assert decoded == ["python"] * 3
