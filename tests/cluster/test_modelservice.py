@@ -17,12 +17,14 @@ from tests.cluster.kit import (
     MS,
     OPERATOR_NS,
     apply_example,
+    get_json,
     http_json,
     msvc,
     pods,
     ready_pods,
     run_pod,
     service_ip,
+    serving,
     wait_serving,
     wait_until,
 )
@@ -40,13 +42,14 @@ def v2_infer(base: str, model: str, items: list[str]) -> tuple[int, Any]:
     return http_json(f"{base}/v2/models/{model}/infer", body)
 
 
-def test_bandit_example_serves_both_protocols_through_its_service(
+def test_bandit_example_serves_rest_and_grpc_through_its_service(
     cluster: Any, namespace: str
 ) -> None:
     ms = apply_example(cluster, namespace, "modelservice-bandit.yaml")
     name, model = ms["metadata"]["name"], ms["spec"]["model"]["name"]
-    wait_serving(cluster, namespace, name, 2)
-    base = f"http://{service_ip(cluster, namespace, name)}"
+    serving(cluster, namespace, name, 2)
+    ip = service_ip(cluster, namespace, name)
+    base = f"http://{ip}"
 
     status, body = v2_infer(base, model, ITEMS)
     assert status == 200, body
@@ -80,6 +83,30 @@ def test_bandit_example_serves_both_protocols_through_its_service(
     ready, answer = log.strip().splitlines()[-2:]
     assert ready == "200"
     assert len(json.loads(answer)["predictions"]) == len(ITEMS)
+
+    # OIP v2 over gRPC through the Service's grpc port (8081, appProtocol h2c).
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from mlkube.serving.grpc import inference_pb2 as pb
+    from mlkube.serving.grpc import inference_pb2_grpc as pb_grpc
+
+    service = get_json(cluster, "-n", namespace, "get", "service", name)
+    grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert grpc_port["appProtocol"] == "kubernetes.io/h2c"
+    with grpc.insecure_channel(f"{ip}:{grpc_port['port']}") as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        request = pb.ModelInferRequest(model_name=model)
+        request.inputs.add(name="items", datatype="BYTES", shape=[len(ITEMS)])
+        request.raw_input_contents.append(
+            b"".join(len(i.encode()).to_bytes(4, "little") + i.encode() for i in ITEMS)
+        )
+        answer_grpc = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+        assert [o.name for o in answer_grpc.outputs] == ["scores", "ranking"]
+        assert len(answer_grpc.raw_output_contents[0]) == 8 * len(ITEMS)
 
 
 def redis_pod(cluster: Any, namespace: str) -> str:

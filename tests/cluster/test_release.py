@@ -25,13 +25,14 @@ from tests.cluster.kit import (
     LoadGenerator,
     apply_docs,
     condition,
+    endpoint_pods,
     get_json,
     is_ready,
     msvc,
     pods,
     service_ip,
+    serving,
     tier,
-    wait_serving,
     wait_until,
 )
 
@@ -97,50 +98,6 @@ def flaky(
 def rollout(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
     status: dict[str, Any] = msvc(cluster, namespace, name).get("status", {}).get("rollout", {})
     return status
-
-
-def serving(cluster: Any, namespace: str, name: str, replicas: int) -> None:
-    """Until the ModelService is Ready and its Service routes to every pod.
-
-    Ready pods are not yet a routable Service: the EndpointSlice follows the pods, and
-    kube-proxy programs it a moment later; until then the ClusterIP has no endpoint and
-    kube-proxy refuses connections to it. (Load started on Ready pods alone saw 20 and 226
-    refused connections in two runs.)"""
-    names = wait_serving(cluster, namespace, name, replicas)
-    wait_until(
-        lambda: endpoint_pods(cluster, namespace, name) == set(names),
-        timeout=60,
-        what=f"the Service {name} listing its {replicas} pods",
-    )
-    url = f"http://{service_ip(cluster, namespace, name)}/v2/health/ready"
-    wait_until(lambda: answers_200(url), timeout=60, what=f"the Service {name} routing")
-
-
-def answers_200(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
-def endpoint_pods(cluster: Any, namespace: str, service: str) -> set[str]:
-    """Pods behind the Service that kube-proxy sends new connections to (ready endpoints)."""
-    slices = get_json(
-        cluster,
-        "-n",
-        namespace,
-        "get",
-        "endpointslices",
-        "-l",
-        f"kubernetes.io/service-name={service}",
-    )
-    return {
-        e["targetRef"]["name"]
-        for s in slices["items"]
-        for e in s.get("endpoints") or []
-        if e.get("conditions", {}).get("ready") and e.get("targetRef")
-    }
 
 
 def report(title: str, answers: list[Answer]) -> str:

@@ -162,7 +162,7 @@ def run_life_cycle(
                     "ports"
                 ]
             ]
-            == [80]
+            == [80, 8081]
         ),
         what="the Service back on port 80",
     )
