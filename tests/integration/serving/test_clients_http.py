@@ -7,6 +7,8 @@ clients' defaults) and errors. The gRPC clients are in test_clients_grpc.py.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,9 +19,26 @@ pytestmark = pytest.mark.slow
 ITEMS = np.array([b"apple", b"pear", "fig\u00e9".encode()], dtype=np.object_)
 
 
-@pytest.fixture
-def server(serve: Any) -> Any:
-    return serve("--workers", "1")
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One server for the module: these tests only read (feedback is never sent)."""
+    from tests.integration.serving.conftest import REPO, Serve, free_port
+
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "MLKUBE_LOG_FORMAT": "json",
+        "PYTHONPATH": str(REPO),
+    }
+    log = tmp_path_factory.mktemp("clients-http") / "serve.log"
+    port = free_port()
+    grpc_port = next(p for p in iter(free_port, None) if p != port)
+    server = Serve(port, grpc_port, env, ["--workers", "1"], log)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.close()
 
 
 # --- tritonclient.http -------------------------------------------------------------------------
