@@ -145,7 +145,8 @@ def main(argv: list[str]) -> int:
             print(f"mlkube serve: {exc}", file=sys.stderr)
             return 2
 
-    workers = effective_workers(config)
+    workers, why = effective_workers(config)
+    log.info("workers", extra={"workers": workers, "from": why})
     if config.feature_store.kind == "memory" and workers > 1:
         log.warning(
             "feature_store.kind is memory with %d workers: each worker keeps its own counts; "

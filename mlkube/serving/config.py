@@ -18,6 +18,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlkube.serving.cpulimit import CpuBudget
+from mlkube.serving.cpulimit import detect as detect_cpu_budget
+
 # Same rule as ModelService.spec.model.name (a Kubernetes label value).
 _NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _CLASS_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -32,7 +35,7 @@ class ServerConfig(_Strict):
 
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65535)
-    # None: one worker per CPU core available to this process.
+    # None: one worker per CPU this process may use (cores, capped by its cgroup CPU quota).
     workers: int | None = Field(default=None, ge=1, le=256)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     # After SIGTERM: keep serving (readiness already false) for drain_seconds so load
@@ -307,11 +310,12 @@ def load_config(
         raise ConfigError(_format_errors(exc, sources)) from exc
 
 
-def effective_workers(config: ServeConfig) -> int:
-    """Worker processes to start: the configured number, else one per usable core."""
+def effective_workers(config: ServeConfig, budget: CpuBudget | None = None) -> tuple[int, str]:
+    """Worker processes to start, and why: the configured number, else one per CPU this
+    process may use (its cores, capped by its cgroup's CPU quota: a pod's CPU limit)."""
     if config.server.workers is not None:
-        return config.server.workers
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+        return config.server.workers, "server.workers"
+    budget = budget if budget is not None else detect_cpu_budget()
+    if budget.limit is not None and budget.limit < budget.cores:
+        return budget.workers, f"CPU limit {budget.limit:g} (cgroup quota; {budget.cores} cores)"
+    return budget.workers, f"{budget.cores} cores"

@@ -23,7 +23,7 @@ def test_defaults_match_the_contract() -> None:
     assert cfg.feature_store.kind == "memory"
     assert cfg.feature_store.refresh_interval < 1.0
     assert cfg.server.access_log_sample_rate == 0.0
-    assert effective_workers(cfg) >= 1
+    assert effective_workers(cfg)[0] >= 1
 
 
 def test_env_overrides_file_and_flags_override_env() -> None:
