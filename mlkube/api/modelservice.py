@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from mlkube.api.contract import runtime_bounds, runtime_enum
 from mlkube.api.rollout import AutoscalingSpec, AutoscalingStatus, RolloutSpec, RolloutStatus
 from mlkube.api.schema import (
     DNS1035_LABEL,
@@ -34,6 +35,7 @@ from mlkube.api.schema import (
 )
 from mlkube.api.schema import GROUP as GROUP
 from mlkube.api.schema import VERSION as VERSION
+from mlkube.serving.config import MODEL_NAME_PATTERN, env_name
 
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "ModelService"
@@ -48,24 +50,28 @@ DEFAULT_PORT = 8080
 DEFAULT_GRPC_PORT = 8081
 """The runtime's OIP v2 gRPC port (KServe's, next to REST on 8080)."""
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
-RESERVED_ENV = (
-    "MLKUBE_PORT",
-    "MLKUBE_GRPC_PORT",
-    "MLKUBE_MODEL_NAME",
-    "MLKUBE_MODEL_VERSION",
-    "MLKUBE_MODEL_FORMAT",
-    "MLKUBE_MODEL_CLASS",
-    "MLKUBE_MODEL_URI",
-    "MLKUBE_REVISION",
-    "MLKUBE_FEATURE_STORE",
-    "MLKUBE_REDIS_URL",
-    "MLKUBE_WORKERS",
-    "MLKUBE_BANDIT_PRIOR_ALPHA",
-    "MLKUBE_BANDIT_PRIOR_BETA",
-    "MLKUBE_MAX_ITEMS",
+RESERVED_ENV = tuple(
+    env_name(path)
+    for path in (
+        ("server", "port"),
+        ("server", "grpc_port"),
+        ("model", "name"),
+        ("model", "version"),
+        ("model", "format"),
+        ("model", "class"),
+        ("model", "uri"),
+        ("revision",),
+        ("feature_store", "kind"),
+        ("feature_store", "redis_url"),
+        ("server", "workers"),
+        ("bandit", "prior_alpha"),
+        ("bandit", "prior_beta"),
+        ("bandit", "max_items"),
+    )
 )
 """Variables the operator derives from the spec; setting them in `runtime.env` would
-make the pod disagree with the spec (and with the revision hash), so the schema refuses."""
+make the pod disagree with the spec (and with the revision hash), so the schema refuses.
+The names come from the runtime's own table (`mlkube.serving.config.ENV_VARS`)."""
 
 Name = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)]
 
@@ -80,14 +86,24 @@ class ModelFormat(StrEnum):
     CUSTOM = "custom"
 
 
+runtime_enum("model.format", ("model", "format"), ModelFormat)
+
+
 class BanditSpec(KubeModel):
     """Thompson-sampling bandit parameters (format `bandit`)."""
 
-    prior_alpha: float = Field(default=1.0, gt=0, le=1e6)
+    # Bounds: the runtime's (mlkube.api.contract), the priors' ceiling lower on purpose.
+    prior_alpha: Annotated[
+        float, runtime_bounds("model.bandit.priorAlpha", ("bandit", "prior_alpha"), le=1e6)
+    ] = 1.0
     """Alpha of the Beta prior every item starts from (successes + 1 in the classic form)."""
-    prior_beta: float = Field(default=1.0, gt=0, le=1e6)
+    prior_beta: Annotated[
+        float, runtime_bounds("model.bandit.priorBeta", ("bandit", "prior_beta"), le=1e6)
+    ] = 1.0
     """Beta of the Beta prior every item starts from (failures + 1 in the classic form)."""
-    max_items: int = Field(default=10_000, ge=1, le=10_000_000)
+    max_items: Annotated[int, runtime_bounds("model.bandit.maxItems", ("bandit", "max_items"))] = (
+        10_000
+    )
     """Most items one request may ask to rank; larger requests get a 400."""
 
 
@@ -112,13 +128,11 @@ class ModelSpec(KubeModel):
         )
     )
 
-    name: str = Field(
-        min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+    name: Annotated[str, runtime_bounds("model.name", ("model", "name"))] = Field(
+        pattern=MODEL_NAME_PATTERN
     )
     """Model name; reported by the inference API and in every metric's `model` label."""
-    version: str = Field(
-        min_length=1,
-        max_length=63,
+    version: Annotated[str, runtime_bounds("model.version", ("model", "version"))] = Field(
         json_schema_extra=kube(
             validations=[
                 rule(
@@ -132,23 +146,25 @@ class ModelSpec(KubeModel):
     """A free string the user bumps to roll out a new model (e.g. `2024-06-01` or `v3`)."""
     format: ModelFormat = ModelFormat.BANDIT
     """`bandit` (built in) or `custom` (a user's `module:Class`)."""
-    class_name: str | None = Field(
+    class_name: (
+        Annotated[str, runtime_bounds("model.className", ("model", "class"), max_length=253)] | None
+    ) = Field(
         default=None,
-        max_length=253,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
     )
     """Python `module:Class` of a custom model (format `custom` only)."""
-    uri: str | None = Field(
-        default=None,
-        max_length=2048,
-        json_schema_extra=kube(
-            validations=[
-                rule(
-                    "self.matches('^[a-z][a-z0-9+.-]*://')",
-                    "uri needs a scheme, e.g. s3://bucket/model or file:///models/m",
-                )
-            ]
-        ),
+    uri: Annotated[str, runtime_bounds("model.uri", ("model", "uri"), max_length=2048)] | None = (
+        Field(
+            default=None,
+            json_schema_extra=kube(
+                validations=[
+                    rule(
+                        "self.matches('^[a-z][a-z0-9+.-]*://')",
+                        "uri needs a scheme, e.g. s3://bucket/model or file:///models/m",
+                    )
+                ]
+            ),
+        )
     )
     """Where the model's artefacts are stored (`s3://`, `gs://`, `file://`, ...)."""
     bandit: BanditSpec | None = None
@@ -177,6 +193,9 @@ class RedisSpec(KubeModel):
 class FeatureStoreType(StrEnum):
     MEMORY = "memory"
     REDIS = "redis"
+
+
+runtime_enum("featureStore.type", ("feature_store", "kind"), FeatureStoreType)
 
 
 class FeatureStoreSpec(KubeModel):
@@ -305,11 +324,15 @@ class RuntimeSpec(KubeModel):
     """Extra environment variables (names are unique)."""
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     """CPU and memory requests and limits."""
-    workers: int | None = Field(default=None, ge=1, le=64)
+    workers: (
+        Annotated[int, runtime_bounds("runtime.workers", ("server", "workers"), le=64)] | None
+    ) = None
     """Worker processes per pod (default: one per CPU the runtime sees)."""
-    port: int = Field(default=DEFAULT_PORT, ge=1024, le=65535)
+    port: Annotated[int, runtime_bounds("runtime.port", ("server", "port"), ge=1024)] = DEFAULT_PORT
     """Container port of the HTTP API and /metrics (1024-65535: the container runs as non-root)."""
-    grpc_port: int = Field(default=DEFAULT_GRPC_PORT, ge=1024, le=65535)
+    grpc_port: Annotated[
+        int, runtime_bounds("runtime.grpcPort", ("server", "grpc_port"), ge=1024)
+    ] = DEFAULT_GRPC_PORT
     """Container port of the OIP v2 gRPC API and gRPC health checks (1024-65535, not `port`);
     the Service exposes it as port 8081, named `grpc`."""
 

@@ -26,6 +26,7 @@ from mlkube.api.modelservice import (
     ModelServiceSpec,
     ProbeSpec,
 )
+from mlkube.serving.config import env_name
 
 JsonDict = dict[str, Any]
 Track = Literal["stable", "canary"]
@@ -175,39 +176,44 @@ def child_metadata(ms: ModelService, name: str, labels: dict[str, str]) -> JsonD
     }
 
 
+def _var(path: tuple[str, ...], value: str) -> JsonDict:
+    """One ``MLKUBE_*`` variable, named by the runtime's own table (``ENV_VARS``)."""
+    return {"name": env_name(path), "value": value}
+
+
 def build_env(ms: ModelService, revision: str) -> list[JsonDict]:
     """The runtime's configuration, per the serving contract (MLKUBE_* variables)."""
     spec = ms.spec
     model = spec.model
     env: list[JsonDict] = [
-        {"name": "MLKUBE_PORT", "value": str(spec.runtime.port)},
-        {"name": "MLKUBE_GRPC_PORT", "value": str(spec.runtime.grpc_port)},
-        {"name": "MLKUBE_HOST", "value": "0.0.0.0"},
-        {"name": "MLKUBE_MODEL_NAME", "value": model.name},
-        {"name": "MLKUBE_MODEL_VERSION", "value": model.version},
-        {"name": "MLKUBE_MODEL_FORMAT", "value": model.format.value},
-        {"name": "MLKUBE_REVISION", "value": revision},
+        _var(("server", "port"), str(spec.runtime.port)),
+        _var(("server", "grpc_port"), str(spec.runtime.grpc_port)),
+        _var(("server", "host"), "0.0.0.0"),
+        _var(("model", "name"), model.name),
+        _var(("model", "version"), model.version),
+        _var(("model", "format"), model.format.value),
+        _var(("revision",), revision),
     ]
     if model.class_name:
-        env.append({"name": "MLKUBE_MODEL_CLASS", "value": model.class_name})
+        env.append(_var(("model", "class"), model.class_name))
     if model.uri:
-        env.append({"name": "MLKUBE_MODEL_URI", "value": model.uri})
+        env.append(_var(("model", "uri"), model.uri))
     if model.format is ModelFormat.BANDIT:
         bandit = model.bandit or BanditSpec()
         env += [
-            {"name": "MLKUBE_BANDIT_PRIOR_ALPHA", "value": repr(bandit.prior_alpha)},
-            {"name": "MLKUBE_BANDIT_PRIOR_BETA", "value": repr(bandit.prior_beta)},
-            {"name": "MLKUBE_MAX_ITEMS", "value": str(bandit.max_items)},
+            _var(("bandit", "prior_alpha"), repr(bandit.prior_alpha)),
+            _var(("bandit", "prior_beta"), repr(bandit.prior_beta)),
+            _var(("bandit", "max_items"), str(bandit.max_items)),
         ]
     if spec.runtime.workers is not None:
-        env.append({"name": "MLKUBE_WORKERS", "value": str(spec.runtime.workers)})
+        env.append(_var(("server", "workers"), str(spec.runtime.workers)))
     store = spec.feature_store
-    env.append({"name": "MLKUBE_FEATURE_STORE", "value": store.type.value})
+    env.append(_var(("feature_store", "kind"), store.type.value))
     if store.type is FeatureStoreType.REDIS and store.redis is not None:
         ref = store.redis.url_secret_ref
         env.append(
             {
-                "name": "MLKUBE_REDIS_URL",
+                "name": env_name(("feature_store", "redis_url")),
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
             }
         )

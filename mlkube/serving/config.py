@@ -13,16 +13,19 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from mlkube.serving.cpulimit import CpuBudget
 from mlkube.serving.cpulimit import detect as detect_cpu_budget
 
-# Same rule as ModelService.spec.model.name (a Kubernetes label value).
-_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+"""A Kubernetes label value's characters (the length is the field's own constraint);
+ModelService.spec.model.name takes this very pattern."""
+_NAME_RE = re.compile(MODEL_NAME_PATTERN)
 _CLASS_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
@@ -76,8 +79,8 @@ class ServerConfig(_Strict):
 class ModelConfig(_Strict):
     """Which model this server runs."""
 
-    name: str = "bandit"
-    version: str = "1"
+    name: str = Field(default="bandit", min_length=1, max_length=63)
+    version: str = Field(default="1", min_length=1, max_length=63)
     format: Literal["bandit", "custom"] = "bandit"
     # module:Class of a user model (format custom).
     class_path: str | None = Field(default=None, alias="class")
@@ -91,7 +94,7 @@ class ModelConfig(_Strict):
     def _check_name(cls, value: str) -> str:
         if not _NAME_RE.match(value):
             raise ValueError(
-                "must be 1-63 letters, digits, '.', '_' or '-', "
+                "must be letters, digits, '.', '_' or '-', "
                 "starting and ending with a letter or digit"
             )
         return value
@@ -99,8 +102,8 @@ class ModelConfig(_Strict):
     @field_validator("version")
     @classmethod
     def _check_version(cls, value: str) -> str:
-        if not value or len(value) > 63 or "/" in value:
-            raise ValueError("must be 1-63 characters without '/'")
+        if "/" in value:
+            raise ValueError("must not contain '/'")
         return value
 
     @field_validator("class_path")
@@ -225,6 +228,64 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "MLKUBE_BATCH_MAX_SIZE": ("batching", "max_batch_size"),
     "MLKUBE_BATCH_MAX_DELAY": ("batching", "max_delay"),
 }
+
+_ENV_BY_PATH = {path: var for var, path in ENV_VARS.items()}
+if len(_ENV_BY_PATH) != len(ENV_VARS):  # pragma: no cover - a typo in ENV_VARS
+    raise RuntimeError("ENV_VARS: two variables set one field")
+
+BOUND_KINDS = ("gt", "ge", "lt", "le", "min_length", "max_length")
+"""The constraints ``field_bounds`` reports (annotated-types names, as ``Field`` takes them)."""
+
+
+def env_name(path: tuple[str, ...]) -> str:
+    """The ``MLKUBE_*`` variable that sets ``path`` (``("bandit", "max_items")``).
+
+    The operator writes pod env with these names and the API reserves them, so a name is
+    typed once, in ``ENV_VARS``; an unknown path is a ``KeyError`` at import time of the
+    caller, not a variable the runtime silently ignores.
+    """
+    return _ENV_BY_PATH[path]
+
+
+def field_info(path: tuple[str, ...]) -> FieldInfo:
+    """The pydantic field of ``ServeConfig`` at ``path`` (aliases such as ``class`` work)."""
+    model: type[BaseModel] = ServeConfig
+    info: FieldInfo | None = None
+    for key in path:
+        if info is not None:
+            if not (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)):
+                raise KeyError(path)
+            model = info.annotation
+        fields = model.model_fields
+        info = fields.get(key) or next((f for f in fields.values() if f.alias == key), None)
+        if info is None:
+            raise KeyError(path)
+    if info is None:
+        raise KeyError(path)
+    return info
+
+
+def field_bounds(path: tuple[str, ...]) -> dict[str, Any]:
+    """The numeric and length constraints of one runtime field, as ``Field`` keywords.
+
+    Read from the field's metadata rather than retyped, so that the API's schema (which
+    must never accept what the runtime refuses) follows the runtime when it changes.
+    """
+    out: dict[str, Any] = {}
+    for item in field_info(path).metadata:
+        for kind in BOUND_KINDS:
+            value = getattr(item, kind, None)
+            if value is not None:
+                out[kind] = value
+    return out
+
+
+def field_choices(path: tuple[str, ...]) -> tuple[Any, ...] | None:
+    """The values a ``Literal`` field allows (``None`` if it is not a ``Literal``)."""
+    annotation = field_info(path).annotation
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    return None
 
 
 class ConfigError(Exception):
