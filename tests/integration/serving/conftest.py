@@ -207,3 +207,20 @@ def serve(tmp_path: Path) -> Iterator[Any]:
     yield start
     for server in started:
         server.close()
+
+
+def children(pid: int) -> list[int]:
+    """The worker processes of the `mlkube serve` master ``pid`` (from /proc)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def wait_replaced(master: int, dead: int, workers: int, timeout: float = 15.0) -> list[int]:
+    """Until the master has ``workers`` children again and ``dead`` is not among them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = children(master)
+        if len(now) == workers and dead not in now:
+            return now
+        time.sleep(0.05)
+    return children(master)

@@ -19,6 +19,8 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.integration.serving.conftest import children, wait_replaced
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[3]
@@ -64,11 +66,6 @@ async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
         return True
     except TimeoutError:
         return False
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 async def test_headers_that_never_finish_get_408_and_a_close(serve: Any) -> None:
@@ -276,7 +273,7 @@ async def test_connections_spread_again_after_a_worker_restarts(serve: Any) -> N
         "--workers", "2", "--max-requests-per-connection", "50",
         "--access-log-sample-rate", "1", "--log-level", "INFO",
     )  # fmt: skip
-    workers = _children(server.proc.pid)
+    workers = children(server.proc.pid)
     assert len(workers) == 2
     tally = Tally()
     stop = asyncio.Event()
@@ -286,13 +283,8 @@ async def test_connections_spread_again_after_a_worker_restarts(serve: Any) -> N
     ]
     await asyncio.sleep(0.5)
     os.kill(workers[0], signal.SIGKILL)  # a worker we started, by PID
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        now = _children(server.proc.pid)
-        if len(now) == 2 and workers[0] not in now:
-            break
-        await asyncio.sleep(0.05)
-    respawned = next(p for p in _children(server.proc.pid) if p != workers[1])
+    now = await asyncio.to_thread(wait_replaced, server.proc.pid, workers[0], 2)
+    respawned = next(p for p in now if p != workers[1])
     await asyncio.sleep(0.5)  # the new worker loads its model
     mark = len(server.log())
     await asyncio.sleep(2.0)

@@ -28,6 +28,7 @@ from mlkube.serving.grpc import inference_pb2 as pb
 from mlkube.serving.grpc import inference_pb2_grpc as pb_grpc
 from mlkube.serving.metrics import FLUSH_INTERVAL
 from mlkube.serving.protocol import tensor_from_raw
+from tests.integration.serving.conftest import children
 
 pytestmark = pytest.mark.slow
 
@@ -66,26 +67,23 @@ def raw_bytes(*items: bytes) -> bytes:
     return b"".join(len(i).to_bytes(4, "little") + i for i in items)
 
 
-def run_client(which: str, target: str) -> dict[str, Any]:
+def last_json_line(*args: str) -> dict[str, Any]:
+    """Run a Python of its own with ``args``; the JSON object on its last line of output."""
     proc = subprocess.run(
-        [sys.executable, str(HERE / "oip_clients.py"), which, target],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        [sys.executable, *args], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
 
+def run_client(which: str, target: str) -> dict[str, Any]:
+    return last_json_line(str(HERE / "oip_clients.py"), which, target)
+
+
 def loads_grpc(pid: int) -> bool:
     """Whether a process has gRPC's native core mapped (i.e. imported grpc)."""
     return "cygrpc" in Path(f"/proc/{pid}/maps").read_text()
-
-
-def children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def test_our_stubs_against_the_real_server(serve: Any) -> None:
@@ -285,16 +283,7 @@ print(json.dumps({
 
 
 def layout_of(module: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-c", LAYOUT, module],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return last_json_line("-c", LAYOUT, module)
 
 
 @pytest.mark.parametrize(

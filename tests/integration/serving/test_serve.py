@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from mlkube.serving.metrics import FLUSH_INTERVAL
+from tests.integration.serving.conftest import children, wait_replaced
 
 pytestmark = pytest.mark.slow
 
@@ -243,28 +244,15 @@ async def test_metrics_sum_over_workers(serve: Any) -> None:
     assert "mlkube_inflight_requests" in text
 
 
-def _children(pid: int) -> list[int]:
-    from pathlib import Path
-
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(c) for c in text.split()]
-
-
 async def test_master_restarts_a_worker_that_died(serve: Any) -> None:
     import os
     import signal
 
     server = serve("--workers", "2")
-    workers = _children(server.proc.pid)
+    workers = children(server.proc.pid)
     assert len(workers) == 2
     os.kill(workers[0], signal.SIGKILL)  # a worker we started, by PID
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        now = _children(server.proc.pid)
-        if len(now) == 2 and workers[0] not in now:
-            break
-        await asyncio.sleep(0.1)
-    now = _children(server.proc.pid)
+    now = await asyncio.to_thread(wait_replaced, server.proc.pid, workers[0], 2)
     assert len(now) == 2
     assert workers[0] not in now
     assert workers[1] in now

@@ -28,7 +28,9 @@ import orjson
 import pytest
 
 from mlkube.native import V1, V2, V2_BINARY, BetaSampler, RequestScorer
-from tests.unit.native.decoding import MAX_ITEMS, Meaning, native_decode, python_decode
+from mlkube.serving.bandit import parse_query
+from mlkube.serving.protocol import ClientError, parse_v2_infer
+from tests.unit.native.decoding import HEAD, MAX_ITEMS, Meaning, native_decode, python_decode, table
 
 ROOT = Path(__file__).resolve().parents[3]
 FUZZ_DIR = ROOT / "native" / "fuzz"
@@ -687,9 +689,6 @@ def binary_case(rnd: random.Random) -> tuple[bytes, int]:
 
 
 def python_binary(body: bytes, json_len: int, max_items: int) -> BinaryMeaning | None:
-    from mlkube.serving.bandit import parse_query
-    from mlkube.serving.protocol import ClientError, parse_v2_infer
-
     try:
         request = parse_v2_infer(body, max_items, str(json_len))
         query = parse_query(request, "default", max_items, 256)
@@ -700,8 +699,6 @@ def python_binary(body: bytes, json_len: int, max_items: int) -> BinaryMeaning |
 
 
 def native_binary(scorer: RequestScorer, body: bytes, json_len: int) -> BinaryMeaning | None:
-    from tests.unit.native.decoding import HEAD, table
-
     if not scorer.parse_binary(body, json_len):
         return None
     segment = scorer.segment(body) or "default"
