@@ -1,14 +1,23 @@
-"""Assembling and running the kopf operator: settings, login, handler modules.
+"""Assembling and running the kopf operator: settings, login, watches, the work queue.
 
 kopf is run programmatically (``kopf.operator``) with an explicit registry and settings, so
 nothing depends on import side effects or on kopf's CLI, and tests start the very same
 operator in-process against an API mock.
 
+Both controllers have one shape. kopf is used for what it is good at (login, watching,
+peering, liveness) through its public API only: ``kopf.on.event`` handlers put what the
+watch streams deliver into the :class:`~mlkube.operator.cache.ObjectCache` and the key of
+the object that has to look again into the :class:`~mlkube.operator.workqueue.WorkQueue`;
+the queue's workers run each controller's level-based reconcile, which reads from the
+cache and writes through the one :class:`~mlkube.operator.kube.KubeAPI`. No kopf change
+handler, timer or daemon is registered, so kopf never puts a finalizer or its own
+annotations on our objects (it removes a finalizer an older mlkube put there).
+
 Each controller lives in a module with ``register(registry, ctx) -> None`` (listed in
-``HANDLER_MODULES``); a module that is not there yet is skipped, so controllers land
-independently. ``ctx`` (an :class:`OperatorContext`) carries the configuration and the
-API client; handlers close over it (kopf's ``memo`` is copied per object, which would give
-every object its own HTTP session).
+``HANDLER_MODULES``): it registers the watch of its own kind, its reconcile
+(``ctx.reconcilers``) and which children's events concern it (:meth:`route_children`).
+``ctx`` (an :class:`OperatorContext`) carries the configuration, the client, the cache
+and the queue; handlers close over it (kopf's ``memo`` is copied per object).
 """
 
 from __future__ import annotations
@@ -16,29 +25,49 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
-from mlkube.operator.builders import BuildSettings
+from mlkube.operator import peering
+from mlkube.operator.builders import LABEL_MANAGED_BY, BuildSettings
+from mlkube.operator.cache import AppliedMemory, ObjectCache
 from mlkube.operator.config import OperatorConfig
-from mlkube.operator.kube import KubeAPI
+from mlkube.operator.kube import RESOURCES, ApiError, KubeAPI
 from mlkube.operator.metrics import OperatorMetrics, start_server
-from mlkube.operator.timers import without_finalizers
+from mlkube.operator.workqueue import Key, WorkQueue
 
 HANDLER_MODULES = (
     "mlkube.operator.handlers",
-    "mlkube.operator.progressive",
     "mlkube.operator.pytorchjob.handlers",
 )
 STATE_PREFIX = "mlkube.dev"
 FINALIZER = "mlkube.dev/finalizer"
 
 logger = logging.getLogger("mlkube.operator")
+
+JsonDict = dict[str, Any]
+ChildRoute = Callable[[str | None, str, JsonDict], None]
+"""``route(event_type, kind, body)``: a controller's reaction to a child's watch event."""
+ControllerReconcile = Callable[[str, str, bool], Awaitable[float | None]]
+"""``reconcile(namespace, name, full)`` → seconds until the next full pass, or None."""
+
+#: Children both controllers may own, watched once (label ``managed-by=mlkube``) and
+#: cached: kind -> (group, version, plural).
+CHILD_RESOURCES = {
+    "Deployment": ("apps", "v1", "deployments"),
+    "Service": ("", "v1", "services"),
+    "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
+    "Pod": ("", "v1", "pods"),
+}
+MANAGED_BY = "mlkube"
+DEFAULT_WORKERS = 16
+PRIME_RETRY_SECONDS = 2.0
 
 
 @dataclass
@@ -48,8 +77,32 @@ class OperatorContext:
     config: OperatorConfig
     connection: kopf.ConnectionInfo | None = None
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    cache: ObjectCache = field(default_factory=ObjectCache)
+    applied: AppliedMemory = field(default_factory=AppliedMemory)
+    reconcilers: dict[str, ControllerReconcile] = field(default_factory=dict)
+    routes: dict[str, list[ChildRoute]] = field(default_factory=dict)
+    standby: peering.Standby | None = None
+    workers: int = DEFAULT_WORKERS
+    queue: WorkQueue = field(init=False)
     _api: KubeAPI | None = None
     _locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.queue = WorkQueue(self._reconcile, workers=self.workers, gate=self._active)
+
+    async def _reconcile(self, key: Key, full: bool) -> float | None:
+        kind, namespace, name = key
+        return await self.reconcilers[kind](namespace, name, full)
+
+    def _active(self) -> bool:
+        return self.standby is None or not self.standby.standing_by()
+
+    def route_children(self, kind: str, label: str, route: ChildRoute) -> None:
+        """Send watch events of ``kind`` children to ``route`` (and index them by ``label``)."""
+        self.routes.setdefault(kind, []).append(route)
+        labels = self.cache.owner_labels.get(kind, ())
+        if label not in labels:
+            self.cache.owner_labels[kind] = (*labels, label)
 
     @property
     def build(self) -> BuildSettings:
@@ -68,11 +121,41 @@ class OperatorContext:
         return self._api
 
     def lock(self, kind: str, namespace: str, name: str) -> asyncio.Lock:
-        """One lock per object: the timer, spec changes and child events never reconcile
-        the same object concurrently."""
+        """One lock per object: a full pass and a status refresh of the same object never
+        run concurrently."""
         return self._locks.setdefault((kind, namespace, name), asyncio.Lock())
 
+    async def prime(self) -> None:
+        """Fill the cache with every child the operator owns, once, before the first
+        reconcile: a status computed before the watches delivered the pods would report
+        a healthy object's pods missing. Retries until the API server answers."""
+        scopes: list[str | None] = list(self.config.namespaces) or [None]
+        while True:
+            if self.connection is not None:
+                try:
+                    for kind in self.routes:
+                        for namespace in scopes:
+                            await self._prime(kind, namespace)
+                    return
+                except ApiError as exc:
+                    logger.warning("listing the children failed: %s; retrying", exc)
+                except OSError as exc:
+                    logger.warning("API server unreachable: %s; retrying", exc)
+            await asyncio.sleep(PRIME_RETRY_SECONDS)
+
+    async def _prime(self, kind: str, namespace: str | None) -> None:
+        try:
+            found = await self.api.list(kind, namespace, f"{LABEL_MANAGED_BY}={MANAGED_BY}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return  # a kind this API server does not serve: nothing of it to know
+            raise
+        api_version = RESOURCES[kind][0]
+        for obj in found:
+            self.cache.wrote(kind, {"apiVersion": api_version, "kind": kind, **obj})
+
     async def close(self) -> None:
+        await self.queue.stop()
         if self._api is not None:
             await self._api.close()
             self._api = None
@@ -86,8 +169,8 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
         prefix=STATE_PREFIX, key="last-handled-configuration"
     )
     # No handler needs a finalizer (children are garbage-collected through owner
-    # references; timers are made finalizer-free in build_registry). kopf still has to know
-    # the name: it removes a finalizer it no longer needs, so objects that an older mlkube
+    # references, and only watching handlers are registered). kopf still has to know the
+    # name: it removes a finalizer it no longer needs, so objects that an older mlkube
     # marked with this one are released by the current operator.
     settings.persistence.finalizer = FINALIZER
     # Watches that end on the server's schedule and a client-side limit just beyond it:
@@ -137,8 +220,57 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
             raise
         register: Callable[[kopf.OperatorRegistry, OperatorContext], None] = module.register
         register(registry, ctx)
-    without_finalizers(registry)
+    for kind, routes in ctx.routes.items():
+        _watch_children(registry, ctx, kind, routes)
+    if ctx.standby is not None:
+        _watch_peering(registry, ctx, ctx.standby)
+
+    @kopf.on.startup(registry=registry)
+    async def start_queue(**_: Any) -> None:
+        # Runs before kopf logs in and starts watching: the queue holds what the watches
+        # deliver until the cache is primed (which waits for the login).
+        await ctx.queue.start(ready=ctx.prime())
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_queue(**_: Any) -> None:
+        await ctx.queue.stop()
+
     return registry
+
+
+def _watch_children(
+    registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: str, routes: list[ChildRoute]
+) -> None:
+    group, version, plural = CHILD_RESOURCES[kind]
+
+    @kopf.on.event(
+        group,
+        version,
+        plural,
+        labels={LABEL_MANAGED_BY: MANAGED_BY},
+        registry=registry,
+        id=f"watch-{plural}",
+    )
+    async def child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        raw = cast(JsonDict, dict(body))
+        if not ctx.cache.seen(kind, type, raw):
+            return  # what the cache knows already (our own write, echoed by the watch)
+        for route in routes:
+            route(type, kind, raw)
+
+
+def _watch_peering(
+    registry: kopf.OperatorRegistry, ctx: OperatorContext, standby: peering.Standby
+) -> None:
+    """Keep the peering object's peers in view, so the queue stands by with kopf."""
+    group, version, plural = peering.resource(ctx.config.clusterwide)
+
+    @kopf.on.event(
+        group, version, plural, registry=registry, id="peering", field="metadata.name",
+        value=ctx.config.peering,
+    )  # fmt: skip
+    async def peers_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+        standby.update(None if type == "DELETED" else cast(JsonDict, dict(body)))
 
 
 def configure_logging(config: OperatorConfig) -> None:
@@ -166,6 +298,11 @@ async def run_operator(
     ``settings_hook`` may adjust kopf's settings after ours (tests shorten idle timeouts).
     """
     config = ctx.config
+    if not config.standalone:
+        # kopf names this instance in the peering object by POD_ID (the chart sets it to
+        # the pod's name); one is chosen here when it is not set, so we know it too.
+        own = os.environ.setdefault("POD_ID", f"{socket.gethostname()}-{os.getpid()}")
+        ctx.standby = peering.Standby(own, config.peering_priority)
     settings = kopf.OperatorSettings()
     configure_settings(settings, config)
     if settings_hook is not None:

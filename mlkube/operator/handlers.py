@@ -14,9 +14,7 @@ Warning Event, and only transient API failures are retried (``kopf.TemporaryErro
 
 from __future__ import annotations
 
-import datetime
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,6 +23,7 @@ from pydantic import ValidationError
 
 from mlkube.api.modelservice import (
     GROUP,
+    KIND,
     PLURAL,
     VERSION,
     ModelService,
@@ -32,13 +31,10 @@ from mlkube.api.modelservice import (
     ObjectMeta,
     spec_problems,
 )
-from mlkube.operator import metrics, progressive
-from mlkube.operator.builders import (
-    LABEL_MANAGED_BY,
-    LABEL_MODELSERVICE,
-    desired_state,
-    pod_selector,
-)
+from mlkube.operator import clock, metrics, progressive, release
+from mlkube.operator.builders import FIELD_MANAGER, LABEL_MODELSERVICE, desired_state
+from mlkube.operator.cache import AppliedMemory, digest
+from mlkube.operator.events import record
 from mlkube.operator.kube import ApiError, KubeAPI
 from mlkube.operator.repair import conflicting_ports_patch
 from mlkube.operator.status import (
@@ -104,32 +100,15 @@ def refresh_allowed(parsed: Parsed) -> bool:
     return observed is not None and observed == parsed.meta.generation
 
 
-def now_iso() -> str:
-    return (
-        datetime.datetime.now(datetime.UTC)
-        .replace(microsecond=0)
-        .isoformat()
-        .replace("+00:00", "Z")
+def observe(ctx: OperatorContext, namespace: str, name: str) -> Observed:
+    """The stable Deployment and the pods of a ModelService, from the watch-fed cache."""
+    return Observed(
+        deployment=ctx.cache.get("Deployment", namespace, name),
+        pods=ctx.cache.owned("Pod", namespace, LABEL_MODELSERVICE, name),
     )
 
 
-async def observe(api: KubeAPI, namespace: str, name: str) -> Observed:
-    deployment = await api.get("Deployment", namespace, name)
-    pods = await api.list("Pod", namespace, pod_selector(name))
-    return Observed(deployment=deployment, pods=pods)
-
-
-async def observe_after_refusal(api: KubeAPI, namespace: str, name: str) -> Observed:
-    """The children after the API server refused part of an apply (nothing if unreadable)."""
-    try:
-        return await observe(api, namespace, name)
-    except ApiError as exc:
-        if exc.status >= 500 or exc.status == 429:
-            raise kopf.TemporaryError(f"API server: {exc}", delay=10) from exc
-        return Observed(deployment=None)
-
-
-async def apply_child(api: KubeAPI, obj: JsonDict, logger: AnyLogger = log) -> None:
+async def _server_side_apply(api: KubeAPI, obj: JsonDict, logger: AnyLogger) -> JsonDict:
     """Server-side apply one child; repair a hand-edited Service the apply cannot fix.
 
     Only on the API server's refusal (422) of a Service, and only when the live ports
@@ -138,8 +117,7 @@ async def apply_child(api: KubeAPI, obj: JsonDict, logger: AnyLogger = log) -> N
     or a patch the server rejects (the Service changed meanwhile), surfaces as before.
     """
     try:
-        await api.apply(obj)
-        return
+        return await api.apply(obj)
     except ApiError as exc:
         if exc.status != 422 or obj.get("kind") != "Service":
             raise
@@ -160,180 +138,218 @@ async def apply_child(api: KubeAPI, obj: JsonDict, logger: AnyLogger = log) -> N
         meta.get("namespace"),
         meta["name"],
     )
-    await api.apply(obj)
+    return await api.apply(obj)
+
+
+async def apply_child(
+    ctx: OperatorContext,
+    obj: JsonDict,
+    logger: AnyLogger = log,
+    field_manager: str = FIELD_MANAGER,
+) -> None:
+    """Apply one child unless the cache shows it is already exactly what we applied.
+
+    Children of kinds the operator watches (:data:`CACHED_CHILDREN`) are compared with
+    :class:`~mlkube.operator.cache.AppliedMemory`; the others are always applied.
+    """
+    kind, meta = obj["kind"], obj["metadata"]
+    key = (kind, meta.get("namespace") or "", meta["name"])
+    manifest = digest(obj)
+    cached = kind in CACHED_CHILDREN
+    live = ctx.cache.get(*key) if cached else None
+    if live is not None and ctx.applied.unchanged(key, field_manager, manifest, live):
+        return
+    if field_manager == FIELD_MANAGER:
+        result = await _server_side_apply(ctx.api, obj, logger)
+    else:
+        result = await ctx.api.apply(obj, field_manager=field_manager)
+    if cached and result:
+        ctx.cache.wrote(kind, result)
+        ctx.applied.remember(key, field_manager, manifest, result)
 
 
 async def converge(
     ctx: OperatorContext, namespace: str, name: str, *, apply: bool, logger: AnyLogger = log
-) -> None:
+) -> float | None:
     """Reconcile one ModelService (``apply=False``: refresh its status only).
 
-    Reconciles are counted and timed (``mlkube_operator_reconciles_total``); the status-only
-    refreshes that every Deployment event triggers are not, so the rate means work done.
+    Returns when the next full pass is due (None when the object is gone or for a
+    refresh). Reconciles are counted and timed (``mlkube_operator_reconciles_total``); the
+    status-only refreshes that every Deployment or pod event triggers are not, so the
+    rate means work done.
     """
-    if not apply:
-        await _converge(ctx, namespace, name, apply=False, logger=logger)
-        return
-    with ctx.metrics.reconcile("ModelService") as outcome:
-        outcome.result = await _converge(ctx, namespace, name, apply=True, logger=logger)
+    async with ctx.lock("ModelService", namespace, name):
+        if not apply:
+            await _converge(ctx, namespace, name, apply=False, logger=logger)
+            return None
+        with ctx.metrics.reconcile("ModelService") as outcome:
+            outcome.result = await _converge(ctx, namespace, name, apply=True, logger=logger)
+        if outcome.result == metrics.DELETED:
+            return None
+        body = ctx.cache.get("ModelService", namespace, name) or {}
+        return progressive.next_pass(
+            body.get("spec"), body.get("status"), ctx.config.reconcile_interval
+        )
 
 
 async def _converge(
     ctx: OperatorContext, namespace: str, name: str, *, apply: bool, logger: AnyLogger
 ) -> str:
     """The reconcile itself; returns its result label for the metrics."""
-    async with ctx.lock("ModelService", namespace, name):
-        api = ctx.api
-        try:
-            body = await api.get("ModelService", namespace, name)
-        except ApiError as exc:
-            raise kopf.TemporaryError(f"cannot read ModelService: {exc}", delay=5) from exc
-        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
-            # gone: owner references let the garbage collector remove the children
+    api = ctx.api
+    body = ctx.cache.get("ModelService", namespace, name)
+    if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+        # gone: owner references let the garbage collector remove the children
+        ctx.metrics.forget_modelservice(namespace, name)
+        ctx.applied.forget(namespace, name)
+        return metrics.DELETED
+    parsed = parse(body)
+    if not apply and not refresh_allowed(parsed):
+        # A spec change no reconcile has applied yet (its full pass is queued): a status
+        # stamped with the new generation would describe the old Deployment. The apply
+        # that the spec change triggers writes the status.
+        return metrics.SUCCESS
+    problems = list(parsed.problems)
+    problem_reason = "InvalidSpec"
+    revision = (parsed.status.revision if parsed.status else None) or ""
+    replicas = parsed.replicas
+    rollout_plan: progressive.Plan | None = None
+    child = "a child object"  # named in the message when the API server refuses it
+    child_kind = ""
+    try:
+        if parsed.model is not None and not problems:
+            desired = desired_state(parsed.model, ctx.build)
+            # The rollout decides which revision the stable Deployment runs and with how
+            # many pods (canary split, autoscaler); Ready is judged against that.
+            revision, replicas = progressive.current_targets(
+                parsed.model, parsed.status, desired.revision
+            )
+            if apply:
+                rollout_plan = await release.plan(ctx, parsed.model, desired, parsed.status)
+                revision = rollout_plan.stable_revision
+                replicas = rollout_plan.stable_replicas
+                for obj in rollout_plan.handovers:
+                    child_kind = obj["kind"]
+                    child = f"{obj['kind']} {obj['metadata']['name']}"
+                    await apply_child(ctx, obj, logger, progressive.HANDOVER_MANAGER)
+                for obj in rollout_plan.objects:
+                    child_kind = obj["kind"]
+                    child = f"{obj['kind']} {obj['metadata']['name']}"
+                    await apply_child(ctx, obj, logger)
+                for kind, child_name in rollout_plan.deletions:
+                    child_kind = kind
+                    child = f"the deletion of {kind} {child_name}"
+                    live = ctx.cache.get(kind, namespace, child_name)
+                    if kind in CACHED_CHILDREN and live is None:
+                        continue  # not there: nothing to delete
+                    await api.delete_owned(kind, namespace, child_name, parsed.meta.uid, live)
+                child, child_kind = "a child object", ""
+    except ApiError as exc:
+        if child_kind:
+            ctx.metrics.apply_failed(child_kind, exc.status)
+        if exc.status >= 500 or exc.status == 429:
+            raise kopf.TemporaryError(f"API server: {exc}", delay=10) from exc
+        # The server refused what we built (admission policy, quota, RBAC): say so.
+        problems = [f"the API server refused {child}: {exc}"]
+        problem_reason = APPLY_FAILED
+    # What was applied before a refusal runs; Ready says so exactly as the status-only
+    # refreshes in between will, or it would flip at each of them.
+    observed = observe(ctx, namespace, name)
+    now = clock.now_iso()
+    new = compute_status(
+        parsed.meta,
+        parsed.status,
+        observed,
+        replicas=replicas,
+        revision=revision,
+        problems=problems,
+        now=now,
+        problem_reason=problem_reason,
+        applied=apply,
+    )
+    if rollout_plan is not None or (parsed.model is not None and not problems):
+        # A plan is kept even when applying failed half-way: its children are derived
+        # from this status, so the next reconcile re-applies the same ones.
+        new = progressive.with_rollout(
+            new, parsed.status, rollout_plan, now=now, generation=parsed.meta.generation
+        )
+    ctx.metrics.observe_modelservice(namespace, name, new)
+    result = (
+        metrics.SUCCESS
+        if not problems
+        else metrics.APPLY_FAILED
+        if problem_reason == APPLY_FAILED
+        else metrics.INVALID_SPEC
+    )
+    if not status_changed(parsed.status, new):
+        return result
+    try:
+        written = await api.patch_status("ModelService", namespace, name, status_patch(new))
+    except ApiError as exc:
+        if exc.status == 404:
             ctx.metrics.forget_modelservice(namespace, name)
             return metrics.DELETED
-        parsed = parse(body)
-        if not apply and not refresh_allowed(parsed):
-            # A spec change no reconcile has applied yet (e.g. after a restart the
-            # Deployment watch can deliver before the ModelService's resume handler runs):
-            # a status stamped with the new generation would describe the old Deployment.
-            # The apply that the spec change triggers writes the status.
-            return metrics.SUCCESS
-        problems = list(parsed.problems)
-        problem_reason = "InvalidSpec"
-        revision = (parsed.status.revision if parsed.status else None) or ""
-        replicas = parsed.replicas
-        rollout_plan: progressive.Plan | None = None
-        child = "a child object"  # named in the message when the API server refuses it
-        child_kind = ""
-        try:
-            if parsed.model is not None and not problems:
-                desired = desired_state(parsed.model, ctx.build)
-                # The rollout decides which revision the stable Deployment runs and with how
-                # many pods (canary split, autoscaler); Ready is judged against that.
-                revision, replicas = progressive.current_targets(
-                    parsed.model, parsed.status, desired.revision
-                )
-                if apply:
-                    rollout_plan = await progressive.plan(ctx, parsed.model, desired, parsed.status)
-                    revision = rollout_plan.stable_revision
-                    replicas = rollout_plan.stable_replicas
-                    for obj in rollout_plan.handovers:
-                        child_kind = obj["kind"]
-                        child = f"{obj['kind']} {obj['metadata']['name']}"
-                        await api.apply(obj, field_manager=progressive.HANDOVER_MANAGER)
-                    for obj in rollout_plan.objects:
-                        child_kind = obj["kind"]
-                        child = f"{obj['kind']} {obj['metadata']['name']}"
-                        await apply_child(api, obj, logger)
-                    for kind, child_name in rollout_plan.deletions:
-                        child_kind = kind
-                        child = f"the deletion of {kind} {child_name}"
-                        await api.delete_owned(kind, namespace, child_name, parsed.meta.uid)
-                    child, child_kind = "a child object", ""
-            observed = await observe(api, namespace, name)
-        except ApiError as exc:
-            if child_kind:
-                ctx.metrics.apply_failed(child_kind, exc.status)
-            if exc.status >= 500 or exc.status == 429:
-                raise kopf.TemporaryError(f"API server: {exc}", delay=10) from exc
-            # The server refused what we built (admission policy, quota, RBAC): say so.
-            problems = [f"the API server refused {child}: {exc}"]
-            problem_reason = APPLY_FAILED
-            # What was applied before the refusal runs; Ready must say so exactly as the
-            # status-only refreshes in between will, or it would flip at each of them.
-            observed = await observe_after_refusal(api, namespace, name)
-        now = now_iso()
-        new = compute_status(
-            parsed.meta,
-            parsed.status,
-            observed,
-            replicas=replicas,
-            revision=revision,
-            problems=problems,
-            now=now,
-            problem_reason=problem_reason,
-            applied=apply,
-        )
-        if rollout_plan is not None or (parsed.model is not None and not problems):
-            # A plan is kept even when applying failed half-way: its children are derived
-            # from this status, so the next reconcile re-applies the same ones.
-            new = progressive.with_rollout(
-                new, parsed.status, rollout_plan, now=now, generation=parsed.meta.generation
-            )
-        ctx.metrics.observe_modelservice(namespace, name, new)
-        result = (
-            metrics.SUCCESS
-            if not problems
-            else metrics.APPLY_FAILED
-            if problem_reason == APPLY_FAILED
-            else metrics.INVALID_SPEC
-        )
-        if not status_changed(parsed.status, new):
-            return result
-        try:
-            await api.patch_status("ModelService", namespace, name, status_patch(new))
-        except ApiError as exc:
-            if exc.status == 404:
-                ctx.metrics.forget_modelservice(namespace, name)
-                return metrics.DELETED
-            raise kopf.TemporaryError(f"cannot write status: {exc}", delay=5) from exc
-        events = without_repeats(
-            rollout_plan.events if rollout_plan is not None else [],
-            transitions(parsed.status, new),
-        )
-        for event in events:
-            kopf.event(
-                kopf.Body(cast(kopf.RawBody, body)),
-                type=event.type,
-                reason=event.reason,
-                message=event.message,
-            )
-            level = logging.WARNING if event.type == "Warning" else logging.INFO
-            logger.log(level, "%s/%s: %s", namespace, name, event.message)
-        return result
+        raise kopf.TemporaryError(f"cannot write status: {exc}", delay=5) from exc
+    if written:
+        ctx.cache.wrote("ModelService", written)
+    decided = rollout_plan.events if rollout_plan is not None else []
+    await record(api, body, without_repeats(decided, transitions(parsed.status, new)), logger)
+    return result
+
+
+#: Children the operator watches (and so reads from the cache instead of the API server).
+#: HPAs and HTTPRoutes exist only for some ModelServices and are applied on every full
+#: pass instead.
+CACHED_CHILDREN = ("Deployment", "Service", "PodDisruptionBudget")
+
+
+def child_event_needs_apply(
+    event_type: str | None, kind: str, body: JsonDict, applied: AppliedMemory
+) -> bool:
+    """Pure: does this event of a child call for a full pass (re-apply), or only a
+    status refresh? A deleted child, or a spec someone else changed, is drift to undo at
+    once; status movement (pods starting, a rollout progressing) only refreshes."""
+    if kind not in CACHED_CHILDREN:
+        return False
+    if event_type == "DELETED":
+        return True
+    meta = body.get("metadata") or {}
+    key = (kind, meta.get("namespace") or "", meta.get("name") or "")
+    return not applied.matches(key, body)
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
-    """Add the ModelService handlers to ``registry``."""
+    """The ModelService controller: its watch events and its children's feed the queue."""
+    ctx.reconcilers[KIND] = lambda namespace, name, full: converge(ctx, namespace, name, apply=full)
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
-    async def reconcile_modelservice(
-        name: str, namespace: str | None, logger: AnyLogger, **_: Any
-    ) -> None:
-        await converge(ctx, namespace or "default", name, apply=True, logger=logger)
+    def child_changed(event_type: str | None, kind: str, body: JsonDict) -> None:
+        meta = body.get("metadata") or {}
+        owner = (meta.get("labels") or {}).get(LABEL_MODELSERVICE)
+        if owner and meta.get("namespace"):
+            full = child_event_needs_apply(event_type, kind, body, ctx.applied)
+            ctx.queue.add((KIND, meta["namespace"], owner), full=full)
 
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        interval=ctx.config.reconcile_interval,
-        initial_delay=ctx.config.reconcile_interval,
-        registry=registry,
-    )
-    async def drift_check(name: str, namespace: str | None, logger: AnyLogger, **_: Any) -> None:
-        await converge(ctx, namespace or "default", name, apply=True, logger=logger)
+    for kind in (*CACHED_CHILDREN, "Pod"):
+        ctx.route_children(kind, LABEL_MODELSERVICE, child_changed)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def modelservice_event(type: str, name: str, namespace: str | None, **_: Any) -> None:
-        if type == "DELETED":
-            ctx.metrics.forget_modelservice(namespace or "default", name)
-
-    @kopf.on.event(
-        "apps",
-        "v1",
-        "deployments",
-        labels={LABEL_MANAGED_BY: "mlkube", LABEL_MODELSERVICE: kopf.PRESENT},
-        registry=registry,
-    )
-    async def deployment_changed(
-        labels: Mapping[str, str], namespace: str | None, **_: Any
+    async def modelservice_event(
+        type: str | None, body: kopf.Body, name: str, namespace: str | None, **_: Any
     ) -> None:
-        owner = labels.get(LABEL_MODELSERVICE)
-        if owner and namespace:
-            try:
-                await converge(ctx, namespace, owner, apply=False)
-            except kopf.TemporaryError as exc:
-                log.warning("status refresh of %s/%s postponed: %s", namespace, owner, exc)
+        raw = cast(JsonDict, dict(body))
+        ns = namespace or "default"
+        key = (KIND, ns, name)
+        if type == "DELETED":
+            ctx.cache.seen(KIND, type, raw)
+            ctx.queue.forget(key)
+            ctx.metrics.forget_modelservice(ns, name)
+            ctx.applied.forget(ns, name)
+            return
+        if not ctx.cache.seen(KIND, type, raw):
+            return  # our own status write, echoed by the watch: nothing new
+        status = raw.get("status") or {}
+        generation = (raw.get("metadata") or {}).get("generation")
+        # A spec the operator has not acted on (new object, edit, operator restart: the
+        # watch's first listing) gets a full pass; its own status writes only a refresh.
+        full = type is None or status.get("observedGeneration") != generation
+        ctx.queue.add(key, full=full)

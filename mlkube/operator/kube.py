@@ -31,7 +31,9 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers"),
     "HTTPRoute": ("gateway.networking.k8s.io/v1", "httproutes"),
     "Pod": ("v1", "pods"),
+    "Event": ("v1", "events"),
     "ModelService": ("mlkube.dev/v1alpha1", "modelservices"),
+    "PyTorchJob": ("mlkube.dev/v1alpha1", "pytorchjobs"),
 }
 
 
@@ -198,23 +200,45 @@ class KubeAPI:
         items: list[JsonDict] = result.get("items") or []
         return items[0] if items else None
 
-    async def delete_owned(self, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
-        """Delete ``name`` only if ``owner_uid`` is its controller; True if deleted.
+    async def create(self, kind: str, namespace: str | None, obj: JsonDict) -> JsonDict | None:
+        """POST ``obj``; None if an object of that name exists already (409)."""
+        api_version, plural = RESOURCES[kind]
+        try:
+            return await self.request(
+                "POST",
+                collection_path(api_version, plural, namespace),
+                params={"fieldManager": FIELD_MANAGER},
+                body=obj,
+            )
+        except ApiError as exc:
+            if exc.status == 409:
+                return None
+            raise
 
-        The uid precondition makes the delete atomic with the ownership check: a same-named
-        object someone else created in between is never removed.
+    async def delete(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        *,
+        uid: str | None = None,
+        grace_seconds: int | None = None,
+        propagation: str | None = None,
+    ) -> bool:
+        """Delete ``name``; True if this call deleted it.
+
+        With ``uid`` the delete is conditional on the object still being that one (a
+        same-named successor someone created meanwhile is never removed). Gone already
+        (404) or replaced (409) answer False.
         """
-        current = await self.get(kind, namespace, name)
-        if current is None:
-            return False
-        owners = current.get("metadata", {}).get("ownerReferences") or []
-        if not any(o.get("uid") == owner_uid and o.get("controller") for o in owners):
-            return False
         api_version, plural = RESOURCES[kind]
         body: JsonDict = {"kind": "DeleteOptions", "apiVersion": "v1"}
-        uid = current.get("metadata", {}).get("uid")
         if uid:
             body["preconditions"] = {"uid": uid}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
+        if propagation is not None:
+            body["propagationPolicy"] = propagation
         try:
             await self.request(
                 "DELETE", object_path(api_version, plural, namespace, name), body=body
@@ -224,6 +248,31 @@ class KubeAPI:
                 return False
             raise
         return True
+
+    async def delete_owned(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        owner_uid: str,
+        current: JsonDict | None = None,
+    ) -> bool:
+        """Delete ``name`` only if ``owner_uid`` is its controller; True if deleted.
+
+        ``current`` is the object as the caller knows it (the watch-fed cache); without it
+        the object is read first. The uid precondition makes the delete atomic with the
+        ownership check: a same-named object someone else created in between is never
+        removed.
+        """
+        if current is None:
+            current = await self.get(kind, namespace, name)
+        if current is None:
+            return False
+        owners = current.get("metadata", {}).get("ownerReferences") or []
+        if not any(o.get("uid") == owner_uid and o.get("controller") for o in owners):
+            return False
+        uid = current.get("metadata", {}).get("uid")
+        return await self.delete(kind, namespace, name, uid=uid or None)
 
     async def patch_status(
         self, kind: str, namespace: str, name: str, status: JsonDict

@@ -1,37 +1,21 @@
-"""Progressive delivery and autoscaling inside the ModelService reconcile.
+"""Progressive delivery and autoscaling: the pure decisions of a ModelService's release.
 
-The reconcile (:mod:`mlkube.operator.handlers`) asks :func:`plan` what to apply instead of
-applying the plain desired state.  ``plan`` is the thin shell around the pure decisions:
-
-1. read the stable (``N``) and canary (``N-canary``) Deployments;
-2. autoscaler tick: query the load signal, :func:`~mlkube.operator.autoscaler.desired_replicas`;
-3. rollout tick: if :func:`~mlkube.operator.rollout.analysis_due`, run the analysis queries,
-   then :func:`~mlkube.operator.rollout.next_step`;
-4. :func:`build_children` (pure) turns the decisions into manifests: the stable
-   Deployment keeps the stable revision's template (rebuilt from ``status.rollout.stableSpec``
-   while the spec already names the new revision), the canary Deployment runs the new one,
-   replica counts split by weight, an HTTPRoute for ``gatewayAPI`` routing, an HPA for
-   ``autoscaling.mode: hpa``.
-
-A kopf timer (:func:`register`) ticks every ModelService with a canary in flight or the
-built-in autoscaler on, so the canary advances and the autoscaler reacts between the
-reconcile's slower drift checks.
+:mod:`mlkube.operator.release` (the shell) reads the Deployments and Prometheus, then this
+module and :mod:`mlkube.operator.rollout` decide: :func:`build_children` turns a rollout
+decision into manifests (the stable Deployment keeps the stable revision's template,
+rebuilt from ``status.rollout.stableSpec`` while the spec already names the new revision;
+the canary Deployment runs the new one; replica counts split by weight; an HTTPRoute for
+``gatewayAPI`` routing; an HPA for ``autoscaling.mode: hpa``), :func:`with_rollout` merges
+the rollout's say into the status, and :func:`next_pass` says when to look again.
+Nothing here does I/O or reads the clock.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
-
-import kopf
+from typing import Any, Literal
 
 from mlkube.api.modelservice import (
-    GROUP,
-    PLURAL,
-    VERSION,
     Condition,
     ModelService,
     ModelServiceSpec,
@@ -39,28 +23,15 @@ from mlkube.api.modelservice import (
 )
 from mlkube.api.rollout import (
     AutoscalingMode,
-    AutoscalingSpec,
     AutoscalingStatus,
     RolloutPhase,
     RolloutSpec,
     RolloutStatus,
     RolloutStrategy,
     TrafficRouting,
-    Verdict,
-)
-from mlkube.operator.analysis import (
-    AnalysisReport,
-    PrometheusQuerier,
-    QueryContext,
-    QueryStatus,
-    evaluate,
-    plan_queries,
 )
 from mlkube.operator.autoscaler import (
-    ScaleDecision,
     build_hpa,
-    desired_replicas,
-    load_query,
 )
 from mlkube.operator.builders import (
     LABEL_REVISION,
@@ -77,39 +48,24 @@ from mlkube.operator.builders import (
     owner_reference,
     selector_labels,
 )
+from mlkube.operator.events import Event
 from mlkube.operator.rollout import (
     RolloutDecision,
-    RolloutEvent,
-    RolloutTarget,
-    Workload,
-    analysis_due,
     degraded_condition,
     describe_split,
-    next_step,
     progressing_condition,
     split_replicas,
 )
 
-if TYPE_CHECKING:
-    from mlkube.operator.app import OperatorContext
-
 JsonDict = dict[str, Any]
-log = logging.getLogger("mlkube.operator.rollout")
 
 HANDOVER_MANAGER = "mlkube-handover"
 """Field manager that holds the stable Deployment's replica count while it passes to an HPA."""
 
 TICK_SECONDS = 5.0
-"""How often the rollout/autoscaler timer runs per ModelService.  Decisions use the clock,
+"""How often a ModelService with a canary in flight or the built-in autoscaler is reconciled.
+Decisions use the clock,
 not the tick count, so this only bounds how late a step can be."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-clock: Callable[[], datetime] = utcnow
-"""The time source of the shell (tests replace it to step through minutes in seconds)."""
 
 
 # --------------------------------------------------------------------------- pure parts
@@ -377,223 +333,9 @@ class Plan:
     stable_replicas: int
     rollout: RolloutStatus
     autoscaling: AutoscalingStatus | None
-    events: list[RolloutEvent] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     handovers: list[JsonDict] = field(default_factory=list)
     """Applied first with :data:`HANDOVER_MANAGER` (see :func:`replicas_handover`)."""
-
-
-def _prometheus_url(ctx: OperatorContext, spec: RolloutSpec | None) -> str | None:
-    override = spec.analysis.prometheus_url if spec is not None else None
-    return override or ctx.config.prometheus_url
-
-
-async def _autoscale(
-    ctx: OperatorContext,
-    ms: ModelService,
-    old: AutoscalingStatus | None,
-    stable_dep: JsonDict | None,
-    revisions: tuple[str, str],
-    now: datetime,
-) -> tuple[int, AutoscalingStatus | None, list[RolloutEvent]]:
-    """The replica count for both tracks together, and the autoscaling status."""
-    scaling = ms.spec.autoscaling
-    if scaling is None:
-        return ms.spec.replicas, None, []
-    if scaling.mode is AutoscalingMode.HPA:
-        live = (stable_dep or {}).get("spec", {}).get("replicas")
-        total = int(live) if isinstance(live, int) else initial_replicas(ms.spec)
-        return (
-            total,
-            AutoscalingStatus(
-                mode="hpa", desired_replicas=total, reason="managed by HorizontalPodAutoscaler"
-            ),
-            [],
-        )
-
-    current = (
-        old.desired_replicas
-        if old is not None and old.desired_replicas is not None
-        else initial_replicas(ms.spec)
-    )
-    signal, why_missing = await _load_signal(ctx, ms, scaling, revisions)
-    decision: ScaleDecision = desired_replicas(
-        signal, scaling, current, old.recommendations if old else [], now
-    )
-    reason = decision.reason if why_missing is None else f"{decision.reason} ({why_missing})"
-    records = list(decision.recommendations)
-    if (
-        len(records) >= 2
-        and records[-1].replicas == records[-2].replicas
-        and (records[-1].time - records[-2].time).total_seconds() < TICK_SECONDS
-    ):
-        # Ticks closer than TICK_SECONDS that recommend the same count add nothing to the
-        # stabilization windows; dropping them keeps status (and its writes) small.
-        records.pop()
-    events: list[RolloutEvent] = []
-    changed = decision.replicas != current
-    if changed:
-        events.append(RolloutEvent("Normal", "Scaled", reason))
-    status = AutoscalingStatus(
-        mode="builtin",
-        desired_replicas=decision.replicas,
-        current_signal=signal,
-        last_scale_time=now if changed else (old.last_scale_time if old else None),
-        reason=reason,
-        recommendations=records,
-    )
-    return decision.replicas, status, events
-
-
-async def _load_signal(
-    ctx: OperatorContext,
-    ms: ModelService,
-    scaling: AutoscalingSpec,
-    revisions: tuple[str, str],
-) -> tuple[float | None, str | None]:
-    url = _prometheus_url(ctx, ms.spec.rollout)
-    if url is None:
-        return None, "no Prometheus URL configured (MLKUBE_PROMETHEUS_URL)"
-    stable, canary = revisions
-    query_ctx = QueryContext(
-        namespace=ms.metadata.namespace,
-        name=ms.metadata.name,
-        model=ms.spec.model.name,
-        stable_revision=stable,
-        canary_revision=canary,
-        window_seconds=scaling.window_seconds,
-    )
-    querier = PrometheusQuerier(url, timeout_seconds=5.0)
-    outcome = (await querier.run({"load": load_query(scaling, query_ctx)}))["load"]
-    if outcome.status is QueryStatus.OK:
-        return outcome.value, None
-    if outcome.status is QueryStatus.EMPTY:
-        return None, "load query returned no data"
-    return None, f"load query {outcome.status.value}: {outcome.error}"
-
-
-async def _analyse(
-    ctx: OperatorContext, ms: ModelService, rollout: RolloutSpec, status: RolloutStatus
-) -> AnalysisReport:
-    analysis = rollout.analysis
-    url = _prometheus_url(ctx, rollout)
-    if analysis.metrics and url is None:
-        return AnalysisReport(
-            Verdict.WAIT,
-            (),
-            None,
-            "Prometheus unavailable: no URL configured (MLKUBE_PROMETHEUS_URL or "
-            "spec.rollout.analysis.prometheusUrl)",
-            True,
-        )
-    query_ctx = QueryContext(
-        namespace=ms.metadata.namespace,
-        name=ms.metadata.name,
-        model=ms.spec.model.name,
-        stable_revision=status.stable_revision or "",
-        canary_revision=status.canary_revision or "",
-        window_seconds=rollout.interval_seconds,
-    )
-    if not analysis.metrics:
-        return evaluate(analysis, {})
-    querier = PrometheusQuerier(url or "", timeout_seconds=analysis.timeout_seconds)
-    outcomes = await querier.run(plan_queries(analysis, query_ctx))
-    return evaluate(analysis, outcomes)
-
-
-async def plan(
-    ctx: OperatorContext,
-    ms: ModelService,
-    desired: DesiredState,
-    status: ModelServiceStatus | None,
-) -> Plan:
-    """One rollout + autoscaler tick for ``ms``: read, decide (pure), build (pure)."""
-    now = clock()
-    api = ctx.api
-    namespace, name = ms.metadata.namespace, ms.metadata.name
-    stable_dep = await api.get("Deployment", namespace, name)
-    canary_dep = await api.get("Deployment", namespace, child_name(name, "canary"))
-    old_rollout = status.rollout if status else None
-    old_scaling = status.autoscaling if status else None
-    rollout = rollout_spec(ms.spec)
-
-    revisions = (
-        (old_rollout.stable_revision or desired.revision) if old_rollout else desired.revision,
-        (old_rollout.canary_revision or "") if old_rollout else "",
-    )
-    total, scaling_status, events = await _autoscale(
-        ctx, ms, old_scaling, stable_dep, revisions, now
-    )
-
-    # What the Deployments should look like under the current status, to judge readiness.
-    if old_rollout is not None and old_rollout.canary_revision is not None:
-        expected_stable, expected_canary = split_replicas(total, old_rollout.canary_weight)
-        if old_rollout.phase in (RolloutPhase.PROMOTING, RolloutPhase.FAILED):
-            expected_stable = total
-    else:
-        expected_stable, expected_canary = total, 0
-    workload = Workload(
-        canary_ready=old_rollout is not None
-        and old_rollout.canary_revision is not None
-        and deployment_ready(canary_dep, old_rollout.canary_revision, expected_canary),
-        stable_ready=old_rollout is not None
-        and old_rollout.stable_revision is not None
-        and deployment_ready(stable_dep, old_rollout.stable_revision, expected_stable),
-    )
-    target = RolloutTarget(rollout, desired.revision, ms.spec.model.version)
-    report = None
-    if old_rollout is not None and analysis_due(target, old_rollout, now, workload):
-        report = await _analyse(ctx, ms, rollout, old_rollout)
-    decision = next_step(target, old_rollout, report, now, workload)
-
-    stable_spec = (
-        ms.spec.to_kube()
-        if decision.stable_revision == desired.revision
-        else (old_rollout.stable_spec if old_rollout else None)
-    )
-    live_template = None
-    if stable_spec is None and decision.stable_revision != desired.revision:
-        live = (stable_dep or {}).get("spec", {}).get("template")
-        if (
-            live
-            and (live.get("metadata", {}).get("labels") or {}).get(LABEL_REVISION)
-            == decision.stable_revision
-        ):
-            live_template = live
-        log.warning(
-            "%s/%s: status.rollout.stableSpec is missing; the stable Deployment %s",
-            namespace,
-            name,
-            "keeps its live pod template" if live_template else "is rebuilt from the current spec",
-        )
-    hpa = ms.spec.autoscaling is not None and ms.spec.autoscaling.mode is AutoscalingMode.HPA
-    children = build_children(
-        ms,
-        ctx.build,
-        desired,
-        decision,
-        total=total,
-        stable_spec=stable_spec,
-        hpa=hpa,
-        stable_template=live_template,
-    )
-    deletions = list(children.deletions)
-    if canary_dep is None:
-        deletions = [d for d in deletions if d != ("Deployment", child_name(name, "canary"))]
-    if not hpa and old_scaling is not None and old_scaling.mode == "hpa":
-        deletions.append(("HorizontalPodAutoscaler", name))
-    new_rollout = decision.status.model_copy(
-        update={"stable_spec": stable_spec, "traffic_split": children.traffic_split}
-    )
-    return Plan(
-        handovers=replicas_handover(stable_dep) if hpa else [],
-        objects=children.objects,
-        deletions=deletions,
-        stable_revision=decision.stable_revision,
-        stable_replicas=children.stable_replicas,
-        rollout=new_rollout,
-        autoscaling=scaling_status,
-        events=[*decision.events, *events],
-    )
 
 
 def with_rollout(
@@ -656,8 +398,8 @@ MOVING_PHASES = frozenset(
 def needs_ticks(spec: Any, status: Any, **_: Any) -> bool:
     """Tick only what can move: a canary in flight, or the built-in autoscaler.
 
-    Everything else is left to the reconcile's own (slower) drift timer, so a cluster of
-    settled ModelServices costs the API server nothing extra.
+    Everything else is left to the (slower) drift check, so a cluster of settled
+    ModelServices costs the API server nothing extra.
     """
     scaling = spec.get("autoscaling")
     if scaling is not None and scaling.get("mode", "builtin") != AutoscalingMode.HPA.value:
@@ -666,26 +408,8 @@ def needs_ticks(spec: Any, status: Any, **_: Any) -> bool:
     return spec.get("rollout") is not None and phase in MOVING_PHASES
 
 
-def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
-    """A timer per ModelService with ``spec.rollout`` or ``spec.autoscaling``: it runs the
-    same reconcile (one lock per object), which steps the canary and the autoscaler."""
-    from mlkube.operator.handlers import converge
-
-    interval = min(TICK_SECONDS, ctx.config.reconcile_interval)
-
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        interval=interval,
-        initial_delay=interval,
-        when=needs_ticks,
-        registry=registry,
-    )
-    async def rollout_tick(
-        name: str,
-        namespace: str | None,
-        logger: logging.Logger | logging.LoggerAdapter[Any],
-        **_: Any,
-    ) -> None:
-        await converge(ctx, namespace or "default", name, apply=True, logger=logger)
+def next_pass(spec: Any, status: Any, drift_interval: float) -> float:
+    """Pure: seconds until a ModelService's next full reconcile (raw ``spec``/``status``)."""
+    if needs_ticks(spec or {}, status):
+        return min(TICK_SECONDS, drift_interval)
+    return drift_interval

@@ -41,6 +41,7 @@ from mlkube.api.rollout import (
     Verdict,
 )
 from mlkube.operator.analysis import AnalysisReport
+from mlkube.operator.events import Event
 
 
 @dataclass(frozen=True)
@@ -66,15 +67,6 @@ class Workload:
 
 
 @dataclass(frozen=True)
-class RolloutEvent:
-    """A Kubernetes Event to emit on the ModelService."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
 class RolloutDecision:
     """Where the workloads must go and what status to write.
 
@@ -87,7 +79,7 @@ class RolloutDecision:
     stable_revision: str
     canary_revision: str | None
     canary_weight: int
-    events: tuple[RolloutEvent, ...] = field(default_factory=tuple)
+    events: tuple[Event, ...] = field(default_factory=tuple)
 
     @property
     def rolled_back(self) -> bool:
@@ -162,10 +154,10 @@ class _Machine:
         self.spec = target.rollout
         self.now = now
         self.status = status.model_copy(deep=True)
-        self.events: list[RolloutEvent] = []
+        self.events: list[Event] = []
 
     def event(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        self.events.append(RolloutEvent(kind, reason, message))
+        self.events.append(Event(kind, reason, message))
 
     def decision(self) -> RolloutDecision:
         s = self.status

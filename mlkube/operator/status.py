@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from mlkube.api.modelservice import Condition, ModelServiceStatus, ObjectMeta
 from mlkube.operator.builders import (
@@ -27,6 +27,7 @@ from mlkube.operator.builders import (
     pod_selector,
     service_url,
 )
+from mlkube.operator.events import Event
 
 JsonDict = dict[str, Any]
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
@@ -360,29 +361,7 @@ def status_patch(status: ModelServiceStatus) -> JsonDict:
     return {key: value for key, value in body.items() if key in owned}
 
 
-@dataclass(frozen=True)
-class Transition:
-    """One Kubernetes Event to emit."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-class EventLike(Protocol):
-    """An Event to emit: a Transition, or a rollout's decision (RolloutEvent)."""
-
-    @property
-    def type(self) -> Literal["Normal", "Warning"]: ...
-
-    @property
-    def reason(self) -> str: ...
-
-    @property
-    def message(self) -> str: ...
-
-
-def without_repeats(decided: Sequence[EventLike], changed: Sequence[Transition]) -> list[EventLike]:
+def without_repeats(decided: Sequence[Event], changed: Sequence[Event]) -> list[Event]:
     """The Events of one reconcile: what the rollout decided, then the condition
     transitions that say something new. A transition whose reason the rollout already
     reported (``Degraded`` turning True with reason ``RolledBack`` in the same reconcile
@@ -391,7 +370,7 @@ def without_repeats(decided: Sequence[EventLike], changed: Sequence[Transition])
     return [*decided, *(t for t in changed if t.reason not in said)]
 
 
-def transitions(old: ModelServiceStatus | None, new: ModelServiceStatus) -> list[Transition]:
+def transitions(old: ModelServiceStatus | None, new: ModelServiceStatus) -> list[Event]:
     """One Event per state change a person cares about, with a reason they can filter on.
 
     * ``Degraded`` turning True (or changing its cause) is a Warning named after the cause
@@ -404,7 +383,7 @@ def transitions(old: ModelServiceStatus | None, new: ModelServiceStatus) -> list
     """
     before = {c.type: c for c in (old.conditions if old else [])}
     after = {c.type: c for c in new.conditions}
-    events: list[Transition] = []
+    events: list[Event] = []
 
     def changed(kind: str) -> bool:
         prev, cur = before.get(kind), after.get(kind)
@@ -416,28 +395,28 @@ def transitions(old: ModelServiceStatus | None, new: ModelServiceStatus) -> list
         if changed("Degraded") or (
             prev_degraded is not None and prev_degraded.reason != degraded.reason
         ):
-            events.append(Transition("Warning", degraded.reason, degraded.message))
+            events.append(Event("Warning", degraded.reason, degraded.message))
     elif degraded is not None and prev_degraded is not None and changed("Degraded"):
-        events.append(Transition("Normal", "Recovered", "no longer degraded"))
+        events.append(Event("Normal", "Recovered", "no longer degraded"))
 
     ready = after.get("Ready")
     if ready is not None and changed("Ready"):
         if ready.status == "True":
-            events.append(Transition("Normal", "Ready", ready.message or "ready"))
+            events.append(Event("Normal", "Ready", ready.message or "ready"))
         else:
             kind: Literal["Normal", "Warning"] = "Warning" if "Ready" in before else "Normal"
-            events.append(Transition(kind, "NotReady", ready.message or ready.reason))
+            events.append(Event(kind, "NotReady", ready.message or ready.reason))
 
     progressing = after.get("Progressing")
     if progressing is not None and changed("Progressing"):
         if progressing.status == "True":
-            events.append(Transition("Normal", "Progressing", progressing.message))
+            events.append(Event("Normal", "Progressing", progressing.message))
         elif progressing.reason == "Complete":
-            events.append(Transition("Normal", "RolloutComplete", progressing.message))
+            events.append(Event("Normal", "RolloutComplete", progressing.message))
 
     if new.revision and old is not None and old.revision and old.revision != new.revision:
         events.append(
-            Transition(
+            Event(
                 "Normal",
                 "RevisionChanged",
                 f"revision {old.revision} -> {new.revision} (model version {new.model_version})",

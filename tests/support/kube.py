@@ -182,12 +182,13 @@ class RunningOperator:
         self.ready_flag = threading.Event()
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.ctx = OperatorContext(config)
 
     def _run(self) -> None:
         try:
             asyncio.run(
                 run_operator(
-                    OperatorContext(self.config),
+                    self.ctx,
                     stop_flag=self.stop_flag,
                     ready_flag=self.ready_flag,
                     settings_hook=fast_exit,
@@ -197,11 +198,13 @@ class RunningOperator:
             self.error = exc
 
     async def start(self) -> None:
+        self.ctx = OperatorContext(self.config)  # a fresh process' state on each start
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
         self.thread = threading.Thread(target=self._run, name="mlkube-operator", daemon=True)
         self.thread.start()
-        assert await asyncio.to_thread(self.ready_flag.wait, 10), "operator did not start"
+        started = await asyncio.to_thread(self.ready_flag.wait, 10)
+        assert started, f"operator did not start: {self.error!r}"
 
     @property
     def alive(self) -> bool:

@@ -3,12 +3,12 @@ Rules inside the watched namespaces. Arguments: peering (non-empty when on), nam
 (bool), peeringName.
 */}}
 {{- define "mlkube.watchedRules" -}}
-# The custom resources: kopf lists and watches them and keeps its own state in mlkube.dev/
-# annotations and finalizers (a patch of metadata); the controllers read them fresh before
-# each reconcile. The operator never writes their spec.
+# The custom resources: kopf lists and watches them (the controllers read them from that
+# cache) and patches away the finalizer an older mlkube put on them. The operator never
+# writes their spec, and keeps no state of its own on them.
 - apiGroups: ["mlkube.dev"]
   resources: ["modelservices", "pytorchjobs"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 # A finished PyTorchJob is deleted ttlSecondsAfterFinished after completion (Kubeflow's TTL).
 - apiGroups: ["mlkube.dev"]
   resources: ["pytorchjobs"]
@@ -17,15 +17,16 @@ Rules inside the watched namespaces. Arguments: peering (non-empty when on), nam
   resources: ["modelservices/status", "pytorchjobs/status"]
   verbs: ["patch"]
 # ModelService children: server-side apply (patch; create where an API answers 404 to an
-# apply of a missing object), reads for the status, watching Deployments so that their
-# progress refreshes the status, and owner-checked deletes (the canary Deployment after
-# promotion or rollback, the PDB below two replicas, the HPA when autoscaling leaves hpa).
+# apply of a missing object), listed once at start and then watched (the reconcile reads
+# them from that cache, and their changes refresh the status or undo drift), and
+# owner-checked deletes (the canary Deployment after promotion or rollback, the PDB below
+# two replicas, the HPA when autoscaling leaves hpa).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "create", "patch", "delete"]
@@ -34,11 +35,12 @@ Rules inside the watched namespaces. Arguments: peering (non-empty when on), nam
   resources: ["httproutes"]
   verbs: ["create", "patch"]
 # Services: ModelService's (applied) and the PyTorchJob replicas' headless ones (created,
-# deleted by cleanPodPolicy).
+# deleted by cleanPodPolicy), listed once at start and then watched.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "create", "patch", "delete"]
-# Pods: read for ModelService status; created, watched and deleted for PyTorchJob replicas.
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# Pods: watched for ModelService status; created, watched and deleted for PyTorchJob
+# replicas.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "create", "delete"]

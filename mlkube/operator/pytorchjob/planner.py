@@ -19,9 +19,10 @@ from datetime import datetime
 from typing import Any
 
 from mlkube.api.pytorchjob import CleanPodPolicy, PyTorchJob, PyTorchJobStatus
+from mlkube.operator.events import Event
 from mlkube.operator.pytorchjob.env import replica_name
 from mlkube.operator.pytorchjob.pods import build_pod, build_service
-from mlkube.operator.pytorchjob.status import Event, PodState, assess
+from mlkube.operator.pytorchjob.status import PodState, assess
 
 
 @dataclass

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from mlkube.api.pytorchjob import (
     DEFAULT_CONTAINER_NAME,
@@ -54,6 +54,7 @@ from mlkube.api.pytorchjob import (
     ReplicaStatus,
     RestartPolicy,
 )
+from mlkube.operator.events import Event
 from mlkube.operator.pytorchjob.pods import (
     LABEL_REPLICA_INDEX,
     LABEL_REPLICA_TYPE,
@@ -240,15 +241,6 @@ def set_condition(
 # ----------------------------------------------------------------------------- assessment
 
 
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event to record on the job."""
-
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
 @dataclass
 class Assessment:
     """The new status and what has to happen to the pods to get there."""
@@ -316,7 +308,7 @@ class _Pass:
         return changed
 
 
-def _event(p: _Pass, etype: str, reason: str, message: str) -> None:
+def _event(p: _Pass, etype: Literal["Normal", "Warning"], reason: str, message: str) -> None:
     p.out.events.append(Event(etype, reason, message))
 
 
@@ -326,8 +318,8 @@ def _finish(p: _Pass, ctype: ConditionType, message: str) -> None:
         p.status.completion_time = p.now
     suffix = "Succeeded" if ctype is ConditionType.SUCCEEDED else "Failed"
     if p.set(ctype, "True", suffix, message):
-        etype = "Normal" if ctype is ConditionType.SUCCEEDED else "Warning"
-        _event(p, etype, _reason(suffix), message)
+        succeeded = ctype is ConditionType.SUCCEEDED
+        _event(p, "Normal" if succeeded else "Warning", _reason(suffix), message)
     if ctype is ConditionType.SUCCEEDED:
         for rstatus in p.status.replica_statuses.values():
             rstatus.succeeded += rstatus.active

@@ -35,10 +35,12 @@ RESOURCES = {
         kind="Deployment", namespaced=True, verbs={"get", "list", "watch", "create", "patch"}
     ),
     "v1/services": kmock.ResourceInfo(
-        kind="Service", namespaced=True, verbs={"get", "list", "create", "patch"}
+        kind="Service", namespaced=True, verbs={"get", "list", "watch", "create", "patch"}
     ),
     "policy/v1/poddisruptionbudgets": kmock.ResourceInfo(
-        kind="PodDisruptionBudget", namespaced=True, verbs={"get", "list", "create", "patch"}
+        kind="PodDisruptionBudget",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch"},
     ),
 }
 

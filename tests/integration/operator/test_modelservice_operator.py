@@ -12,9 +12,7 @@ import copy
 from typing import Any
 
 import aiohttp
-import kopf
 import pytest
-from kopf._core.engines import posting as kopf_posting
 
 from mlkube.operator.kube import KubeAPI, collection_path, object_path
 
@@ -225,7 +223,12 @@ async def test_children_status_becomes_modelservice_status(
         "metadata": {
             "name": "recs-7d9f-abcde",
             "namespace": NS,
-            "labels": {"mlkube.dev/modelservice": "recs", "mlkube.dev/track": "stable"},
+            # as the ReplicaSet makes them from the pod template
+            "labels": {
+                "app.kubernetes.io/managed-by": "mlkube",
+                "mlkube.dev/modelservice": "recs",
+                "mlkube.dev/track": "stable",
+            },
         },
         "status": {
             "containerStatuses": [
@@ -375,15 +378,18 @@ async def test_a_status_refresh_never_claims_a_generation_it_did_not_apply(
     from mlkube.operator.config import OperatorConfig
     from mlkube.operator.handlers import converge
 
-    # converge() posts Events through kopf, which needs its settings in context (set by
-    # kopf.operator); posting is off here: this test is about the status alone.
-    settings = kopf.OperatorSettings()
-    settings.posting.enabled = False
-    kopf_posting.settings_var.set(settings)
     ctx = OperatorContext(OperatorConfig(default_image="ghcr.io/mlkube/mlkube:test"))
     ctx.connection = api.info
+
+    async def watched() -> None:
+        """What the watch would have delivered by now (the reconcile reads the cache)."""
+        body = await api.get("ModelService", NS, "recs")
+        assert body is not None
+        ctx.cache.wrote("ModelService", body)
+
     try:
         await create_ms(api, manifest(replicas=1))
+        await watched()
         await converge(ctx, NS, "recs", apply=True)
         first = await api.get("ModelService", NS, "recs")
         assert first is not None
@@ -392,6 +398,7 @@ async def test_a_status_refresh_never_claims_a_generation_it_did_not_apply(
 
         # the user changes the spec while no reconcile has applied it yet
         await patch(api, f"{MS_API}/modelservices", "recs", {"spec": {"model": {"version": "v2"}}})
+        await watched()
         await converge(ctx, NS, "recs", apply=False)  # a Deployment event comes first
         refreshed = await api.get("ModelService", NS, "recs")
         assert refreshed is not None
@@ -433,17 +440,24 @@ async def test_no_finalizer_is_added_and_the_timer_stops_on_delete(
     assert ms["metadata"].get("finalizers") in (None, [])
     assert finalizer_writes(cluster) == []
 
-    def reads() -> int:
-        return len(requests_for(cluster, "GET", "modelservices", "recs"))
+    def passes() -> float:
+        """Full reconciles of ModelServices so far (the operator's own counter)."""
+        value = operator.ctx.metrics.registry.get_sample_value(
+            "mlkube_operator_reconciles_total", {"kind": "ModelService", "result": "success"}
+        )
+        return float(value or 0.0)
 
-    before = reads()
+    before = passes()
     await asyncio.sleep(1.2)
-    assert reads() > before  # the drift timer is ticking
+    assert passes() > before  # the drift check is ticking
     await api.request("DELETE", object_path(MS_API, "modelservices", NS, "recs"))
-    await asyncio.sleep(0.8)  # the DELETED event, and a tick already under way
-    after_delete = reads()
-    await asyncio.sleep(1.5)  # three more ticks, were the timer still alive
-    assert reads() == after_delete
+    await asyncio.sleep(0.8)  # the DELETED event, and a pass already under way
+    after_delete = passes()
+    await asyncio.sleep(1.5)  # three more ticks, were the drift check still queued
+    assert passes() == after_delete
+    key = ("ModelService", NS, "recs")
+    assert operator.ctx.queue.due_in(key, True) is None  # nothing left queued for it
+    assert operator.ctx.queue.due_in(key, False) is None
     assert operator.alive
 
 

@@ -23,7 +23,7 @@ import kopf
 import pytest
 from aiohttp import web
 
-from mlkube.operator import progressive
+from mlkube.operator import clock as operator_clock
 from mlkube.operator.config import OperatorConfig
 from mlkube.operator.kube import KubeAPI
 from tests.support import kube
@@ -120,12 +120,14 @@ RESOURCES = {
         verbs={"get", "list", "watch", "create", "patch", "delete"},
     ),
     "v1/services": kmock.ResourceInfo(
-        kind="Service", namespaced=True, verbs={"get", "list", "create", "patch", "delete"}
+        kind="Service",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
     ),
     "policy/v1/poddisruptionbudgets": kmock.ResourceInfo(
         kind="PodDisruptionBudget",
         namespaced=True,
-        verbs={"get", "list", "create", "patch", "delete"},
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
     ),
     "autoscaling/v2/horizontalpodautoscalers": kmock.ResourceInfo(
         kind="HorizontalPodAutoscaler",
@@ -183,7 +185,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(progressive, "clock", fake)
+    monkeypatch.setattr(operator_clock, "now", fake)
     return fake
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from mlkube.api.modelservice import Condition, ModelServiceStatus, ObjectMeta
-from mlkube.operator.rollout import RolloutEvent
+from mlkube.operator.events import Event
 from mlkube.operator.status import (
     Observed,
     compute_status,
@@ -433,12 +433,12 @@ def test_a_rollback_is_one_event_not_two() -> None:
     new = _status(Ready=("True", "Available"), Degraded=("True", "RolledBack"))
     changed = transitions(old, new)
     assert [t.reason for t in changed] == ["RolledBack"]
-    decided = [RolloutEvent("Warning", "RolledBack", "rolled back to 5a1e: canary 9c2e failed")]
+    decided = [Event("Warning", "RolledBack", "rolled back to 5a1e: canary 9c2e failed")]
     events = without_repeats(decided, changed)
     assert [(e.reason, e.message) for e in events] == [
         ("RolledBack", "rolled back to 5a1e: canary 9c2e failed")
     ]
     # A transition with news of its own still goes out, after the rollout's Events.
     recovered = transitions(new, old)
-    events = without_repeats([RolloutEvent("Normal", "CanaryStarted", "canary")], recovered)
+    events = without_repeats([Event("Normal", "CanaryStarted", "canary")], recovered)
     assert [e.reason for e in events] == ["CanaryStarted", "Recovered"]

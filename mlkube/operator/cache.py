@@ -1,0 +1,176 @@
+"""What the operator knows of the cluster: the latest body of every object it watches.
+
+kopf's watch streams feed it (``kopf.on.event`` handlers call :meth:`ObjectCache.seen`),
+and the operator's own writes feed it too (:meth:`ObjectCache.wrote`, with the API
+server's answer), so a reconcile reads its ModelService, Deployments, Services and pods
+from memory instead of GETting them: the API server sees writes, not reads.
+
+An answer and a watch event about the same object can arrive in either order; the one with
+the higher ``resourceVersion`` wins (kube-apiserver's versions are etcd revisions, integers
+that grow; a version that is not an integer is simply taken as newer). Children are
+indexed by the label that names their owner, so "the pods of ModelService X" is a dict
+lookup, not a scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+JsonDict = dict[str, Any]
+ObjectKey = tuple[str, str, str]
+"""(kind, namespace, name)."""
+
+
+def _version(obj: JsonDict) -> int | None:
+    text = (obj.get("metadata") or {}).get("resourceVersion")
+    try:
+        return int(str(text))
+    except (TypeError, ValueError):
+        return None
+
+
+def newer(candidate: JsonDict, current: JsonDict | None) -> bool:
+    """Pure: whether ``candidate`` should replace ``current`` in the cache."""
+    if current is None:
+        return True
+    new, old = _version(candidate), _version(current)
+    return new is None or old is None or new >= old
+
+
+@dataclass
+class ObjectCache:
+    """Latest bodies by (kind, namespace, name), children indexed by an owner label."""
+
+    owner_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """kind -> the labels whose values name an owning object (for :meth:`owned`)."""
+    _objects: dict[ObjectKey, JsonDict] = field(default_factory=dict)
+    _index: dict[tuple[str, str, str, str], set[str]] = field(default_factory=dict)
+
+    def get(self, kind: str, namespace: str, name: str) -> JsonDict | None:
+        return self._objects.get((kind, namespace, name))
+
+    def owned(self, kind: str, namespace: str, label: str, owner: str) -> list[JsonDict]:
+        """Objects of ``kind`` labelled ``label=owner``, sorted by name."""
+        names = self._index.get((kind, label, namespace, owner), set())
+        return [self._objects[(kind, namespace, n)] for n in sorted(names)]
+
+    def seen(self, kind: str, event_type: str | None, body: JsonDict) -> bool:
+        """A watch event; True if the cache changed."""
+        if event_type == "DELETED":
+            return self.removed(kind, body)
+        return self.wrote(kind, body)
+
+    def wrote(self, kind: str, body: JsonDict) -> bool:
+        """An object as the API server returned or streamed it; True if it replaced ours."""
+        meta = body.get("metadata") or {}
+        namespace, name = meta.get("namespace") or "", meta.get("name")
+        if not name:
+            return False
+        key = (kind, namespace, name)
+        current = self._objects.get(key)
+        if not newer(body, current):
+            return False
+        if current is not None:
+            self._unindex(kind, key, current)
+        self._objects[key] = body
+        labels = meta.get("labels") or {}
+        for label in self.owner_labels.get(kind, ()):
+            owner = labels.get(label)
+            if owner:
+                self._index.setdefault((kind, label, namespace, owner), set()).add(name)
+        return True
+
+    def removed(self, kind: str, body: JsonDict) -> bool:
+        meta = body.get("metadata") or {}
+        key = (kind, meta.get("namespace") or "", meta.get("name") or "")
+        current = self._objects.get(key)
+        if current is None:
+            return False
+        if meta.get("uid") and (current.get("metadata") or {}).get("uid") != meta.get("uid"):
+            return False  # a same-named successor is already known: keep it
+        del self._objects[key]
+        self._unindex(kind, key, current)
+        return True
+
+    def _unindex(self, kind: str, key: ObjectKey, body: JsonDict) -> None:
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        for label in self.owner_labels.get(kind, ()):
+            index = (kind, label, key[1], labels.get(label) or "")
+            names = self._index.get(index)
+            if names is not None:
+                names.discard(key[2])
+                if not names:
+                    del self._index[index]
+
+    def count(self, kind: str) -> int:
+        return sum(1 for k in self._objects if k[0] == kind)
+
+    def keys(self, kind: str) -> Iterable[ObjectKey]:
+        return [k for k in self._objects if k[0] == kind]
+
+
+def digest(obj: JsonDict) -> str:
+    """Pure: a fingerprint of a manifest the operator applies (key order does not count)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def marker(live: JsonDict) -> str:
+    """Pure: what changes when someone else changes an object's spec.
+
+    ``metadata.generation`` where the API server keeps one (Deployments, PDBs: it moves on
+    spec changes, not on the status updates their controllers make every few seconds);
+    otherwise ``resourceVersion`` (Services: any write).
+    """
+    meta = live.get("metadata") or {}
+    generation = meta.get("generation")
+    if generation:
+        return f"{meta.get('uid')}/g{generation}"
+    return f"{meta.get('uid')}/v{meta.get('resourceVersion')}"
+
+
+@dataclass
+class AppliedMemory:
+    """What this operator process last applied to each child, and the child it got back.
+
+    A reconcile skips the server-side apply of a child when the manifest is the same as
+    last time and the live child (from the cache) is still the object that apply returned,
+    unchanged in spec: the apply would change nothing, and an idle resync of a thousand
+    ModelServices then costs the API server nothing. Anything else (a new manifest, a
+    child someone edited, deleted or recreated, a restarted operator that remembers
+    nothing) applies as before.
+    """
+
+    _applied: dict[tuple[ObjectKey, str], tuple[str, str]] = field(default_factory=dict)
+    _markers: dict[ObjectKey, str] = field(default_factory=dict)
+
+    def unchanged(self, key: ObjectKey, manager: str, manifest: str, live: JsonDict) -> bool:
+        return self._applied.get((key, manager)) == (manifest, marker(live))
+
+    def remember(self, key: ObjectKey, manager: str, manifest: str, live: JsonDict) -> None:
+        now = marker(live)
+        self._applied[(key, manager)] = (manifest, now)
+        self._markers[key] = now
+
+    def matches(self, key: ObjectKey, live: JsonDict) -> bool:
+        """Whether ``live`` is still the child as our last apply left it (False when this
+        process never applied it)."""
+        return self._markers.get(key) == marker(live)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what was remembered about one object's children (``name`` and its tracks)."""
+
+        def child(key: ObjectKey) -> bool:
+            return key[1] == namespace and (key[2] == name or key[2].startswith(name + "-"))
+
+        for entry in [e for e in self._applied if child(e[0])]:
+            del self._applied[entry]
+        for key in [k for k in self._markers if child(k)]:
+            del self._markers[key]
+
+    def __len__(self) -> int:
+        return len(self._applied)
