@@ -9,7 +9,7 @@ import kopf
 import pytest
 
 from mlkube.operator.app import configure_settings
-from mlkube.operator.config import OperatorConfig, default_image, parse_config
+from mlkube.operator.config import ConfigError, OperatorConfig, default_image, parse_config
 from mlkube.operator.handlers import parse
 from mlkube.operator.kube import collection_path, object_path
 
@@ -61,9 +61,9 @@ def test_flags_win_over_environment() -> None:
 
 
 def test_bad_values_are_refused() -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="--reconcile-interval '0'"):
         parse_config(["--reconcile-interval", "0"], {})
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="--log-format 'xml'"):
         parse_config(["--log-format", "xml"], {})
 
 
@@ -116,12 +116,11 @@ def test_peering_priority_and_lifetime_from_environment_and_flags() -> None:
         {"MLKUBE_PEERING_LIFETIME": "soon"},
     ],
 )
-def test_bad_peering_values_are_refused_naming_the_flag(
-    env: dict[str, str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit):
+def test_bad_peering_values_are_refused_naming_the_variable(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as caught:
         parse_config([], env)
-    assert "--peering-" in capsys.readouterr().err
+    ((name, value),) = env.items()
+    assert caught.value.problems[0].startswith(f"{name}={value!r}: ")
 
 
 def test_peering_priority_and_lifetime_reach_kopf() -> None:
