@@ -66,7 +66,6 @@ CHILD_RESOURCES = {
     "Pod": ("", "v1", "pods"),
 }
 MANAGED_BY = "mlkube"
-DEFAULT_WORKERS = 16
 PRIME_RETRY_SECONDS = 2.0
 
 
@@ -82,13 +81,12 @@ class OperatorContext:
     reconcilers: dict[str, ControllerReconcile] = field(default_factory=dict)
     routes: dict[str, list[ChildRoute]] = field(default_factory=dict)
     standby: peering.Standby | None = None
-    workers: int = DEFAULT_WORKERS
     queue: WorkQueue = field(init=False)
     _api: KubeAPI | None = None
     _locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.queue = WorkQueue(self._reconcile, workers=self.workers, gate=self._active)
+        self.queue = WorkQueue(self._reconcile, workers=self.config.workers, gate=self._active)
 
     async def _reconcile(self, key: Key, full: bool) -> float | None:
         kind, namespace, name = key

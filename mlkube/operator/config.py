@@ -65,6 +65,9 @@ class OperatorConfig:
     watch_client_timeout: float = 330.0
     """Give up on a watch connection that outlives the server timeout: a silent stall."""
     request_timeout: float = 60.0
+    workers: int = 16
+    """Reconciles in flight at once (both controllers share the pool): bounds what a burst
+    of a thousand objects asks of the API server at a time."""
 
     @property
     def clusterwide(self) -> bool:
@@ -143,6 +146,14 @@ def _seconds(text: str) -> float:
 
 def _optional_seconds(text: str) -> float | None:
     return _seconds(text) if text.strip() else None
+
+
+def _workers(text: str) -> int:
+    expected = "expected a whole number 1..1000"
+    value = _integer(text, expected)
+    if not 1 <= value <= 1000:
+        raise _Invalid(expected)
+    return value
 
 
 def _port(text: str) -> int:
@@ -343,6 +354,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "request_timeout", "MLKUBE_REQUEST_TIMEOUT", "--request-timeout", _seconds, "60",
         "seconds an API request may take", "SECONDS",
+    ),
+    Setting(
+        "workers", "MLKUBE_WORKERS", "--workers", _workers, "16",
+        "reconciles in flight at once, across all objects", "N",
     ),
 )  # fmt: skip
 
