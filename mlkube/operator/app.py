@@ -34,7 +34,7 @@ from typing import Any, cast
 
 import kopf
 
-from mlkube.operator import peering
+from mlkube.operator import kube, peering
 from mlkube.operator.builders import LABEL_MANAGED_BY, BuildSettings
 from mlkube.operator.cache import AppliedMemory, ObjectCache
 from mlkube.operator.config import OperatorConfig
@@ -83,6 +83,7 @@ class OperatorContext:
     standby: peering.Standby | None = None
     queue: WorkQueue = field(init=False)
     _api: KubeAPI | None = None
+    _login_settings: kopf.OperatorSettings | None = None
     _locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -111,12 +112,37 @@ class OperatorContext:
 
     @property
     def api(self) -> KubeAPI:
-        """The API client, created on first use after kopf's login."""
+        """The API client, created on first use after kopf's login.
+
+        It reads ``connection`` on every request, so credentials from kopf's re-login
+        (through our login handler) are used at once; on a 401 of its own it logs in
+        again through :meth:`relogin`.
+        """
         if self._api is None:
             if self.connection is None:
                 raise kopf.TemporaryError("not logged in to the API server yet", delay=1)
-            self._api = KubeAPI(self.connection, timeout=self.config.request_timeout)
+            self._api = KubeAPI(
+                self.current_connection, timeout=self.config.request_timeout, relogin=self.relogin
+            )
         return self._api
+
+    def current_connection(self) -> kopf.ConnectionInfo:
+        if self.connection is None:
+            raise kopf.TemporaryError("not logged in to the API server yet", delay=1)
+        return self.connection
+
+    def logged_in(self, info: kopf.ConnectionInfo | None, settings: kopf.OperatorSettings) -> None:
+        """Record a login's result (kopf's or our own re-login) and the settings it used."""
+        self._login_settings = settings
+        if info is not None:
+            self.connection = info
+
+    async def relogin(self) -> kopf.ConnectionInfo | None:
+        """Log in again as kopf would (the same functions, re-reading the token files)."""
+        settings = self._login_settings or kopf.OperatorSettings()
+        info = await asyncio.to_thread(kube.login, settings=settings)
+        self.logged_in(info, settings)
+        return info
 
     def lock(self, kind: str, namespace: str, name: str) -> asyncio.Lock:
         """One lock per object: a full pass and a status refresh of the same object never
@@ -200,12 +226,11 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
-            **kwargs
-        ) or kopf.login_with_kubeconfig(**kwargs)
-        if info is not None:
-            ctx.connection = info
+    def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+        # kopf calls this at start and again after any 401 of its own; the result becomes
+        # ctx.connection, which our client reads on every request.
+        info = kube.login(settings=settings, **kwargs)
+        ctx.logged_in(info, settings)
         return info
 
     for name in HANDLER_MODULES:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp.web
+import attrs
 import kmock
 import kopf
 import pytest
@@ -53,14 +54,56 @@ OPERATOR_RESOURCES = {
 }
 
 
-class ApiServerEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+class ApplyCreatesEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+    """kmock plus what kube-apiserver does with a server-side apply of a missing object:
+    it creates the object and answers 201 (kmock would answer 404 to the PATCH).
+
+    The request is served as a CREATE. kmock's reactions match recorded requests by
+    identity, so the record is replaced too: it stays a PATCH, now with the CREATE action
+    it had in effect, which is what tests count as a creation.
+    """
+
+    async def _handle(self, request: Any) -> Any:
+        if not self._applies_to_missing(request):
+            return await self._serve(request)
+        created = attrs.evolve(request, action=kmock.action.CREATE)
+        self._requests[:] = [created if r is request else r for r in self._requests]
+        response = await self._serve(created)
+        if response.status == 200:
+            response.set_status(201)
+        return response
+
+    async def _serve(self, request: Any) -> Any:
+        """kmock's handling; subclasses add their bookkeeping here."""
+        return await super()._handle(request)
+
+    def _applies_to_missing(self, request: Any) -> bool:
+        """A server-side apply (PATCH, ``application/apply-patch+yaml``) of a named object
+        that is absent or deleted."""
+        content_type = next(
+            (v for k, v in request.headers.items() if k.lower() == "content-type"), ""
+        )
+        if (
+            request.action != kmock.action.UPDATE
+            or request.name is None
+            or request.subresource
+            or not content_type.startswith("application/apply-patch")
+            or not isinstance(request.data, dict)
+        ):
+            return False
+        key = (request.resource, request.namespace, request.name)
+        return key not in self.objects or bool(self.objects[key].deleted)
+
+
+class ApiServerEmulator(ApplyCreatesEmulator):
     """kmock plus the bookkeeping a real API server does on writes.
 
     kmock stores objects as given. kopf relies on server-assigned fields: names from
     ``generateName`` (its Events), a ``resourceVersion`` that changes on every write (its
     consistency check after its own patches), and ``generation`` that moves on spec changes
     (our ``observedGeneration``). This subclass adds exactly those, as kmock's docs suggest
-    for special field treatment; everything else is kmock's.
+    for special field treatment (a server-side apply that creates its object gets them as
+    any create does); everything else is kmock's.
     """
 
     _counter = itertools.count(2)
@@ -74,7 +117,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
     #: ``metadata.creationTimestamp`` of created objects; None: the current time.
     creation_timestamp: str | None = None
 
-    async def _handle(self, request: Any) -> Any:
+    async def _serve(self, request: Any) -> Any:
         resource = request.resource
         if resource is not None and f"{resource.group}/{resource.plural}" in self.unserved:
             return aiohttp.web.Response(status=404, text="404 page not found\n")
@@ -104,7 +147,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
                         meta["generation"] = (
                             int(current.get("metadata", {}).get("generation", 1)) + 1
                         )
-        return await super()._handle(request)
+        return await super()._serve(request)
 
 
 def merged(base: Any, patch: Any) -> Any:

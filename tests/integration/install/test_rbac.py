@@ -12,8 +12,8 @@ sees it. The test then renders the chart with the real helm for the same mode
 * every verb the chart grants was used by some recorded call (least privilege: a grant
   nobody uses is a finding, not a safety margin).
 
-The scenarios walk every code path that talks to the API: create (children appear, the
-apply falls back to create where the emulator needs it), status refresh on a Deployment
+The scenarios walk every code path that talks to the API: create (children appear: a
+server-side apply that creates its object is authorized as patch and create), status refresh on a Deployment
 change, Events, scaling down to one replica (the PodDisruptionBudget is deleted), an
 invalid spec, and kopf's own machinery (CRD and namespace observation, peering).
 """
@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kmock
 import pytest
 import yaml
 from operator_harness import (
@@ -164,6 +166,9 @@ def operator_calls(emulator: Any) -> list[Call]:
         call = parse_call(str(request.method.value), request.url.path, dict(request.params))
         if call is not None:
             calls.append(call)
+            if call.verb == "patch" and request.action == kmock.action.CREATE:
+                # an apply that creates its object: kube-apiserver also authorizes create
+                calls.append(dataclasses.replace(call, verb="create"))
     return calls
 
 
