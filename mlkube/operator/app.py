@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import aiohttp
 import kopf
 
 from mlkube.operator import kube, peering
@@ -161,10 +162,8 @@ class OperatorContext:
                         for namespace in scopes:
                             await self._prime(kind, namespace)
                     return
-                except ApiError as exc:
+                except (ApiError, OSError, aiohttp.ClientError, TimeoutError) as exc:
                     logger.warning("listing the children failed: %s; retrying", exc)
-                except OSError as exc:
-                    logger.warning("API server unreachable: %s; retrying", exc)
             await asyncio.sleep(PRIME_RETRY_SECONDS)
 
     async def _prime(self, kind: str, namespace: str | None) -> None:

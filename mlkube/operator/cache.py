@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 JsonDict = dict[str, Any]
+TOMBSTONES = 10_000
 ObjectKey = tuple[str, str, str]
 """(kind, namespace, name)."""
 
@@ -49,6 +51,11 @@ class ObjectCache:
     """kind -> the labels whose values name an owning object (for :meth:`owned`)."""
     _objects: dict[ObjectKey, JsonDict] = field(default_factory=dict)
     _index: dict[tuple[str, str, str, str], set[str]] = field(default_factory=dict)
+    _gone: OrderedDict[ObjectKey, str] = field(default_factory=OrderedDict)
+    """uid of each object seen deleted (the latest :data:`TOMBSTONES`): kopf hands events
+    of different objects to different tasks, so a stale event of a deleted object (from
+    the watch's first listing) can arrive after its DELETED event and must not bring it
+    back."""
 
     def get(self, kind: str, namespace: str, name: str) -> JsonDict | None:
         return self._objects.get((kind, namespace, name))
@@ -71,6 +78,8 @@ class ObjectCache:
         if not name:
             return False
         key = (kind, namespace, name)
+        if meta.get("uid") and self._gone.get(key) == meta.get("uid"):
+            return False  # an event of an object already deleted
         current = self._objects.get(key)
         if not newer(body, current):
             return False
@@ -84,14 +93,36 @@ class ObjectCache:
                 self._index.setdefault((kind, label, namespace, owner), set()).add(name)
         return True
 
+    def deleting(self, kind: str, body: JsonDict, when: str) -> None:
+        """This operator just deleted ``body``: until the watch reports what the API server
+        made of it, the cache shows it terminating (``deletionTimestamp`` set), never as
+        it was, so the next pass does not act on it again (count a failed pod twice)."""
+        meta = body.get("metadata") or {}
+        key = (kind, meta.get("namespace") or "", meta.get("name") or "")
+        current = self._objects.get(key)
+        if current is None or (current.get("metadata") or {}).get("uid") != meta.get("uid"):
+            return
+        if (current.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        marked = {**current, "metadata": {**current["metadata"], "deletionTimestamp": when}}
+        self._objects[key] = marked  # same resourceVersion: any real event replaces it
+
     def removed(self, kind: str, body: JsonDict) -> bool:
         meta = body.get("metadata") or {}
         key = (kind, meta.get("namespace") or "", meta.get("name") or "")
         current = self._objects.get(key)
         if current is None:
+            if meta.get("uid"):
+                self._gone[key] = meta["uid"]
             return False
         if meta.get("uid") and (current.get("metadata") or {}).get("uid") != meta.get("uid"):
             return False  # a same-named successor is already known: keep it
+        uid = (current.get("metadata") or {}).get("uid")
+        if uid:
+            self._gone[key] = uid
+            self._gone.move_to_end(key)
+            while len(self._gone) > TOMBSTONES:
+                self._gone.popitem(last=False)
         del self._objects[key]
         self._unindex(kind, key, current)
         return True

@@ -126,8 +126,12 @@ class WorkQueue:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # already dead: say so, and stop the others all the same
+                log.exception("work queue task %s had failed", task.get_name())
         self._tasks = []
 
     async def _dispatch(self, ready: Awaitable[None] | None) -> None:
@@ -135,7 +139,10 @@ class WorkQueue:
         assert self._ready is not None
         assert self._wake is not None
         if ready is not None:
-            await ready
+            try:
+                await ready
+            except Exception:  # a half-primed cache beats an operator that never acts
+                log.exception("preparing the work queue failed; dispatching anyway")
         while True:
             now = self.clock()
             while self._heap and self._heap[0][0] <= now:

@@ -130,6 +130,7 @@ async def apply_plan(
             await api.delete(
                 kind, namespace, meta["name"], uid=meta.get("uid"), grace_seconds=grace
             )
+            ctx.cache.deleting(kind, obj, clock.now_iso())
 
         return call
 

@@ -202,17 +202,21 @@ async def test_spec_change_updates_the_deployment_in_place(
 async def test_deleted_children_come_back(
     api: KubeAPI, cluster: Any, operator: Any, eventually: Any
 ) -> None:
+    """A deleted child is drift: it comes back (a new object, same name and shape)."""
     await create_ms(api, manifest())
-    await eventually(lambda: api.get("Service", NS, "recs"), what="Service")
-    await eventually(lambda: api.get("Deployment", NS, "recs"), what="Deployment")
+    old_svc = await eventually(lambda: api.get("Service", NS, "recs"), what="Service")
+    old_dep = await eventually(lambda: api.get("Deployment", NS, "recs"), what="Deployment")
 
     await api.request("DELETE", object_path("v1", "services", NS, "recs"))
     await api.request("DELETE", object_path("apps/v1", "deployments", NS, "recs"))
-    assert await api.get("Service", NS, "recs") is None
 
-    svc = await eventually(lambda: api.get("Service", NS, "recs"), what="Service back")
+    async def recreated(kind: str, old: dict[str, Any]) -> dict[str, Any] | None:
+        obj = await api.get(kind, NS, "recs")
+        return obj if obj and obj["metadata"]["uid"] != old["metadata"]["uid"] else None
+
+    svc = await eventually(lambda: recreated("Service", old_svc), what="Service back")
     assert svc["spec"]["ports"][0]["targetPort"] == "http"
-    await eventually(lambda: api.get("Deployment", NS, "recs"), what="Deployment back")
+    await eventually(lambda: recreated("Deployment", old_dep), what="Deployment back")
 
 
 async def test_children_status_becomes_modelservice_status(
@@ -550,10 +554,10 @@ async def test_a_refused_child_keeps_the_object_degraded_until_an_apply_succeeds
         assert (cond["status"], cond["reason"]) == ("True", "ApplyFailed"), writes
     ms = await api.get("ModelService", NS, "routed")
     assert condition(ms, "Degraded")["lastTransitionTime"] == degraded["lastTransitionTime"]
-    # One Event per real change: deployed, refused, not ready yet, ready (the pods that
-    # were applied serve); nothing repeated, no Recovered in between.
+    # One Event per real change: deployed, refused, ready (the pods that were applied
+    # serve); nothing repeated, no Recovered in between.
     reasons = sorted(e.get("reason", "") for e in await events(api))
-    assert reasons == ["ApplyFailed", "Deployed", "NotReady", "Ready"]
+    assert reasons == ["ApplyFailed", "Deployed", "Ready"]
 
     # The CRDs get installed: the next apply succeeds, and that clears the condition.
     cluster.unserved = set()

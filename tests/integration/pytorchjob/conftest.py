@@ -24,11 +24,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "pytorchjo
 
 from mlkube.operator.app import OperatorContext, run_operator
 from mlkube.operator.config import OperatorConfig
+from tests.support.kube import ApiServerEmulator
 
 NS = "ml"
 JOBS = "mlkube.dev/v1alpha1/pytorchjobs"
 PODS = "v1/pods"
 SERVICES = "v1/services"
+
+
+@pytest.fixture
+def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
+    """kmock with what a real API server does on writes (resourceVersion on every write,
+    names from generateName): the operator orders watch events by resourceVersion."""
+    return {**kmock_options, "cls": ApiServerEmulator}
 
 
 class Cluster:

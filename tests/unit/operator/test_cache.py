@@ -126,6 +126,41 @@ def test_a_deleted_event_of_a_predecessor_keeps_the_successor() -> None:
     assert c.get("Deployment", "ml", "web") is successor
 
 
+def test_a_stale_event_after_the_deletion_does_not_bring_the_object_back() -> None:
+    """kopf hands each object's events to its own task: the watch's first listing of a pod
+    can be processed after the DELETED event that followed it (seen as a PyTorchJob
+    counting one failed pod twice)."""
+    c = cache()
+    c.seen("Pod", None, obj("w-0", "5", owner="job", uid="old", status={"phase": "Failed"}))
+    assert c.seen("Pod", "DELETED", obj("w-0", "7", owner="job", uid="old"))
+    assert not c.seen("Pod", None, obj("w-0", "5", owner="job", uid="old"))
+    assert c.get("Pod", "ml", "w-0") is None
+    assert c.owned("Pod", "ml", OWNER, "job") == []
+    # its successor under the same name is a new object
+    assert c.seen("Pod", "ADDED", obj("w-0", "9", owner="job", uid="new"))
+    assert names(c.owned("Pod", "ml", OWNER, "job")) == ["w-0"]
+
+
+def test_a_deleted_event_for_an_unknown_object_still_buries_its_uid() -> None:
+    c = cache()
+    assert not c.seen("Pod", "DELETED", obj("w-0", "7", uid="old"))
+    assert not c.seen("Pod", None, obj("w-0", "5", uid="old"))
+    assert c.get("Pod", "ml", "w-0") is None
+
+
+def test_an_object_this_operator_deleted_shows_terminating_until_the_watch_says() -> None:
+    c = cache()
+    c.seen("Pod", None, obj("w-0", "5", uid="u", status={"phase": "Failed"}))
+    c.deleting("Pod", obj("w-0", "5", uid="u"), "2026-12-03T10:00:00Z")
+    marked = c.get("Pod", "ml", "w-0")
+    assert marked is not None
+    assert marked["metadata"]["deletionTimestamp"] == "2026-12-03T10:00:00Z"
+    c.deleting("Pod", obj("w-0", "5", uid="other"), "2026-12-03T11:00:00Z")  # not this one
+    assert c.get("Pod", "ml", "w-0")["metadata"]["deletionTimestamp"] == "2026-12-03T10:00:00Z"  # type: ignore[index]
+    assert c.seen("Pod", "MODIFIED", obj("w-0", "6", uid="u"))  # the real event wins
+    assert "deletionTimestamp" not in c.get("Pod", "ml", "w-0")["metadata"]  # type: ignore[index]
+
+
 def test_a_deleted_event_without_uid_removes_by_name() -> None:
     c = cache()
     c.wrote("Deployment", obj("web", "3", uid="u-1"))

@@ -355,17 +355,30 @@ def _status(**conds_: tuple[str, str]) -> ModelServiceStatus:
     )
 
 
-def test_transitions_of_a_new_object_are_normal() -> None:
+def test_a_new_object_that_is_merely_not_ready_yet_has_no_transition_events() -> None:
+    """Not ready and progressing is what a new object is; the rollout's Deployed says so."""
     new = _status(
         Ready=("False", "PodsNotReady"),
         Progressing=("True", "RollingOut"),
         Degraded=("False", "AsExpected"),
     )
-    events = transitions(None, new)
-    assert [(e.type, e.reason) for e in events] == [
-        ("Normal", "NotReady"),
-        ("Normal", "Progressing"),
-    ]
+    assert transitions(None, new) == []
+    assert transitions(ModelServiceStatus(), new) == []
+
+
+def test_a_new_object_that_is_broken_or_ready_at_once_says_so() -> None:
+    broken = _status(
+        Ready=("False", "InvalidSpec"),
+        Progressing=("False", "InvalidSpec"),
+        Degraded=("True", "InvalidSpec"),
+    )
+    assert [(e.type, e.reason) for e in transitions(None, broken)] == [("Warning", "InvalidSpec")]
+    ready = _status(
+        Ready=("True", "Available"),
+        Progressing=("False", "Complete"),
+        Degraded=("False", "AsExpected"),
+    )
+    assert [(e.type, e.reason) for e in transitions(None, ready)] == [("Normal", "Ready")]
 
 
 def test_transition_to_ready_and_complete() -> None:
