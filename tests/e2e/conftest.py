@@ -107,10 +107,23 @@ def namespace(cluster: Any) -> str:
 class OperatorProcess:
     """``mlkube operator`` running as a child process, stopped by PID."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], log: Path, health_url: str) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], log: Path, health_url: str, metrics_url: str
+    ) -> None:
         self.proc = proc
         self.log = log
         self.health_url = health_url
+        self.metrics_url = metrics_url
+
+    def full_passes(self, kind: str = "ModelService") -> float:
+        """Full reconciles of ``kind`` so far, whatever their result (its /metrics)."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:
+            text = resp.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("mlkube_operator_reconciles_total{") and f'kind="{kind}"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -162,6 +175,7 @@ def start_operator(cluster: Any, tmp_path: Path) -> Iterator[StartOperator]:
         env: Mapping[str, str] | None = None,
     ) -> OperatorProcess:
         port = controlplane.free_port()
+        metrics_port = controlplane.free_port()
         op_env = cluster.env(
             {
                 "MLKUBE_LOG_FORMAT": "text",
@@ -171,7 +185,7 @@ def start_operator(cluster: Any, tmp_path: Path) -> Iterator[StartOperator]:
                 "MLKUBE_HEALTH_HOST": "127.0.0.1",
                 "MLKUBE_HEALTH_PORT": str(port),
                 # the default 8082 would clash between operators started side by side
-                "MLKUBE_METRICS_PORT": str(controlplane.free_port()),
+                "MLKUBE_METRICS_PORT": str(metrics_port),
                 "MLKUBE_RECONCILE_INTERVAL": str(reconcile_interval),
                 "PYTHONUNBUFFERED": "1",
                 **(env or {}),
@@ -190,7 +204,12 @@ def start_operator(cluster: Any, tmp_path: Path) -> Iterator[StartOperator]:
                 cwd=ROOT,
                 start_new_session=True,
             )
-        op = OperatorProcess(proc, log, f"http://127.0.0.1:{port}/healthz")
+        op = OperatorProcess(
+            proc,
+            log,
+            f"http://127.0.0.1:{port}/healthz",
+            f"http://127.0.0.1:{metrics_port}/metrics",
+        )
         started.append(op)
         controlplane.wait_until(op.healthy, timeout=60, what="the operator's /healthz")
         return op

@@ -141,7 +141,7 @@ def test_no_finalizer_so_delete_completes_while_the_operator_is_stopped(
     cluster.kubectl("-n", namespace, "apply", "--server-side", "-f", str(EXAMPLE))
     wait_until(lambda: set(pods(cluster, namespace)) == PODS, what="pods")
     wait_until(lambda: state(cluster, namespace), what="a status condition")
-    wait_until(lambda: op.output().count("pytorchjob_drift_check") >= 2, what="two drift checks")
+    wait_until(lambda: op.full_passes("PyTorchJob") >= 2, what="two drift checks")
     assert job(cluster, namespace)["metadata"].get("finalizers", []) == []
     op.stop()
 
