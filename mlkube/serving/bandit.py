@@ -41,7 +41,6 @@ from mlkube.serving.model import (
     SupportsFeedback,
     SupportsRawInfer,
     TensorSpec,
-    register_format,
     settings_from,
 )
 from mlkube.serving.protocol import (
@@ -350,7 +349,7 @@ def _native_sampler(seed: int | None) -> Sampler:
     return BetaSampler(seed)
 
 
-def _bandit_factory(config: ServeConfig, context: RuntimeContext) -> Model[Any]:
+def build_bandit(config: ServeConfig, context: RuntimeContext) -> Model[Any]:
     fs = config.feature_store
     store = context.store or build_store(
         fs.kind,
@@ -363,6 +362,3 @@ def _bandit_factory(config: ServeConfig, context: RuntimeContext) -> Model[Any]:
     seed = config.bandit.seed
     sampler = context.sampler or _native_sampler(None if seed is None else seed + context.worker_id)
     return BanditModel(settings_from(config), config, store, sampler, context.metrics)
-
-
-register_format("bandit", _bandit_factory)

@@ -149,12 +149,15 @@ class SupportsRawInfer(ABC):
 
 
 ModelFactory = Callable[["ServeConfig", "RuntimeContext"], Model[Any]]
-_REGISTRY: dict[str, ModelFactory] = {}
 
-
-def register_format(name: str, factory: ModelFactory) -> None:
-    """Make ``model.format: name`` build models with ``factory``."""
-    _REGISTRY[name] = factory
+#: ``model.format`` -> "module:function" of its factory, imported only when that format is
+#: served (the bandit loads numpy and cffi, which other commands never need). A table of
+#: names rather than registration at import keeps the runtimes importing this module,
+#: never the other way round.
+FORMATS: dict[str, str] = {
+    "bandit": "mlkube.serving.bandit:build_bandit",
+    "custom": "mlkube.serving.model:build_custom",
+}
 
 
 def settings_from(config: ServeConfig) -> ModelSettings:
@@ -199,21 +202,16 @@ def resolve_class(path: str) -> type[Model[Any]]:
     return obj
 
 
-def _custom_factory(config: ServeConfig, context: RuntimeContext) -> Model[Any]:
+def build_custom(config: ServeConfig, context: RuntimeContext) -> Model[Any]:
     assert config.model.class_path is not None  # guaranteed by config validation
     cls = resolve_class(config.model.class_path)
     return cls(settings_from(config))
 
 
-register_format("custom", _custom_factory)
-
-
 def build_model(config: ServeConfig, context: RuntimeContext) -> Model[Any]:
-    if config.model.format == "bandit":
-        # Imported here so that registering the bandit does not load numpy/cffi for
-        # commands that never serve it.
-        import mlkube.serving.bandit  # noqa: F401
-    factory = _REGISTRY.get(config.model.format)
-    if factory is None:
+    target = FORMATS.get(config.model.format)
+    if target is None:
         raise ModelLoadError(f"model.format: no model registered as {config.model.format!r}")
+    module, function = target.split(":")
+    factory: ModelFactory = getattr(importlib.import_module(module), function)
     return factory(config, context)
