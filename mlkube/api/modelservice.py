@@ -35,7 +35,13 @@ from mlkube.api.schema import (
 )
 from mlkube.api.schema import GROUP as GROUP
 from mlkube.api.schema import VERSION as VERSION
-from mlkube.serving.config import MODEL_NAME_PATTERN, env_name
+from mlkube.serving.config import (
+    ENV_VARS,
+    MODEL_NAME_PATTERN,
+    ConfigError,
+    env_name,
+    load_config,
+)
 
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "ModelService"
@@ -53,6 +59,7 @@ DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 RESERVED_ENV = tuple(
     env_name(path)
     for path in (
+        ("server", "host"),
         ("server", "port"),
         ("server", "grpc_port"),
         ("model", "name"),
@@ -575,6 +582,19 @@ def spec_problems(spec: ModelServiceSpec) -> list[str]:
     reserved = sorted({e.name for e in spec.runtime.env} & set(RESERVED_ENV))
     if reserved:
         problems.append(f"runtime.env: the operator sets {', '.join(reserved)} itself")
+    # The runtime settings a user may set through env: the values the pod will read go
+    # through the runtime's own loader now, so a bad one is a condition on the object, not
+    # a crash-looping pod. (A value from a Secret or ConfigMap cannot be seen here.)
+    settings = {
+        e.name: e.value or ""
+        for e in spec.runtime.env
+        if e.name in ENV_VARS and e.name not in RESERVED_ENV and e.value_from is None
+    }
+    if settings:
+        try:
+            load_config(env=settings)
+        except ConfigError as exc:
+            problems.append(f"runtime.env: {exc}")
     return problems
 
 

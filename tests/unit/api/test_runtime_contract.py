@@ -17,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from mlkube.api.modelservice import MODELSERVICE, RESERVED_ENV, ModelService
+from mlkube.api.modelservice import (
+    MODELSERVICE,
+    RESERVED_ENV,
+    ModelService,
+    ModelServiceSpec,
+    spec_problems,
+)
 from mlkube.operator.builders import build_env
 from mlkube.serving.config import (
     ENV_VARS,
@@ -229,6 +235,62 @@ def test_env_names_come_from_the_runtime() -> None:
     )
     names = {e["name"] for e in build_env(obj, "r") if e["name"].startswith("MLKUBE_")}
     assert names <= set(ENV_VARS)
+
+
+def test_every_variable_the_operator_sets_is_reserved() -> None:
+    """What build_env writes from the spec (MLKUBE_HOST included) cannot also come from
+    runtime.env: two values for one setting would make the pod disagree with the spec."""
+    obj = ModelService.model_validate(
+        {
+            "metadata": {"name": "r", "namespace": "ml"},
+            "spec": {
+                **spec_with("model.uri", "s3://b"),
+                "featureStore": {
+                    "type": "redis",
+                    "redis": {"urlSecretRef": {"name": "s", "key": "url"}},
+                },
+                "runtime": {"workers": 2},
+            },
+        }
+    )
+    names = {e["name"] for e in build_env(obj, "r") if e["name"].startswith("MLKUBE_")}
+    assert names <= set(RESERVED_ENV), sorted(names - set(RESERVED_ENV))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("MLKUBE_LOG_LEVEL", "bogus", "server.log_level (from MLKUBE_LOG_LEVEL)"),
+        ("MLKUBE_MAX_BODY_BYTES", "-1", "(from MLKUBE_MAX_BODY_BYTES)"),
+        ("MLKUBE_NATIVE_PATH", "perhaps", "(from MLKUBE_NATIVE_PATH)"),
+    ],
+)
+def test_a_runtime_setting_in_env_that_the_runtime_refuses_is_a_spec_problem(
+    name: str, value: str, problem: str
+) -> None:
+    """Not a crash-looping pod: the operator refuses it with the runtime's own message."""
+    spec = ModelServiceSpec.model_validate(
+        {**spec_with("model.name", "m"), "runtime": {"env": [{"name": name, "value": value}]}}
+    )
+    (found,) = spec_problems(spec)
+    assert found.startswith("runtime.env: ")
+    assert problem in found
+
+
+def test_runtime_settings_in_env_that_the_runtime_takes_start_a_runtime() -> None:
+    env = [
+        {"name": "MLKUBE_LOG_LEVEL", "value": "DEBUG"},
+        {"name": "MLKUBE_MAX_BODY_BYTES", "value": "1048576"},
+        {"name": "MLKUBE_NATIVE_PATH", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}},
+        {"name": "OTHER", "value": "anything"},
+    ]
+    body = {"metadata": {"name": "r", "namespace": "ml"}, "spec": {**spec_with("model.name", "m")}}
+    body["spec"]["runtime"] = {"env": env}
+    obj = ModelService.model_validate(body)
+    assert spec_problems(obj.spec) == []
+    written = {e["name"]: e["value"] for e in build_env(obj, "r") if "value" in e}
+    config = load_config(env=written)
+    assert config.server.log_level == "DEBUG"
 
 
 def test_the_contract_is_cheap_to_import() -> None:
