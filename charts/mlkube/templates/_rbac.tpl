@@ -16,8 +16,8 @@ Rules inside the watched namespaces. Arguments: peering (non-empty when on), nam
 - apiGroups: ["mlkube.dev"]
   resources: ["modelservices/status", "pytorchjobs/status"]
   verbs: ["patch"]
-# ModelService children: server-side apply (patch; create where an API answers 404 to an
-# apply of a missing object), listed once at start and then watched (the reconcile reads
+# ModelService children: server-side apply (patch, and create: the API server authorizes
+# an apply that creates the object as both), listed once at start and then watched (the reconcile reads
 # them from that cache, and their changes refresh the status or undo drift), and
 # owner-checked deletes (the canary Deployment after promotion or rollback, the PDB below
 # two replicas, the HPA when autoscaling leaves hpa).
