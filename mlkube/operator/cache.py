@@ -40,7 +40,7 @@ def newer(candidate: JsonDict, current: JsonDict | None) -> bool:
     if current is None:
         return True
     new, old = _version(candidate), _version(current)
-    return new is None or old is None or new >= old
+    return new is None or old is None or new > old
 
 
 @dataclass

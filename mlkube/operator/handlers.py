@@ -1,15 +1,15 @@
-"""kopf wiring of the ModelService controller: one level-based reconcile.
+"""The ModelService controller's shell: one level-based reconcile, fed by the work queue.
 
-Every trigger (create, resume after an operator restart, spec update, the drift timer)
-runs the same ``reconcile``: read the object fresh, compute the whole desired state with
-the pure builders, server-side apply it, read the children back, compute the status with
-the pure status code, and write it only if it changed, with one Event per transition.
-Changes of the children (a Deployment's status moving) only refresh the status; they never
-re-apply, so the operator's own writes cannot feed back into an endless loop.
+A full pass (a spec the status has not observed, the drift check, a canary or autoscaler
+tick, a child deleted or edited by someone else) reads the object and its children from
+the watch-fed cache, computes the whole desired state with the pure builders, applies the
+children that differ from what the last apply left, computes the status with the pure
+status code, and writes it only if it changed, with one Event per transition. A status
+refresh (a Deployment's or pod's status moving) only recomputes the status; it never
+applies, so the operator's own writes cannot feed back into an endless loop.
 
-Handlers return nothing (kopf would otherwise litter ``status.<handler>``) and never let a
-bad object crash the operator: an invalid spec becomes a ``Degraded`` condition and a
-Warning Event, and only transient API failures are retried (``kopf.TemporaryError``).
+An invalid spec becomes a ``Degraded`` condition and a Warning Event, never a crash; only
+transient API failures are retried (``kopf.TemporaryError``, with the queue's backoff).
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class OperatorMetrics:
         self.reconciles = Counter(
             "mlkube_operator_reconciles",
             "Reconciles by kind and result (success, invalid_spec, apply_failed, deleted, "
-            "retry: a transient API error kopf retries, error: an unexpected exception).",
+            "retry: a transient API error, retried with backoff, error: an unexpected exception).",
             ["kind", "result"],
             registry=self.registry,
         )
