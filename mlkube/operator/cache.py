@@ -35,6 +35,27 @@ def _version(obj: JsonDict) -> int | None:
         return None
 
 
+def slim(body: JsonDict, keep_managed_fields: bool) -> JsonDict:
+    """Pure: ``body`` without what no decision reads and memory pays for: ``managedFields``
+    (often the largest part of an object; only the HPA handover reads a Deployment's) and
+    client-side apply's copy of the whole object in an annotation."""
+    meta = body.get("metadata")
+    if not isinstance(meta, dict):
+        return body
+    annotations = meta.get("annotations") or {}
+    drop_fields = not keep_managed_fields and "managedFields" in meta
+    drop_copy = LAST_APPLIED in annotations
+    if not (drop_fields or drop_copy):
+        return body
+    meta = {k: v for k, v in meta.items() if not (drop_fields and k == "managedFields")}
+    if drop_copy:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    return {**body, "metadata": meta}
+
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
 def newer(candidate: JsonDict, current: JsonDict | None) -> bool:
     """Pure: whether ``candidate`` should replace ``current`` in the cache."""
     if current is None:
@@ -49,6 +70,8 @@ class ObjectCache:
 
     owner_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """kind -> the labels whose values name an owning object (for :meth:`owned`)."""
+    managed_fields: frozenset[str] = frozenset({"Deployment"})
+    """Kinds whose ``managedFields`` are kept (see :func:`slim`)."""
     _objects: dict[ObjectKey, JsonDict] = field(default_factory=dict)
     _index: dict[tuple[str, str, str, str], set[str]] = field(default_factory=dict)
     _gone: OrderedDict[ObjectKey, str] = field(default_factory=OrderedDict)
@@ -85,7 +108,7 @@ class ObjectCache:
             return False
         if current is not None:
             self._unindex(kind, key, current)
-        self._objects[key] = body
+        self._objects[key] = slim(body, kind in self.managed_fields)
         labels = meta.get("labels") or {}
         for label in self.owner_labels.get(kind, ()):
             owner = labels.get(label)

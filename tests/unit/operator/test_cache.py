@@ -316,3 +316,24 @@ def test_forget_drops_the_object_and_its_tracks_only_in_its_namespace() -> None:
         assert not m.unchanged(key, "mlkube", "sha", obj(key[2], namespace=key[1]))
     assert m.matches(keep_other_ns, obj("web", namespace="prod"))
     assert m.matches(keep_prefix, obj("webapp"))
+
+
+def test_the_cache_keeps_no_managed_fields_except_for_deployments() -> None:
+    """managedFields are most of an object's size; only the HPA handover reads them (on a
+    Deployment). A thousand ModelServices' children must fit the operator's memory."""
+    c = cache()
+    fields = [{"manager": "mlkube", "operation": "Apply", "fieldsV1": {"f:spec": {}}}]
+    copy = {"kubectl.kubernetes.io/last-applied-configuration": "{...}", "keep": "me"}
+    pod = obj("p", "2")
+    pod["metadata"]["managedFields"] = fields
+    pod["metadata"]["annotations"] = copy
+    c.wrote("Pod", pod)
+    stored = c.get("Pod", "ml", "p")
+    assert stored is not None
+    assert "managedFields" not in stored["metadata"]
+    assert stored["metadata"]["annotations"] == {"keep": "me"}
+    assert pod["metadata"]["managedFields"] == fields  # the caller's object is untouched
+    dep = obj("d", "1")
+    dep["metadata"]["managedFields"] = fields
+    c.wrote("Deployment", dep)
+    assert c.get("Deployment", "ml", "d")["metadata"]["managedFields"] == fields  # type: ignore[index]
