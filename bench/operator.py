@@ -192,137 +192,241 @@ def wait_for(probe: Any, target: int, deadline: float, interval: float = 0.25) -
         time.sleep(interval)
 
 
-def run(count: int, timeout: float, breakdown: dict[str, int]) -> dict[str, float]:
+IDLE_SECONDS = 75.0
+"""The idle window: longer than the operator's default drift interval (60 s), so every
+ModelService gets at least one full resync in it."""
+
+
+def writes(requests: dict[str, int]) -> int:
+    return sum(n for key, n in requests.items() if key.split()[0] in WRITE_VERBS)
+
+
+WRITE_VERBS = ("create", "patch", "update", "delete")
+
+
+def checkout(ref: str) -> Path:
+    """A detached worktree of ``ref`` (the operator as it was), removed by :func:`drop`."""
+    path = Path(f"/tmp/mlkube-bench-{ref.replace('/', '-')}")
+    if path.exists():
+        drop(path)
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), ref],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def drop(path: Path) -> None:
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
+        check=False,
+        capture_output=True,
+    )
+
+
+def operator_phase(
+    cp: Any,
+    cpmod: Any,
+    template: dict[str, Any],
+    namespace: str,
+    count: int,
+    timeout: float,
+    source: Path,
+    breakdown: dict[str, int],
+) -> dict[str, float]:
+    """One operator (from ``source``) through creation, an idle window and an update burst."""
+    results: dict[str, float] = {}
+    apiserver_pid = cp.pid("kube-apiserver")
+    cp.kubectl("create", "namespace", namespace)
+    log = cp.workdir / f"operator-{namespace}.log"
+    with log.open("wb") as fh:
+        op = subprocess.Popen(
+            [sys.executable, "-m", "mlkube", "operator", "--namespace", namespace],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=cp.env(
+                {
+                    "PYTHONPATH": str(source),
+                    "MLKUBE_LOG_LEVEL": "WARNING",
+                    "MLKUBE_LOG_FORMAT": "text",
+                    "MLKUBE_HEALTH_HOST": "127.0.0.1",
+                    "MLKUBE_HEALTH_PORT": str(cpmod.free_port()),
+                    "MLKUBE_METRICS_PORT": str(cpmod.free_port()),
+                }
+            ),
+            cwd=source,
+            start_new_session=True,
+        )
+    try:
+        time.sleep(5.0)  # let it start and list the (empty) namespace
+        if op.poll() is not None:
+            raise SystemExit(f"operator exited {op.returncode}:\n{log.read_text()[-3000:]}")
+        results["operator_idle_rss_mib"] = rss_kib(op.pid, "VmRSS") / 1024
+        manifest = json.dumps(modelservices(template, namespace, count))
+        op_cpu0 = cpu_seconds(op.pid)
+        api_cpu0 = cpu_seconds(apiserver_pid)
+        t0 = time.monotonic()
+        cp.kubectl("apply", "--server-side", "-f", "-", stdin=manifest, timeout=timeout)
+        results["apply_s"] = time.monotonic() - t0
+        deadline = t0 + timeout
+        t_deploy = wait_for(lambda: count_names(cp, "deployments", namespace), count, deadline)
+        results["operator_s"] = t_deploy - t0
+        t_status = wait_for(lambda: count_observed(cp, namespace), count, deadline, 1.0)
+        results["status_s"] = t_status - t0
+        results["operator_cpu_s"] = cpu_seconds(op.pid) - op_cpu0
+        results["apiserver_cpu_s"] = cpu_seconds(apiserver_pid) - api_cpu0
+        created = operator_requests(cp, namespace)
+        breakdown.update(created)
+        results["operator_requests"] = sum(created.values())
+        results["operator_writes"] = writes(created)
+        results["services"] = count_names(cp, "services", namespace)
+        results["pdbs"] = count_names(cp, "poddisruptionbudgets", namespace)
+
+        # Idle: nothing changes; every object's drift check runs at least once.
+        time.sleep(5.0)
+        before = operator_requests(cp, namespace)
+        idle_cpu0 = cpu_seconds(op.pid)
+        time.sleep(IDLE_SECONDS)
+        after = operator_requests(cp, namespace)
+        results["idle_requests"] = sum(after.values()) - sum(before.values())
+        results["idle_writes"] = writes(after) - writes(before)
+        results["idle_cpu_s"] = cpu_seconds(op.pid) - idle_cpu0
+
+        # A burst: every ModelService changes at once (one more replica).
+        changed = copy.deepcopy(template)
+        changed["spec"]["replicas"] = int(changed["spec"].get("replicas", 1)) + 1
+        manifest = json.dumps(modelservices(changed, namespace, count))
+        t0 = time.monotonic()
+        cp.kubectl("apply", "--server-side", "-f", "-", stdin=manifest, timeout=timeout)
+        t_burst = wait_for(lambda: count_observed(cp, namespace), count, t0 + timeout, 1.0)
+        results["burst_status_s"] = t_burst - t0
+        results["operator_peak_rss_mib"] = rss_kib(op.pid, "VmHWM") / 1024
+    finally:
+        if op.poll() is None:
+            op.send_signal(signal.SIGTERM)
+            try:
+                op.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                op.kill()
+                op.wait()
+    return results
+
+
+def run(
+    count: int, timeout: float, before_ref: str | None
+) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+    """Baselines, then each operator variant on the same control plane, one after another."""
     cpmod = load_controlplane()
     template = example_modelservice()
-    results: dict[str, float] = {}
-    with cpmod.running_control_plane() as cp:
-        results["control_plane_start_s"] = cp.start_seconds
-        apiserver_pid = cp.pid("kube-apiserver")
-        cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    base: dict[str, float] = {}
+    phases: dict[str, dict[str, float]] = {}
+    breakdowns: dict[str, dict[str, int]] = {}
+    worktree = checkout(before_ref) if before_ref else None
+    try:
+        with cpmod.running_control_plane() as cp:
+            base["control_plane_start_s"] = cp.start_seconds
+            apiserver_pid = cp.pid("kube-apiserver")
+            cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+            cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 
-        # Baseline: the same volume of children written by kubectl alone.
-        cp.kubectl("create", "namespace", "bench-direct")
-        manifest = json.dumps(direct_children("bench-direct", count))
-        cpu0 = cpu_seconds(apiserver_pid)
-        t0 = time.monotonic()
-        cp.kubectl("apply", "--server-side", "-f", "-", stdin=manifest, timeout=timeout)
-        results["baseline_s"] = time.monotonic() - t0
-        results["baseline_apiserver_cpu_s"] = cpu_seconds(apiserver_pid) - cpu0
-
-        # Baseline (b): the ModelServices alone, where no operator watches.
-        cp.kubectl("create", "namespace", "bench-idle")
-        manifest = json.dumps(modelservices(template, "bench-idle", count))
-        t0 = time.monotonic()
-        cp.kubectl("apply", "--server-side", "-f", "-", stdin=manifest, timeout=timeout)
-        results["baseline_crs_s"] = time.monotonic() - t0
-
-        cp.kubectl("create", "namespace", "bench")
-        log = cp.workdir / "operator.log"
-        with log.open("wb") as fh:
-            op = subprocess.Popen(
-                [sys.executable, "-m", "mlkube", "operator", "--namespace", "bench"],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=cp.env(
-                    {
-                        "MLKUBE_LOG_LEVEL": "WARNING",
-                        "MLKUBE_LOG_FORMAT": "text",
-                        "MLKUBE_HEALTH_HOST": "127.0.0.1",
-                        "MLKUBE_HEALTH_PORT": str(cpmod.free_port()),
-                        "MLKUBE_METRICS_PORT": str(cpmod.free_port()),
-                    }
-                ),
-                cwd=ROOT,
-                start_new_session=True,
-            )
-        try:
-            time.sleep(5.0)  # let it start and list the (empty) cluster
-            if op.poll() is not None:
-                raise SystemExit(f"operator exited {op.returncode}:\n{log.read_text()[-3000:]}")
-            results["operator_idle_rss_mib"] = rss_kib(op.pid, "VmRSS") / 1024
-            manifest = json.dumps(modelservices(template, "bench", count))
-            op_cpu0 = cpu_seconds(op.pid)
-            api_cpu0 = cpu_seconds(apiserver_pid)
+            # Baseline: the same volume of children written by kubectl alone.
+            cp.kubectl("create", "namespace", "bench-direct")
+            manifest = json.dumps(direct_children("bench-direct", count))
+            cpu0 = cpu_seconds(apiserver_pid)
             t0 = time.monotonic()
             cp.kubectl("apply", "--server-side", "-f", "-", stdin=manifest, timeout=timeout)
-            results["apply_s"] = time.monotonic() - t0
-            deadline = t0 + timeout
-            t_deploy = wait_for(lambda: count_names(cp, "deployments", "bench"), count, deadline)
-            results["operator_s"] = t_deploy - t0
-            t_status = wait_for(lambda: count_observed(cp, "bench"), count, deadline, 1.0)
-            results["status_s"] = t_status - t0
-            results["operator_cpu_s"] = cpu_seconds(op.pid) - op_cpu0
-            results["apiserver_cpu_s"] = cpu_seconds(apiserver_pid) - api_cpu0
-            requests = operator_requests(cp, "bench")
-            results["operator_writes"] = sum(
-                n
-                for key, n in requests.items()
-                if key.split()[0] in ("create", "patch", "update", "delete")
-            )
-            breakdown.update(requests)
-            results["operator_requests"] = sum(requests.values())
-            results["operator_peak_rss_mib"] = rss_kib(op.pid, "VmHWM") / 1024
-            results["services"] = count_names(cp, "services", "bench")
-            results["pdbs"] = count_names(cp, "poddisruptionbudgets", "bench")
-        finally:
-            if op.poll() is None:
-                op.send_signal(signal.SIGTERM)
-                try:
-                    op.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    op.kill()
-                    op.wait()
-    results["ratio"] = results["operator_s"] / (results["baseline_s"] + results["baseline_crs_s"])
-    return results
+            base["baseline_s"] = time.monotonic() - t0
+            base["baseline_apiserver_cpu_s"] = cpu_seconds(apiserver_pid) - cpu0
+
+            # Baseline (b): the ModelServices alone, where no operator watches.
+            cp.kubectl("create", "namespace", "bench-idle")
+            manifest = json.dumps(modelservices(template, "bench-idle", count))
+            t0 = time.monotonic()
+            cp.kubectl("apply", "--server-side", "-f", "-", stdin=manifest, timeout=timeout)
+            base["baseline_crs_s"] = time.monotonic() - t0
+
+            variants = [("before", worktree)] if worktree is not None else []
+            variants.append(("now", ROOT))
+            for label, source in variants:
+                breakdowns[label] = {}
+                phases[label] = operator_phase(
+                    cp, cpmod, template, f"bench-{label}", count, timeout, source,
+                    breakdowns[label],
+                )  # fmt: skip
+                phases[label]["ratio"] = phases[label]["operator_s"] / (
+                    base["baseline_s"] + base["baseline_crs_s"]
+                )
+    finally:
+        if worktree is not None:
+            drop(worktree)
+    return base, phases, breakdowns
+
+
+ROWS = (
+    ("kubectl apply of {n} ModelServices, operator running (returns)", "apply_s", "{:.1f} s"),
+    ("**apply -> all {n} Deployments exist**", "operator_s", "**{:.1f} s**"),
+    ("apply -> all {n} statuses observed", "status_s", "{:.1f} s"),
+    ("operator / (children + ModelServices baselines)", "ratio", "{:.2f}x"),
+    ("operator CPU, apply -> all statuses", "operator_cpu_s", "{:.1f} s"),
+    ("kube-apiserver CPU, apply -> all statuses", "apiserver_cpu_s", "{:.1f} s"),
+    ("**API requests per ModelService, creation**", "per_object_requests", "**{:.1f}**"),
+    ("writes per ModelService, creation", "per_object_writes", "{:.1f}"),
+    ("**idle {idle:.0f} s (every drift check runs): writes**", "idle_writes", "**{:.0f}**"),
+    ("idle {idle:.0f} s: all requests / operator CPU", "idle_summary", "{}"),
+    ("burst: all {n} specs changed -> every status observed", "burst_status_s", "{:.1f} s"),
+    ("operator RSS idle", "operator_idle_rss_mib", "{:.0f} MiB"),
+    ("**operator RSS peak**", "operator_peak_rss_mib", "**{:.0f} MiB**"),
+    ("children: Services / PDBs", "children", "{}"),
+)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--before",
+        metavar="GIT_REF",
+        help="also run the operator as it was at this commit, first, on the same API server",
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()
-    breakdown: dict[str, int] = {}
-    r = run(args.count, args.timeout, breakdown)
+    base, phases, breakdowns = run(args.count, args.timeout, args.before)
     load_after = os.getloadavg()
     n = args.count
-    print(f"| measure ({n} objects) | value |")
-    print("| --- | --- |")
-    print(f"| control plane warm start | {r['control_plane_start_s']:.1f} s |")
+    for r in phases.values():
+        r["per_object_requests"] = r["operator_requests"] / n
+        r["per_object_writes"] = r["operator_writes"] / n
+    labels = list(phases)
+    names = {"before": f"before ({args.before})", "now": "now"}
+    print(f"| measure ({n} ModelServices) | " + " | ".join(names[x] for x in labels) + " |")
+    print("| --- |" + " --- |" * len(labels))
+    print(f"| control plane warm start | {base['control_plane_start_s']:.1f} s |")
     print(
-        f"| baseline: kubectl apply of {n} Deployments + Services + PDBs | {r['baseline_s']:.1f} s |"
+        f"| baseline: kubectl apply of {n} Deployments + Services + PDBs | "
+        f"{base['baseline_s']:.1f} s (kube-apiserver CPU {base['baseline_apiserver_cpu_s']:.1f} s) |"
     )
     print(
-        f"| baseline: kubectl apply of {n} ModelServices, no operator | {r['baseline_crs_s']:.1f} s |"
+        f"| baseline: kubectl apply of {n} ModelServices, no operator | "
+        f"{base['baseline_crs_s']:.1f} s |"
     )
-    print(
-        f"| kubectl apply of {n} ModelServices, operator running (returns) | {r['apply_s']:.1f} s |"
-    )
-    print(f"| apply -> all {n} Deployments exist (operator) | {r['operator_s']:.1f} s |")
-    print(f"| apply -> all {n} statuses observed | {r['status_s']:.1f} s |")
-    print(f"| operator / (children + ModelServices baselines) | {r['ratio']:.2f}x |")
-    print(
-        f"| operator CPU for the {n} (to all statuses) | {r['operator_cpu_s']:.1f} s "
-        f"({1000 * r['operator_cpu_s'] / n:.0f} ms per ModelService) |"
-    )
-    print(
-        f"| kube-apiserver CPU: operator phase / children baseline | "
-        f"{r['apiserver_cpu_s']:.1f} s / {r['baseline_apiserver_cpu_s']:.1f} s |"
-    )
-    print(
-        f"| operator API requests (writes) per ModelService | "
-        f"{r['operator_requests'] / n:.1f} ({r['operator_writes'] / n:.1f}) |"
-    )
-    print(
-        f"| operator RSS idle / peak | {r['operator_idle_rss_mib']:.0f} / {r['operator_peak_rss_mib']:.0f} MiB |"
-    )
-    print(f"| children: Services / PDBs | {r['services']:.0f} / {r['pdbs']:.0f} |")
-    print("\noperator requests by verb and resource (all ModelServices):")
-    for key, value in sorted(breakdown.items(), key=lambda kv: -kv[1]):
-        print(f"  {value:6d}  {key}")
+    for title, key, fmt in ROWS:
+        cells = []
+        for label in labels:
+            r = phases[label]
+            if key == "idle_summary":
+                cells.append(f"{r['idle_requests']:.0f} / {r['idle_cpu_s']:.1f} s")
+            elif key == "children":
+                cells.append(f"{r['services']:.0f} / {r['pdbs']:.0f}")
+            else:
+                cells.append(fmt.format(r[key]))
+        print(f"| {title.format(n=n, idle=IDLE_SECONDS)} | " + " | ".join(cells) + " |")
+    for label in labels:
+        print(f"\n{names[label]}: requests during creation, by verb and resource:")
+        for key, value in sorted(breakdowns[label].items(), key=lambda kv: -kv[1]):
+            print(f"  {value:6d}  {key}")
     print(
         f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
         f"({os.cpu_count()} cores)"

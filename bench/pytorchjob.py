@@ -28,7 +28,8 @@ from typing import Any
 import kopf
 
 from mlkube.api.pytorchjob import PyTorchJob
-from mlkube.operator.kube import KubeAPI
+from mlkube.operator.app import OperatorContext
+from mlkube.operator.config import OperatorConfig
 from mlkube.operator.pytorchjob import handlers
 from mlkube.operator.pytorchjob.planner import plan
 
@@ -108,17 +109,17 @@ async def apply_once(
     for obj in todo.create_pods + todo.create_services:
         obj["metadata"]["namespace"] = namespace
         del obj["metadata"]["ownerReferences"]  # no PyTorchJob object to own them here
-    api = KubeAPI(info, timeout=60)
-    client = handlers._Client(api, namespace)
+    ctx = OperatorContext(OperatorConfig(request_timeout=60))
+    ctx.connection = info
     handlers.CONCURRENCY = concurrency
     try:
         start = time.perf_counter()
-        await handlers.apply_plan(client, job, todo, [], [])
+        await handlers.apply_plan(ctx, job, todo, [], [])
         elapsed = time.perf_counter() - start
-        listed = await client.api.request("GET", f"/api/v1/namespaces/{namespace}/pods")
+        listed = await ctx.api.request("GET", f"/api/v1/namespaces/{namespace}/pods")
         assert len(listed["items"]) == workers + 1, len(listed["items"])
     finally:
-        await api.close()
+        await ctx.close()
     return elapsed
 
 
