@@ -29,7 +29,7 @@ if str(HERE) not in sys.path:
 from operator_harness import HARNESS_TOKEN, NS, OPERATOR_TOKEN, RESOURCES  # noqa: E402
 
 from mlkube.operator.kube import KubeAPI  # noqa: E402
-from tests.support.kube import ApplyCreatesEmulator  # noqa: E402
+from tests.support.kube import ApiServerEmulator  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "mlkube"
@@ -210,8 +210,10 @@ def namespaces_path_fix(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
-    """kmock answering a server-side apply of a missing object as kube-apiserver does."""
-    return {**kmock_options, "cls": ApplyCreatesEmulator}
+    """kmock with what kube-apiserver does on writes: a new resourceVersion on every write
+    (the operator orders watch events by it), generation, names from generateName, and a
+    server-side apply of a missing object creating it."""
+    return {**kmock_options, "cls": ApiServerEmulator}
 
 
 @pytest.fixture
