@@ -15,6 +15,14 @@ at shutdown. A multiprocess value update takes a lock, asks for the process id (
 call) and writes the mmap'd file: the six a request made cost about 5 us of its CPU time
 (``bench/serve.py --breakdown``). A scrape therefore sees the other workers' counts at most
 ``FLUSH_INTERVAL`` late, and its own exactly.
+
+prometheus-client has no public way to add many observations to a histogram at once, and the
+values must land in the mmap'd files that ``MultiProcessCollector`` merges (a custom collector
+in the worker would never be read by ``/metrics``, which reads only those files). So the
+flusher adds to the histogram child's own value cells, the ones ``observe`` increments: the
+only use of prometheus-client internals in mlkube, confined to :func:`_histogram_cells`,
+verified for the range pinned in ``pyproject.toml`` and pinned down by
+``tests/unit/serving/test_metrics.py`` in single-process and real multiprocess mode.
 """
 
 from __future__ import annotations
@@ -160,7 +168,8 @@ class Metrics:
             "livesum",
         )
         self._request_children: dict[tuple[str, int], Any] = {}
-        self._duration_children: dict[str, Any] = {}
+        # The latency histogram's value cells by endpoint: (one per bound, the sum).
+        self._duration_cells: dict[str, tuple[list[Any], Any]] = {}
         # Tallies since the last flush(): requests by (endpoint, code); latency bucket counts
         # by endpoint (one per bound, then the sum of the seconds); items scored.
         self._requests_tally: dict[tuple[str, int], int] = {}
@@ -176,6 +185,10 @@ class Metrics:
         self.snapshot_items_child = self.snapshot_items.labels(model, revision)
         self.circuit_child.set(0)
         self.staleness_child.set(0)
+        # Fail at worker start, not at the first flush, on a prometheus-client whose Histogram
+        # no longer has the layout the flusher relies on (the batch histogram's cells are as
+        # good a probe as any: same class).
+        _histogram_cells(self.batch_child, len(BATCH_BUCKETS) + 1)
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         """Count one answered request and its latency (written out by flush())."""
@@ -205,11 +218,17 @@ class Metrics:
             child.inc(n)
         latency, self._latency_tally = self._latency_tally, {}
         for endpoint, counts in latency.items():
-            hist = self._duration_children.get(endpoint)
-            if hist is None:
+            cells = self._duration_cells.get(endpoint)
+            if cells is None:
                 hist = self.duration.labels(self.model, self.version, self.revision, endpoint)
-                self._duration_children[endpoint] = hist
-            _add_to_histogram(hist, counts)
+                cells = self._duration_cells[endpoint] = _histogram_cells(
+                    hist, len(_LATENCY_BOUNDS)
+                )
+            buckets, total = cells
+            for value, count in zip(buckets, counts, strict=False):
+                if count:
+                    value.inc(count)
+            total.inc(counts[-1])
         if self._items_tally:
             self.items_child.inc(self._items_tally)
             self._items_tally = 0
@@ -239,17 +258,39 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def _add_to_histogram(child: Any, counts: list[float]) -> None:
-    """Add bucket counts (one per upper bound, then the sum) to a Histogram child at once.
+def _histogram_cells(child: Histogram, n_bounds: int) -> tuple[list[Any], Any]:
+    """The value cells a labelled Histogram child's ``observe`` increments: (buckets, sum).
 
-    prometheus-client has no bulk observe; its child keeps one value per bucket (``_buckets``,
-    non-cumulative, in bound order) and ``_sum``, which is what ``observe`` increments. The
-    unit tests check the exposition this produces, so a change there fails them.
+    prometheus-client has no bulk observe, so :meth:`Metrics.flush` adds a whole interval's
+    bucket counts and seconds to these cells with ``inc(n)`` instead of calling ``observe``
+    once per request. This relies on prometheus-client internals (checked with the tests on
+    0.20.0, 0.21.1, 0.22.1, 0.23.1, 0.24.1, 0.25.0 and 0.26.0; ``pyproject.toml`` pins
+    ``>=0.20,<0.27``):
+
+    - ``child._buckets``: a list with one value per upper bound, ``+Inf`` included, in bound
+      order, each holding the count of its bucket alone (not cumulative: exposition adds
+      them up);
+    - ``child._sum``: the value holding the sum of the observations;
+    - each value is a ``prometheus_client.values.ValueClass`` instance whose ``inc(amount)``
+      adds ``amount``; in multiprocess mode that is the mmap'd value under the same key that
+      ``observe`` writes, so ``MultiProcessCollector`` merges it like any observation.
+
+    A missing attribute or a different bucket count raises here, first at worker start (the
+    :class:`Metrics` constructor probes its batch histogram, a child of the same class); a
+    changed meaning of the cells fails the exact-exposition tests in
+    ``tests/unit/serving/test_metrics.py``.
     """
-    buckets, total = child._buckets, child._sum
-    if len(buckets) != len(counts) - 1:
-        raise RuntimeError("prometheus-client's Histogram layout changed: cannot flush tallies")
-    for value, n in zip(buckets, counts, strict=False):
-        if n:
-            value.inc(n)
-    total.inc(counts[-1])
+    try:
+        buckets, total = child._buckets, child._sum
+    except AttributeError as exc:
+        raise RuntimeError(
+            f"prometheus-client's Histogram internals changed ({exc}): the metrics flusher "
+            "cannot add tallies; use a prometheus-client in the range pyproject.toml pins"
+        ) from exc
+    if len(buckets) != n_bounds or not callable(getattr(total, "inc", None)):
+        raise RuntimeError(
+            f"prometheus-client's Histogram layout changed ({len(buckets)} bucket values for "
+            f"{n_bounds} bounds): the metrics flusher cannot add tallies; use a "
+            "prometheus-client in the range pyproject.toml pins"
+        )
+    return list(buckets), total
