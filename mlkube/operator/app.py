@@ -32,14 +32,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import aiohttp
 import kopf
 
 from mlkube.operator import kube, peering
 from mlkube.operator.builders import LABEL_MANAGED_BY, BuildSettings
 from mlkube.operator.cache import AppliedMemory, ObjectCache
 from mlkube.operator.config import OperatorConfig
-from mlkube.operator.kube import RESOURCES, ApiError, KubeAPI
+from mlkube.operator.kube import KubeAPI
 from mlkube.operator.metrics import OperatorMetrics, start_server
 from mlkube.operator.workqueue import Key, WorkQueue
 
@@ -67,7 +66,6 @@ CHILD_RESOURCES = {
     "Pod": ("", "v1", "pods"),
 }
 MANAGED_BY = "mlkube"
-PRIME_RETRY_SECONDS = 2.0
 
 
 @dataclass
@@ -150,33 +148,6 @@ class OperatorContext:
         run concurrently."""
         return self._locks.setdefault((kind, namespace, name), asyncio.Lock())
 
-    async def prime(self) -> None:
-        """Fill the cache with every child the operator owns, once, before the first
-        reconcile: a status computed before the watches delivered the pods would report
-        a healthy object's pods missing. Retries until the API server answers."""
-        scopes: list[str | None] = list(self.config.namespaces) or [None]
-        while True:
-            if self.connection is not None:
-                try:
-                    for kind in self.routes:
-                        for namespace in scopes:
-                            await self._prime(kind, namespace)
-                    return
-                except (ApiError, OSError, aiohttp.ClientError, TimeoutError) as exc:
-                    logger.warning("listing the children failed: %s; retrying", exc)
-            await asyncio.sleep(PRIME_RETRY_SECONDS)
-
-    async def _prime(self, kind: str, namespace: str | None) -> None:
-        try:
-            found = await self.api.list(kind, namespace, f"{LABEL_MANAGED_BY}={MANAGED_BY}")
-        except ApiError as exc:
-            if exc.status == 404:
-                return  # a kind this API server does not serve: nothing of it to know
-            raise
-        api_version = RESOURCES[kind][0]
-        for obj in found:
-            self.cache.wrote(kind, {"apiVersion": api_version, "kind": kind, **obj})
-
     async def close(self) -> None:
         await self.queue.stop()
         if self._api is not None:
@@ -249,9 +220,7 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def start_queue(**_: Any) -> None:
-        # Runs before kopf logs in and starts watching: the queue holds what the watches
-        # deliver until the cache is primed (which waits for the login).
-        await ctx.queue.start(ready=ctx.prime())
+        await ctx.queue.start()
 
     @kopf.on.cleanup(registry=registry)
     async def stop_queue(**_: Any) -> None:
@@ -265,20 +234,27 @@ def _watch_children(
 ) -> None:
     group, version, plural = CHILD_RESOURCES[kind]
 
-    @kopf.on.event(
-        group,
-        version,
-        plural,
-        labels={LABEL_MANAGED_BY: MANAGED_BY},
-        registry=registry,
-        id=f"watch-{plural}",
-    )
-    async def child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    labels = {LABEL_MANAGED_BY: MANAGED_BY}
+
+    # An index handler, because kopf lists every indexed kind completely before it runs any
+    # other handler: no reconcile ever sees a half-listed set of children (a status that
+    # misses a healthy object's pods), and the cache holds kopf's own listing, not a second
+    # snapshot of ours that a deletion in between would leave stale. It stores nothing in
+    # kopf's index (None): the cache is the store.
+    @kopf.index(group, version, plural, labels=labels, registry=registry, id=f"cache-{plural}")
+    def child_seen(body: kopf.Body, **_: Any) -> None:
         raw = cast(JsonDict, dict(body))
-        if not ctx.cache.seen(kind, type, raw):
-            return  # what the cache knows already (our own write, echoed by the watch)
-        for route in routes:
-            route(type, kind, raw)
+        if ctx.cache.wrote(kind, raw):  # not what the cache knew (e.g. our own write)
+            for route in routes:
+                route(None, kind, raw)
+
+    # kopf does not call index handlers for a deletion.
+    @kopf.on.event(group, version, plural, labels=labels, registry=registry, id=f"gone-{plural}")
+    async def child_gone(type: str | None, body: kopf.Body, **_: Any) -> None:
+        raw = cast(JsonDict, dict(body))
+        if type == "DELETED" and ctx.cache.seen(kind, type, raw):
+            for route in routes:
+                route(type, kind, raw)
 
 
 def _watch_peering(

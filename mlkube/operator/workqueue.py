@@ -39,6 +39,8 @@ Key = tuple[str, str, str]
 Reconcile = Callable[[Key, bool], Awaitable[float | None]]
 """``reconcile(key, full)`` → seconds until the object wants another pass, or None."""
 
+STANDBY_RECHECK = 2.0
+"""Seconds between looks at an entry that came due while this instance stood by."""
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 300.0
 
@@ -60,7 +62,7 @@ class WorkQueue:
     workers: int = 16
     clock: Callable[[], float] = time.monotonic
     gate: Callable[[], bool] = lambda: True
-    """False while this instance stands by (peering): entries are dropped, not run."""
+    """False while this instance stands by (peering): due entries wait, they do not run."""
     _pending: dict[Item, float] = field(default_factory=dict)
     _heap: list[tuple[float, int, Item]] = field(default_factory=list)
     _running: set[Item] = field(default_factory=set)
@@ -150,7 +152,12 @@ class WorkQueue:
                 if self._pending.get(item) != due or item in self._running:
                     continue  # superseded, forgotten, or re-pushed when its pass ends
                 if not self.gate():
-                    del self._pending[item]  # standing by: the active peer does the work
+                    # Standing by: the active peer does the work. Kept and looked at again
+                    # later, not dropped: this instance's view of the peering object and
+                    # kopf's own may disagree for a moment when the active peer leaves.
+                    again = now + STANDBY_RECHECK
+                    self._pending[item] = again
+                    heapq.heappush(self._heap, (again, next(self._seq), item))
                     continue
                 self._running.add(item)
                 self._ready.put_nowait(item)
