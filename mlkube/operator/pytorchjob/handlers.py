@@ -197,22 +197,23 @@ async def _reconcile_pass(
         pods = owned(ctx.cache.owned("Pod", namespace, LABEL_JOB_NAME, name), name, uid)
         services = owned(ctx.cache.owned("Service", namespace, LABEL_JOB_NAME, name), name, uid)
         todo = plan(job, pods, services, clock.now())
-        log.debug(
-            "%s/%s: pass over pods %s: create %s, delete %s, requeue %s",
-            namespace,
-            name,
-            [
-                (
-                    p["metadata"]["name"],
-                    (p.get("status") or {}).get("phase"),
-                    bool(p["metadata"].get("deletionTimestamp")),
-                )
-                for p in pods
-            ],
-            [p["metadata"]["name"] for p in todo.create_pods],
-            todo.delete_pods + todo.force_delete_pods,
-            todo.requeue_after,
-        )
+        if log.isEnabledFor(logging.DEBUG):  # the pod list is built only when it is logged
+            log.debug(
+                "%s/%s: pass over pods %s: create %s, delete %s, requeue %s",
+                namespace,
+                name,
+                [
+                    (
+                        p["metadata"]["name"],
+                        (p.get("status") or {}).get("phase"),
+                        bool(p["metadata"].get("deletionTimestamp")),
+                    )
+                    for p in pods
+                ],
+                [p["metadata"]["name"] for p in todo.create_pods],
+                todo.delete_pods + todo.force_delete_pods,
+                todo.requeue_after,
+            )
         await apply_plan(ctx, job, todo, pods, services)
         if todo.delete_job:
             ctx.metrics.forget_pytorchjob(namespace, name)
