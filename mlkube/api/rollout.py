@@ -28,7 +28,9 @@ DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 Duration = Annotated[str, Field(min_length=2, max_length=16, pattern=DURATION_PATTERN)]
 """A Kubernetes-style duration in whole seconds or more: ``30s``, ``5m``, ``1h30m``."""
 
-BUILTIN_METRICS = ("successRate", "latencyP99")
+GPU_METRICS = ("gpuUtilization", "gpuMemoryUsed", "gpuPowerUsage")
+"""Built-in metrics read from NVIDIA's dcgm-exporter (see :mod:`mlkube.operator.gpu`)."""
+BUILTIN_METRICS = ("successRate", "latencyP99", *GPU_METRICS)
 #: Placeholders a custom PromQL query may use, written ``{{ name }}``.
 QUERY_PLACEHOLDERS = (
     "revision",
@@ -148,13 +150,13 @@ class AnalysisMetric(KubeModel):
     """One check: a built-in metric of the serving runtime or a custom PromQL query."""
 
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")]
-    """successRate or latencyP99 for a built-in metric, any name for a custom query."""
+    """successRate, latencyP99, gpuUtilization, gpuMemoryUsed or gpuPowerUsage for a built-in metric, any name for a custom query."""
     query: Annotated[str | None, Field(min_length=1, max_length=4096)] = None
     """PromQL returning one value; may use {{ revision }}, {{ namespace }}, {{ name }}, {{ window }}..."""
     min: float | None = None
     """Lowest acceptable value (successRate: a share, 0.99 = 99%)."""
     max: float | None = None
-    """Highest acceptable value (latencyP99: milliseconds)."""
+    """Highest acceptable value (latencyP99: milliseconds; gpuUtilization: percent; gpuMemoryUsed: MiB per pod; gpuPowerUsage: watts per pod)."""
     on_no_data: OnNoData = OnNoData.WAIT
     """What an empty or NaN result means: wait (default), fail or pass. Never read as zero."""
     compare: StableComparison | None = None
@@ -164,8 +166,8 @@ class AnalysisMetric(KubeModel):
         json_schema_extra=kube(
             validations=[
                 rule(
-                    "has(self.query) || self.name in ['successRate', 'latencyP99']",
-                    "a metric without a query must be successRate or latencyP99",
+                    "has(self.query) || self.name in ['successRate', 'latencyP99', 'gpuUtilization', 'gpuMemoryUsed', 'gpuPowerUsage']",
+                    "a metric without a query must be successRate, latencyP99, gpuUtilization, gpuMemoryUsed or gpuPowerUsage",
                 ),
                 rule(
                     "has(self.min) || has(self.max) || has(self.compare)",
@@ -326,6 +328,13 @@ class OnMetricsUnavailable(StrEnum):
     MIN_REPLICAS = "minReplicas"
 
 
+class AutoscalingSignal(StrEnum):
+    IN_FLIGHT = "inFlight"
+    GPU_UTILIZATION = "gpuUtilization"
+    GPU_MEMORY_USED = "gpuMemoryUsed"
+    GPU_POWER_USAGE = "gpuPowerUsage"
+
+
 class HPAResource(StrEnum):
     CPU = "cpu"
     MEMORY = "memory"
@@ -346,7 +355,9 @@ class AutoscalingSpec(KubeModel):
     ``targetInFlight`` is the number of concurrent requests one replica should carry; the
     signal is the runtime's ``mlkube_inflight_requests`` gauge averaged over ``window``.
     A custom PromQL ``query`` (total signal for the service) may replace it, with the same
-    per-replica target semantics.
+    per-replica target semantics. ``signal`` picks a named signal instead: the GPU ones come
+    from NVIDIA's dcgm-exporter (GPU utilisation percent, framebuffer MiB or watts of each
+    pod, summed over the service's pods) and are judged against ``target`` per replica.
     """
 
     mode: AutoscalingMode = AutoscalingMode.BUILTIN
@@ -359,6 +370,10 @@ class AutoscalingSpec(KubeModel):
     """In-flight requests one replica should carry (or the custom signal per replica)."""
     query: Annotated[str | None, Field(min_length=1, max_length=4096)] = None
     """PromQL for the whole service's load (one value); replaces the in-flight gauge."""
+    signal: AutoscalingSignal = AutoscalingSignal.IN_FLIGHT
+    """inFlight (requests, targetInFlight per replica), or a GPU signal from dcgm-exporter: gpuUtilization (percent), gpuMemoryUsed (framebuffer MiB) or gpuPowerUsage (watts) per replica, judged against target."""
+    target: Annotated[float | None, Field(gt=0)] = None
+    """What one replica should carry of a GPU signal (gpuUtilization 70 = 70% of its GPUs); required with a GPU signal."""
     window: Duration = "60s"
     """The signal is averaged over this window."""
     upscale_stabilization: Duration = "1m"
@@ -387,6 +402,18 @@ class AutoscalingSpec(KubeModel):
                     "!has(self.mode) || self.mode != 'hpa' || !has(self.query)",
                     "a custom query needs mode builtin",
                 ),
+                rule(
+                    "!has(self.signal) || self.signal == 'inFlight' || has(self.target)",
+                    "a GPU signal needs target (its value per replica)",
+                ),
+                rule(
+                    "!has(self.signal) || self.signal == 'inFlight' || !has(self.query)",
+                    "use either signal or query, not both",
+                ),
+                rule(
+                    "!has(self.signal) || self.signal == 'inFlight' || !has(self.mode) || self.mode != 'hpa'",
+                    "a GPU signal needs mode builtin",
+                ),
             ]
         )
     )
@@ -397,6 +424,13 @@ class AutoscalingSpec(KubeModel):
             raise ValueError("minReplicas must not exceed maxReplicas")
         if self.mode is AutoscalingMode.HPA and self.query is not None:
             raise ValueError("a custom query needs mode builtin")
+        if self.signal is not AutoscalingSignal.IN_FLIGHT:
+            if self.target is None:
+                raise ValueError("a GPU signal needs target (its value per replica)")
+            if self.query is not None:
+                raise ValueError("use either signal or query, not both")
+            if self.mode is AutoscalingMode.HPA:
+                raise ValueError("a GPU signal needs mode builtin")
         for name in ("window", "upscale_stabilization", "downscale_stabilization"):
             parse_duration(getattr(self, name))
         return self
@@ -404,6 +438,13 @@ class AutoscalingSpec(KubeModel):
     @property
     def window_seconds(self) -> int:
         return parse_duration(self.window)
+
+    @property
+    def per_replica_target(self) -> float:
+        """What one replica should carry of the signal in use."""
+        if self.signal is AutoscalingSignal.IN_FLIGHT or self.target is None:
+            return self.target_in_flight
+        return self.target
 
     @property
     def upscale_stabilization_seconds(self) -> int:
@@ -523,7 +564,7 @@ class AutoscalingStatus(_Status):
     desired_replicas: int | None = None
     """Replicas the autoscaler wants (both tracks together)."""
     current_signal: float | None = None
-    """Load signal of the last tick (in-flight requests or the custom query)."""
+    """Load signal of the last tick (in-flight requests, the GPU signal or the custom query)."""
     last_scale_time: datetime | None = None
     """When the replica count last changed."""
     reason: str = ""

@@ -22,7 +22,7 @@ import asyncio
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from mlkube.api.rollout import (
@@ -34,6 +34,7 @@ from mlkube.api.rollout import (
     Verdict,
     format_duration,
 )
+from mlkube.operator import gpu
 
 REQUESTS_TOTAL = "mlkube_requests_total"
 REQUEST_DURATION = "mlkube_request_duration_seconds"
@@ -79,6 +80,13 @@ class QueryContext:
     stable_revision: str
     canary_revision: str
     window_seconds: int
+    pods: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Pod names per revision, from the operator's cache (what GPU signals select by)."""
+    gpu_labels: tuple[gpu.LabelMapping, ...] = gpu.DEFAULT_LABEL_MAPPINGS
+    """How dcgm-exporter's series name their pod in this Prometheus."""
+
+    def all_pods(self) -> tuple[str, ...]:
+        return tuple(sorted({p for names in self.pods.values() for p in names}))
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,18 @@ def latency_p99_query(revision: str, window_seconds: int) -> str:
     return f"histogram_quantile(0.99, sum by (le) (rate({buckets}[{window}]))) * 1000"
 
 
+NO_PODS = ""
+"""The "query" of a GPU metric when the revision has no pods: no data, without asking."""
+
+
+def gpu_query(name: str, ctx: QueryContext, pods: tuple[str, ...], *, total: bool) -> str:
+    """The GPU signal ``name`` over ``pods``: summed (``total``) or per typical pod."""
+    if not pods:
+        return NO_PODS
+    build = gpu.service_query if total else gpu.revision_query
+    return build(gpu.SIGNALS[name], ctx.namespace, pods, ctx.window_seconds, ctx.gpu_labels)
+
+
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z]+)\s*\}\}")
 
 
@@ -174,6 +194,8 @@ def metric_query(metric: AnalysisMetric, ctx: QueryContext, revision: str) -> st
         return success_rate_query(revision, ctx.window_seconds)
     if metric.name == "latencyP99":
         return latency_p99_query(revision, ctx.window_seconds)
+    if metric.name in gpu.SIGNALS:
+        return gpu_query(metric.name, ctx, tuple(ctx.pods.get(revision, ())), total=False)
     raise ValueError(f"metric {metric.name!r} is not built in and has no query")
 
 
@@ -241,6 +263,9 @@ def format_value(metric: AnalysisMetric, value: float) -> str:
         return f"{value:.0f}ms"
     if metric.builtin and metric.name == "successRate":
         return f"{value * 100:.2f}%"
+    if metric.builtin and metric.name in gpu.SIGNALS:
+        unit = gpu.SIGNALS[metric.name].unit
+        return f"{value:.1f}{unit}" if unit == "%" else f"{value:.4g}{unit}"
     return f"{value:.4g}"
 
 
@@ -474,6 +499,9 @@ class PrometheusQuerier:
         """Run a plan; stop at the first unreachable answer (the rest would time out too)."""
         outcomes: dict[str, QueryOutcome] = {}
         for key, promql in plan.items():
+            if promql == NO_PODS:
+                outcomes[key] = QueryOutcome(QueryStatus.EMPTY, error="no pods to measure")
+                continue
             outcome = await asyncio.to_thread(self.query, promql)
             outcomes[key] = outcome
             if outcome.status is QueryStatus.UNAVAILABLE:

@@ -4,7 +4,8 @@
 signal (in-flight requests summed over its pods, averaged over ``window`` by Prometheus)
 into a replica count.  The steps, in Cortex's order:
 
-1. raw recommendation = signal / targetInFlight, rounded up;
+1. raw recommendation = signal / targetInFlight (or ``target``, the per-replica value of
+   a GPU signal), rounded up;
 2. within ``tolerance`` of the current count: no change;
 3. clamped to [minReplicas, maxReplicas], then recorded in the history;
 4. stabilization: scale up only to the *lowest* recommendation of the last
@@ -25,7 +26,9 @@ recommendation, which also blocks a downscale for a full window after data retur
 with ``minReplicas`` the recommendation is ``minReplicas``, still subject to the factors
 and the downscale stabilization, so a short outage never shrinks the service.
 
-The module also builds the load query and the autoscaling/v2 HPA for ``mode: hpa``.
+The module also builds the load query (in-flight requests, a GPU signal from
+dcgm-exporter: :mod:`mlkube.operator.gpu`, or the user's PromQL) and the autoscaling/v2
+HPA for ``mode: hpa``.
 """
 
 from __future__ import annotations
@@ -37,12 +40,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mlkube.api.rollout import (
+    AutoscalingSignal,
     AutoscalingSpec,
     OnMetricsUnavailable,
     ScaleRecord,
     format_duration,
 )
-from mlkube.operator.analysis import INFLIGHT, QueryContext, promql_string, render_custom_query
+from mlkube.operator.analysis import (
+    INFLIGHT,
+    QueryContext,
+    gpu_query,
+    promql_string,
+    render_custom_query,
+)
 
 
 @dataclass(frozen=True)
@@ -107,11 +117,11 @@ def desired_replicas(
         notes.append(f"metrics unavailable: recommending minReplicas {low}")
     else:
         assert signal is not None
-        raw = signal / policy.target_in_flight
+        target = policy.per_replica_target
+        raw = signal / target
         recommendation = math.ceil(raw - 1e-9)
-        notes.append(
-            f"load {signal:.3g} / target {policy.target_in_flight:g} per replica = {raw:.3g}"
-        )
+        what = "load" if policy.signal is AutoscalingSignal.IN_FLIGHT else policy.signal.value
+        notes.append(f"{what} {signal:.3g} / target {target:g} per replica = {raw:.3g}")
         if current * (1 - policy.tolerance) < raw < current * (1 + policy.tolerance):
             recommendation = current
             notes.append(f"within tolerance {policy.tolerance:g} of {current}")
@@ -193,9 +203,12 @@ def _regex_escape(text: str) -> str:
 
 
 def load_query(policy: AutoscalingSpec, ctx: QueryContext) -> str:
-    """The load signal: the custom query if given, else the in-flight gauge of both tracks."""
+    """The load signal: the custom query if given, a GPU signal summed over every pod of
+    the service (both tracks), else the in-flight gauge of both tracks."""
     if policy.query is not None:
         return render_custom_query(policy.query, ctx, ctx.canary_revision or ctx.stable_revision)
+    if policy.signal is not AutoscalingSignal.IN_FLIGHT:
+        return gpu_query(policy.signal.value, ctx, ctx.all_pods(), total=True)
     revisions = [r for r in (ctx.stable_revision, ctx.canary_revision) if r]
     return inflight_query(revisions, policy.window_seconds)
 

@@ -23,6 +23,7 @@ from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 from mlkube import __version__
+from mlkube.operator.gpu import DEFAULT_LABEL_MAPPINGS, LabelMapping, parse_label_mappings
 
 DEFAULT_IMAGE_REPOSITORY = "ghcr.io/mlkube/mlkube"
 DEFAULT_METRICS_PORT = 8082
@@ -52,6 +53,9 @@ class OperatorConfig:
     image_pull_policy: str | None = None
     prometheus_url: str | None = None
     """Prometheus the rollout analysis and autoscaler query (read by those components)."""
+    gpu_metric_labels: tuple[LabelMapping, ...] = DEFAULT_LABEL_MAPPINGS
+    """Labels under which dcgm-exporter's series name a GPU's namespace and pod, as this
+    cluster's Prometheus stores them (``exported_*`` after a scrape with honor_labels off)."""
     health_host: str = "0.0.0.0"
     health_port: int = 8081
     metrics_port: int = 0
@@ -243,6 +247,13 @@ def _prometheus_url(text: str) -> str | None:
     return url
 
 
+def _gpu_labels(text: str) -> tuple[LabelMapping, ...]:
+    try:
+        return parse_label_mappings(text)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
 def _host(text: str) -> str:
     """An address to listen on: an IP address or a host name."""
     host = text.strip()
@@ -323,6 +334,12 @@ SETTINGS: tuple[Setting, ...] = (
         "prometheus_url", "MLKUBE_PROMETHEUS_URL", "--prometheus-url", _prometheus_url, "",
         "Prometheus that canary analysis and the autoscaler query", "URL",
         shown_default="none",
+    ),
+    Setting(
+        "gpu_metric_labels", "MLKUBE_GPU_METRIC_LABELS", "--gpu-metric-labels", _gpu_labels,
+        ",".join(str(m) for m in DEFAULT_LABEL_MAPPINGS),
+        "how dcgm-exporter's series name a GPU's pod in Prometheus: comma-separated "
+        "NAMESPACE_LABEL:POD_LABEL pairs, any of which may match", "PAIRS",
     ),
     Setting(
         "health_host", "MLKUBE_HEALTH_HOST", "--health-host", _host, "0.0.0.0",

@@ -32,7 +32,7 @@ from mlkube.api.rollout import (
     RolloutStatus,
     Verdict,
 )
-from mlkube.operator import clock
+from mlkube.operator import clock, gpu
 from mlkube.operator.analysis import (
     AnalysisReport,
     PrometheusQuerier,
@@ -42,7 +42,7 @@ from mlkube.operator.analysis import (
     plan_queries,
 )
 from mlkube.operator.autoscaler import ScaleDecision, desired_replicas, load_query
-from mlkube.operator.builders import LABEL_REVISION, DesiredState, child_name
+from mlkube.operator.builders import LABEL_MODELSERVICE, LABEL_REVISION, DesiredState, child_name
 from mlkube.operator.events import Event
 from mlkube.operator.progressive import (
     TICK_SECONDS,
@@ -71,6 +71,14 @@ log = logging.getLogger("mlkube.operator.rollout")
 def _prometheus_url(ctx: OperatorContext, spec: RolloutSpec | None) -> str | None:
     override = spec.analysis.prometheus_url if spec is not None else None
     return override or ctx.config.prometheus_url
+
+
+def _pods(ctx: OperatorContext, ms: ModelService) -> dict[str, tuple[str, ...]]:
+    """The ModelService's pods by revision, from the cache: what GPU signals select."""
+    namespace, name = ms.metadata.namespace, ms.metadata.name
+    return gpu.pods_by_revision(
+        ctx.cache.owned("Pod", namespace, LABEL_MODELSERVICE, name), LABEL_REVISION
+    )
 
 
 async def _autoscale(
@@ -147,13 +155,15 @@ async def _load_signal(
         stable_revision=stable,
         canary_revision=canary,
         window_seconds=scaling.window_seconds,
+        pods=_pods(ctx, ms),
+        gpu_labels=ctx.config.gpu_metric_labels,
     )
     querier = PrometheusQuerier(url, timeout_seconds=5.0)
     outcome = (await querier.run({"load": load_query(scaling, query_ctx)}))["load"]
     if outcome.status is QueryStatus.OK:
         return outcome.value, None
     if outcome.status is QueryStatus.EMPTY:
-        return None, "load query returned no data"
+        return None, f"load query returned no data{': ' + outcome.error if outcome.error else ''}"
     return None, f"load query {outcome.status.value}: {outcome.error}"
 
 
@@ -178,6 +188,8 @@ async def _analyse(
         stable_revision=status.stable_revision or "",
         canary_revision=status.canary_revision or "",
         window_seconds=rollout.interval_seconds,
+        pods=_pods(ctx, ms),
+        gpu_labels=ctx.config.gpu_metric_labels,
     )
     if not analysis.metrics:
         return evaluate(analysis, {})

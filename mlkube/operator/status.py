@@ -8,6 +8,11 @@ conditions, counts and messages. Rules:
 * ``Progressing`` is True while a rollout or scale is under way.
 * ``Degraded`` is True for an invalid spec, crash-looping or unpullable pods, or a
   Deployment that exceeded its progress deadline; the message says which pod and why.
+* A pod the scheduler cannot place (``PodScheduled=False``, reason ``Unschedulable``: a
+  GPU on a cluster without one, a node selector nothing matches) makes ``Ready`` False
+  with reason ``Unschedulable`` and the scheduler's own words, while the service is not
+  ready anyway. It is not ``Degraded``: a node may still come (a cluster autoscaler),
+  and the Deployment's progress deadline turns it into ``Degraded`` when none does.
   A child the API server refused (``ApplyFailed``) keeps it True until an apply succeeds.
 * ``lastTransitionTime`` changes only when a condition's status flips, so writing the same
   observation twice changes nothing and the reconcile can skip the status write.
@@ -107,6 +112,33 @@ def pod_troubles(pods: list[JsonDict], name: str) -> list[PodTrouble]:
                     )
                 )
     return sorted(found, key=lambda t: (t.pod, t.container))
+
+
+@dataclass(frozen=True)
+class Unschedulable:
+    pod: str
+    message: str
+
+    def describe(self) -> str:
+        return f"pod {self.pod} cannot be scheduled: {self.message}"
+
+
+def unschedulable_pods(pods: list[JsonDict], name: str) -> list[Unschedulable]:
+    """Pods of ``name`` the scheduler could not place, with what it said; sorted by pod."""
+    found: list[Unschedulable] = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if not _labels_match(pod, {LABEL_MODELSERVICE: name}) or meta.get("deletionTimestamp"):
+            continue
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
+                message = " ".join(str(cond.get("message") or "no node fits").split())
+                found.append(Unschedulable(str(meta.get("name", "?")), message))
+    return sorted(found, key=lambda u: u.pod)
 
 
 def _deployment_condition(deployment: JsonDict, kind: str) -> JsonDict | None:
@@ -209,6 +241,14 @@ def desired_conditions(
         ready = _cond("Ready", "False", troubles[0].reason, degraded.message)
     elif settled and ready_count >= desired:
         ready = _cond("Ready", "True", "Available", f"{ready_count}/{desired} pods ready")
+    elif unplaced := unschedulable_pods(observed.pods, name):
+        more = f" (and {len(unplaced) - 1} more)" if len(unplaced) > 1 else ""
+        ready = _cond(
+            "Ready",
+            "False",
+            "Unschedulable",
+            f"{ready_count}/{desired} pods ready; {unplaced[0].describe()}{more}",
+        )
     else:
         ready = _cond(
             "Ready",
@@ -376,7 +416,8 @@ def transitions(old: ModelServiceStatus | None, new: ModelServiceStatus) -> list
     * ``Degraded`` turning True (or changing its cause) is a Warning named after the cause
       (``InvalidSpec``, ``CrashLoopBackOff``, ``ProgressDeadlineExceeded``...); turning
       False is ``Recovered``.
-    * ``Ready`` turning True is ``Ready``; turning False is the Warning ``NotReady``.
+    * ``Ready`` turning True is ``Ready``; turning False is the Warning ``NotReady``, or
+      ``Unschedulable`` (also for a new object) when a pod cannot be placed.
     * ``Progressing`` turning True is ``Progressing``; finishing is ``RolloutComplete``.
     * A new stable revision is ``RevisionChanged``.
 
@@ -405,7 +446,11 @@ def transitions(old: ModelServiceStatus | None, new: ModelServiceStatus) -> list
 
     new_object = not before
     ready = after.get("Ready")
-    if ready is not None and changed("Ready"):
+    prev_ready = before.get("Ready")
+    if ready is not None and ready.reason == "Unschedulable":
+        if prev_ready is None or prev_ready.reason != "Unschedulable":
+            events.append(Event("Warning", "Unschedulable", ready.message))
+    elif ready is not None and changed("Ready"):
         if ready.status == "True":
             events.append(Event("Normal", "Ready", ready.message or "ready"))
         elif not new_object:

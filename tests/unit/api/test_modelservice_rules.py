@@ -147,6 +147,18 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
         [{"minReplicas": 3, "maxReplicas": 2}],
     ),
     "a custom query needs mode builtin": ([{"mode": "hpa"}], [{"mode": "hpa", "query": "sum(x)"}]),
+    "a GPU signal needs target": (
+        [{"signal": "gpuUtilization", "target": 70}],
+        [{"signal": "gpuUtilization"}],
+    ),
+    "use either signal or query": (
+        [{"query": "q"}],
+        [{"signal": "gpuMemoryUsed", "target": 1, "query": "q"}],
+    ),
+    "a GPU signal needs mode builtin": (
+        [{"signal": "gpuUtilization", "target": 1}],
+        [{"mode": "hpa", "signal": "gpuUtilization", "target": 1}],
+    ),
 }
 
 

@@ -455,3 +455,83 @@ def test_a_rollback_is_one_event_not_two() -> None:
     recovered = transitions(new, old)
     events = without_repeats([Event("Normal", "CanaryStarted", "canary")], recovered)
     assert [e.reason for e in events] == ["CanaryStarted", "Recovered"]
+
+
+# ---------------------------------------------------------------- pods nobody can place
+
+SCHEDULER_SAYS = (
+    "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: 0/1 nodes are "
+    "available: 1 No preemption victims found for incoming pod."
+)
+
+
+def pending(name: str, owner: str = "recs", *, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {"mlkube.dev/modelservice": owner}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {
+        "metadata": meta,
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": SCHEDULER_SAYS,
+                }
+            ],
+        },
+    }
+
+
+def test_a_pod_the_scheduler_cannot_place_makes_ready_say_what_the_scheduler_said() -> None:
+    c = conds(
+        Observed(deployment(ready=0, available=0, replicas=1, updated=1), [pending("recs-x")])
+    )
+    assert (c["Ready"].status, c["Ready"].reason) == ("False", "Unschedulable")
+    assert c["Ready"].message == (
+        f"0/2 pods ready; pod recs-x cannot be scheduled: {SCHEDULER_SAYS}"
+    )
+    # A node may still come (cluster autoscaler): waiting, not broken, until the
+    # Deployment's progress deadline says otherwise.
+    assert c["Degraded"].status == "False"
+    assert (c["Progressing"].status, c["Progressing"].reason) == ("True", "RollingOut")
+
+
+def test_unschedulable_counts_only_live_pods_of_this_modelservice() -> None:
+    dep = deployment(ready=0, available=0)
+    others = [pending("other-x", owner="other"), pending("recs-old", deleting=True)]
+    assert conds(Observed(dep, others))["Ready"].reason == "PodsNotReady"
+    two = conds(Observed(dep, [pending("recs-b"), pending("recs-a"), *others]))["Ready"]
+    assert two.message.endswith(f"pod recs-a cannot be scheduled: {SCHEDULER_SAYS} (and 1 more)")
+
+
+def test_a_ready_service_with_one_extra_unplaceable_pod_stays_ready() -> None:
+    # A surge pod that fits nowhere does not take down a service whose pods all serve.
+    c = conds(Observed(deployment(), [pending("recs-surge")]))
+    assert (c["Ready"].status, c["Ready"].reason) == ("True", "Available")
+
+
+def test_becoming_unschedulable_is_one_warning_even_for_a_new_object() -> None:
+    new = _status(
+        Ready=("False", "Unschedulable"),
+        Progressing=("True", "RollingOut"),
+        Degraded=("False", "AsExpected"),
+    )
+    assert [(e.type, e.reason, e.message) for e in transitions(None, new)] == [
+        ("Warning", "Unschedulable", "Ready Unschedulable")
+    ]
+    waiting = _status(
+        Ready=("False", "PodsNotReady"),
+        Progressing=("True", "RollingOut"),
+        Degraded=("False", "AsExpected"),
+    )
+    assert [e.reason for e in transitions(waiting, new)] == ["Unschedulable"]
+    assert transitions(new, new) == []
+    placed = _status(
+        Ready=("True", "Available"),
+        Progressing=("False", "Complete"),
+        Degraded=("False", "AsExpected"),
+    )
+    assert [e.reason for e in transitions(new, placed)] == ["Ready", "RolloutComplete"]

@@ -81,6 +81,11 @@ def test_rollout_spec_refuses(value: dict[str, Any], message: str) -> None:
         ({"targetInFlight": 0}, "greater than 0"),
         ({"window": "1x"}, "pattern"),
         ({"minReplicas": 0}, "greater than or equal to 1"),
+        ({"signal": "gpuUtilization"}, "a GPU signal needs target"),
+        ({"signal": "gpuMemoryUsed", "target": 1, "query": "q"}, "either signal or query"),
+        ({"signal": "gpuPowerUsage", "target": 1, "mode": "hpa"}, "GPU signal needs mode builtin"),
+        ({"signal": "gpuUtilization", "target": 0}, "greater than 0"),
+        ({"signal": "gpuTemperature", "target": 1}, "Input should be"),
     ],
 )
 def test_autoscaling_spec_refuses(value: dict[str, Any], message: str) -> None:
@@ -135,8 +140,15 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
     ),
     "compare needs min or max": ([{"mode": "ratio", "max": 1.2}, {"min": 0}], [{"mode": "ratio"}]),
     "a metric without a query": (
-        [{"name": "successRate"}, {"name": "latencyP99"}, {"name": "x", "query": "q"}],
-        [{"name": "errors"}],
+        [
+            {"name": "successRate"},
+            {"name": "latencyP99"},
+            {"name": "gpuUtilization"},
+            {"name": "gpuMemoryUsed"},
+            {"name": "gpuPowerUsage"},
+            {"name": "x", "query": "q"},
+        ],
+        [{"name": "errors"}, {"name": "gpuTemperature"}],
     ),
     "a metric needs min, max or compare": (
         [{"name": "a", "min": 1}, {"name": "a", "max": 1}, {"name": "a", "compare": {"max": 1}}],
@@ -157,6 +169,18 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
     "a custom query needs mode builtin": (
         [{"mode": "builtin", "query": "sum(x)"}, {"mode": "hpa"}],
         [{"mode": "hpa", "query": "sum(x)"}],
+    ),
+    "a GPU signal needs target": (
+        [{}, {"signal": "inFlight"}, {"signal": "gpuUtilization", "target": 70}],
+        [{"signal": "gpuUtilization"}, {"signal": "gpuMemoryUsed"}],
+    ),
+    "use either signal or query": (
+        [{"query": "q"}, {"signal": "inFlight", "query": "q"}, {"signal": "gpuPowerUsage"}],
+        [{"signal": "gpuUtilization", "target": 70, "query": "q"}],
+    ),
+    "a GPU signal needs mode builtin": (
+        [{"mode": "hpa"}, {"mode": "builtin", "signal": "gpuUtilization", "target": 1}],
+        [{"mode": "hpa", "signal": "gpuUtilization", "target": 1}],
     ),
 }
 
