@@ -517,3 +517,70 @@ def test_a_hand_edited_service_port_is_taken_back(
     assert conditions(ms)["Degraded"]["status"] == "False", conditions(ms)["Degraded"]
     assert "Duplicate value" not in op.output()
     op.assert_alive()
+
+
+SCHEDULER_SAYS = (
+    "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: 0/1 nodes are "
+    "available: 1 No preemption victims found for incoming pod."
+)
+
+
+def test_a_gpu_pod_the_scheduler_cannot_place_is_reported_unschedulable(
+    cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any
+) -> None:
+    start_operator(namespaces=[namespace])
+    body = json.loads(manifest("ranker", replicas=1))
+    body["spec"]["gpu"] = {"count": 1}
+    apply(cluster, namespace, json.dumps(body))
+    dep = wait_until(lambda: get(cluster, namespace, "deployment", "ranker"), what="Deployment")
+    template = dep["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in (
+        template["spec"]["tolerations"]
+    )
+
+    # Play the ReplicaSet controller and the scheduler (neither runs here): the pod from
+    # the template, then the scheduler's verdict through the pod's status subresource.
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "ranker-6f9c8-abcde", "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    }
+    cluster.kubectl("-n", namespace, "create", "-f", "-", stdin=json.dumps(pod))
+    verdict = {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": SCHEDULER_SAYS,
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ],
+    }
+    cluster.kubectl(
+        "-n", namespace, "patch", "pod", "ranker-6f9c8-abcde", "--subresource=status",
+        "--type=merge", "-p", json.dumps({"status": verdict}),
+    )  # fmt: skip
+
+    def unschedulable() -> dict[str, Any] | None:
+        ms = reconciled(cluster, namespace, "ranker")
+        ready = conditions(ms).get("Ready", {}) if ms else {}
+        return ready if ready.get("reason") == "Unschedulable" else None
+
+    ready = wait_until(unschedulable, what="Ready=False/Unschedulable")
+    assert ready["status"] == "False"
+    assert ready["message"] == (
+        f"0/1 pods ready; pod ranker-6f9c8-abcde cannot be scheduled: {SCHEDULER_SAYS}"
+    )
+    events = cluster.kubectl_json("-n", namespace, "get", "events")["items"]
+    warnings = [
+        e for e in events
+        if e["involvedObject"]["kind"] == "ModelService" and e["reason"] == "Unschedulable"
+    ]  # fmt: skip
+    assert warnings, events
+    assert warnings[0]["type"] == "Warning"
+    assert SCHEDULER_SAYS in warnings[0]["message"]
