@@ -1,6 +1,6 @@
 """What a person sees when a model pod cannot run: the kubelet's own reason
-(ImagePullBackOff, CrashLoopBackOff) in the ModelService's conditions, not only "not
-ready". The pulls go to the tier's closed registry endpoint, never off the machine."""
+(ImagePullBackOff, CrashLoopBackOff), or the scheduler's (Unschedulable: a GPU on a node
+without one), in the ModelService's conditions, not only "not ready". The pulls go to the tier's closed registry endpoint, never off the machine."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.kit import apply_docs, condition, get_json, wait_until
+from tests.cluster.kit import MS, apply_docs, condition, get_json, pods, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -64,3 +64,14 @@ def test_a_crashing_model_shows_crash_loop_back_off(cluster: Any, namespace: str
     apply_docs(cluster, namespace, [ms])
     text = wait_reason(cluster, namespace, "crashing", ("CrashLoopBackOff",))
     assert "crashing" in text or "CrashLoopBackOff" in text, text
+
+
+def test_a_gpu_on_a_node_without_one_shows_unschedulable(cluster: Any, namespace: str) -> None:
+    ms = modelservice("needs-gpu", {"name": "m", "version": "1"}, gpu={"count": 1})
+    apply_docs(cluster, namespace, [ms])
+    text = wait_reason(cluster, namespace, "needs-gpu", ("Unschedulable",))
+    # The scheduler's own words, e.g. "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    assert "Insufficient nvidia.com/gpu" in text, text
+    (pod,) = pods(cluster, namespace, f"{MS}=needs-gpu")
+    assert pod["status"]["phase"] == "Pending"
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
