@@ -287,6 +287,7 @@ def test_configuration_reaches_the_operator(render: Render) -> None:
                 "extraArgs": ["--verbose"],
                 "runtimeImagePullPolicy": "Always",
                 "reconcileInterval": 30,
+                "gpuMetricLabels": "exported_namespace:exported_pod",
             },
             "image": {"repository": "registry.example.com/mlkube", "tag": "1.2.3"},
         }
@@ -303,6 +304,7 @@ def test_configuration_reaches_the_operator(render: Render) -> None:
     assert env["MLKUBE_WATCH_NAMESPACES"] == "a,b"
     assert env["MLKUBE_IMAGE_PULL_POLICY"] == "Always"
     assert env["MLKUBE_RECONCILE_INTERVAL"] == "30"
+    assert env["MLKUBE_GPU_METRIC_LABELS"] == "exported_namespace:exported_pod"
 
 
 def test_digest_pins_operator_and_model_images(render: Render) -> None:
@@ -527,6 +529,7 @@ def test_restricted_check_can_fail(render: Render) -> None:
         ({"operator": {"watchNamespaces": ["Team_A"]}}, "/operator/watchNamespaces/0"),
         ({"operator": {"watchNamespaces": "team-a"}}, "/operator/watchNamespaces"),
         ({"operator": {"prometheusUrl": "prometheus:9090"}}, "/operator/prometheusUrl"),
+        ({"operator": {"gpuMetricLabels": "exported-pod"}}, "/operator/gpuMetricLabels"),
         ({"operator": {"replica": 2}}, "'replica' not allowed"),
         ({"operator": {"reconcileInterval": 1}}, "/operator/reconcileInterval"),
         ({"operator": {"runtimeImagePullPolicy": "Sometimes"}}, "/operator/runtimeImagePullPolicy"),
@@ -654,6 +657,8 @@ def test_the_operator_understands_the_charts_configuration(render: Render, name:
         config = parse_config([a for a in container["args"] if a != "operator"], env)
         assert config.namespaces == tuple(op_values.get("watchNamespaces", []))
         assert config.prometheus_url == (op_values.get("prometheusUrl") or None)
+        labels = op_values.get("gpuMetricLabels", "namespace:pod,exported_namespace:exported_pod")
+        assert ",".join(str(m) for m in config.gpu_metric_labels) == labels
         assert config.log_level == op_values.get("logLevel", "info").upper()
         assert config.log_format == op_values.get("logFormat", "json")
         assert config.default_image == env["MLKUBE_DEFAULT_IMAGE"]
