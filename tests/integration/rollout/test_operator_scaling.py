@@ -107,6 +107,40 @@ async def test_autoscaler_scales_up_stepwise_and_holds_on_missing_data(
     assert await replicas(api) == 6
 
 
+async def test_a_gpu_signal_is_queried_for_the_pods_the_operator_sees(
+    api: KubeAPI, operator: RunningOperator, prometheus: MockPrometheus, eventually: Any
+) -> None:
+    prometheus.answer("DCGM_FI_DEV_GPU_UTIL", 150.0)  # 150% over the pods / 50 = 3 pods
+    scaling = {"signal": "gpuUtilization", "target": 50, "maxReplicas": 8}
+    await create(api, modelservice(autoscaling=scaling))
+    dep = await eventually(lambda: api.get("Deployment", NS, NAME), what="Deployment")
+
+    async def no_pods_yet() -> bool:
+        return "no pods to measure" in (await scaling_status(api)).get("reason", "")
+
+    # Before any pod exists there is nothing to ask Prometheus: no data, not zero.
+    await eventually(no_pods_yet, what="holding without pods")
+    assert not prometheus.queries
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    for pod in ("recs-6f9c8-abcde", "recs-6f9c8-fghij"):
+        meta = {"name": pod, "namespace": NS, "labels": labels}
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": meta}
+        await api.request("POST", collection_path("v1", "pods", NS), body=body)
+
+    async def asked_for_both() -> list[str]:
+        return [q for q in prometheus.queries if "recs-6f9c8-abcde|recs-6f9c8-fghij" in q]
+
+    (query, *_) = await eventually(asked_for_both, what="a query naming both pods")
+    assert 'DCGM_FI_DEV_GPU_UTIL{namespace="ml",pod=~"recs-6f9c8-abcde|recs-6f9c8-fghij"}' in query
+    assert 'exported_namespace="ml",exported_pod=~' in query
+
+    async def judged() -> bool:
+        return "gpuUtilization 150 / target 50" in (await scaling_status(api)).get("reason", "")
+
+    await eventually(judged, what="status reason")
+    assert (await scaling_status(api))["currentSignal"] == 150.0
+
+
 async def test_hpa_mode_creates_an_hpa_and_leaves_replicas_to_it(
     api: KubeAPI, operator: RunningOperator, eventually: Any
 ) -> None:
