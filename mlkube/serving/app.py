@@ -238,8 +238,10 @@ async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
 async def _predict(state: ServerState, model: Model[Any], prepared: Any) -> InferenceResponse:
     if state.batcher is not None:
         return await state.batcher.submit(prepared)
-    responses = await model.predict([prepared])
-    return responses[0]
+    (response,) = await model.predict([prepared])
+    if isinstance(response, Exception):
+        raise response
+    return response
 
 
 async def run_infer(
