@@ -482,3 +482,50 @@ async def test_batching_through_the_app(start: Start, models: dict[str, str]) ->
     metrics = await (await client.get("/metrics")).text()
     assert 'mlkube_batch_size_count{model="m",revision=""} 1.0' in metrics
     assert 'mlkube_batch_size_sum{model="m",revision=""} 6.0' in metrics
+
+
+# -------------------------------------------------------------------------------- CUDA
+
+
+def _cuda_missing() -> str | None:
+    """Why the CUDA provider cannot be tested on this machine (None: it can)."""
+    import onnxruntime as ort
+
+    if CUDA not in ort.get_available_providers():
+        return "onnxruntime has no CUDAExecutionProvider here (onnxruntime-gpu is not installed)"
+    if not Path("/dev/nvidia0").exists():
+        return "no NVIDIA GPU on this machine (/dev/nvidia0 is absent)"
+    return None
+
+
+@pytest.mark.skipif(_cuda_missing() is not None, reason=_cuda_missing() or "")
+async def test_cuda_runs_the_mlp_and_is_reported(models: dict[str, str]) -> None:
+    metrics = Metrics("m", "1", "")
+    model = OnnxModel(
+        ModelSettings("m", "1"), models["mlp"], OnnxConfig(provider="cuda"), 1, metrics
+    )
+    await model.load()
+    try:
+        assert model.metadata().parameters["execution_provider"] == CUDA
+        requests = [_request(rows, start=i) for i, rows in enumerate((1, 4))]
+        answers = await model.predict([model.prepare(r) for r, _ in requests])
+        for (_, x), answer in zip(requests, answers, strict=True):
+            assert not isinstance(answer, Exception)
+            np.testing.assert_allclose(
+                answer.outputs[0].data.reshape(-1, 3), onnx_models.mlp_reference(x), rtol=1e-4
+            )
+        assert f'provider="{CUDA}"' in metrics.exposition().decode()
+    finally:
+        await model.close()
+
+
+def test_serve_refuses_a_missing_model_file_before_any_worker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlkube.serving.cli import main
+
+    missing = tmp_path / "m.onnx"
+    assert main(["--model-format", "onnx", "--model-path", str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == (f"mlkube serve: model.path: {missing}: no such file")
+    assert main(["--model-format", "onnx"]) == 2
+    assert "model.path (the .onnx file) is required" in capsys.readouterr().err
