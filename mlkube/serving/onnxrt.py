@@ -197,10 +197,11 @@ class OnnxInput:
 def _array(tensor: Tensor, datatype: str, where: str) -> np.ndarray[Any, Any]:
     if datatype == "BYTES":
         data = tensor.data if isinstance(tensor.data, list) else list(tensor.data)
-        items = [x.decode(errors="replace") if isinstance(x, bytes) else x for x in data]
-        if not all(isinstance(x, str) for x in items):
-            raise bad_request(f"{where}.data: BYTES elements must be strings")
-        return np.array(items, dtype=object).reshape(tensor.shape)
+        # ONNX string tensors hold text: elements that are not UTF-8 (raw decoding keeps
+        # those as bytes) are refused rather than altered.
+        if not all(isinstance(x, str) for x in data):
+            raise bad_request(f"{where}.data: an ONNX string input takes UTF-8 text")
+        return np.array(data, dtype=object).reshape(tensor.shape)
     return tensor.numpy(where)
 
 
@@ -420,17 +421,15 @@ class OnnxModel(Model[OnnxInput]):
 
     def _run_batch(self, batch: Sequence[OnnxInput]) -> list[InferenceResponse | Exception]:
         """In the session's thread: the mergeable requests at once, the others alone."""
-        out: list[InferenceResponse | Exception | None] = [None] * len(batch)
         groups = merge_groups(batch) if self._batch_dim else [[i] for i in range(len(batch))]
+        out: dict[int, InferenceResponse | Exception] = {}
         for group in groups:
             if len(group) == 1:
                 out[group[0]] = self._run_one(batch[group[0]])
-                continue
-            items = [batch[i] for i in group]
-            answers = self._run_merged(items)
-            for i, answer in zip(group, answers, strict=True):
-                out[i] = answer
-        return [a if a is not None else RuntimeError("no answer") for a in out]
+            else:
+                answers = self._run_merged([batch[i] for i in group])
+                out.update(zip(group, answers, strict=True))
+        return [out[i] for i in range(len(batch))]
 
     def _run_merged(self, items: Sequence[OnnxInput]) -> list[InferenceResponse | Exception]:
         feeds = {

@@ -529,3 +529,25 @@ def test_serve_refuses_a_missing_model_file_before_any_worker(
     assert capsys.readouterr().err.strip() == (f"mlkube serve: model.path: {missing}: no such file")
     assert main(["--model-format", "onnx"]) == 2
     assert "model.path (the .onnx file) is required" in capsys.readouterr().err
+
+
+def test_string_inputs_take_text_and_refuse_other_bytes() -> None:
+    inputs = (TensorSpec("s", "BYTES", (-1,)),)
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "s",
+                    "datatype": "BYTES",
+                    "shape": [2],
+                    "parameters": {"binary_data_size": 10},
+                }
+            ]
+        }
+    )
+    text = b"\x01\x00\x00\x00a" + b"\x01\x00\x00\x00b"
+    ok = prepare_request(parse_v2_infer(head + text, 100, str(len(head))), inputs, True)
+    assert ok.feeds["s"].tolist() == ["a", "b"]
+    latin = b"\x01\x00\x00\x00a" + b"\x01\x00\x00\x00\xe9"
+    with pytest.raises(ClientError, match=r"inputs\[0\].data: an ONNX string input takes UTF-8"):
+        prepare_request(parse_v2_infer(head + latin, 100, str(len(head))), inputs, True)
