@@ -36,10 +36,12 @@ COPY . .
 # libbetadist.so and no generated gRPC modules) would otherwise come first on sys.path and
 # shadow the installed package.
 # `fast` adds uvloop, the event loop the serving runtime uses when it is present.
+# onnxruntime (format onnx, CPU) comes in as a dependency of the project; a GPU image
+# installs onnxruntime-gpu in its place (same module, with the CUDA execution provider).
 RUN python -m venv /opt/mlkube \
     && /opt/mlkube/bin/pip install --no-cache-dir ".[fast]" \
     && /opt/mlkube/bin/mlkube version \
-    && /opt/mlkube/bin/python -P -c "import numpy as np; from mlkube.native import BetaSampler; from mlkube.serving.grpc import inference_pb2, inference_pb2_grpc; print(BetaSampler(seed=1).sample(np.ones(4), np.ones(4)))"
+    && /opt/mlkube/bin/python -P -c "import numpy as np; from mlkube.native import BetaSampler; from mlkube.serving.grpc import inference_pb2, inference_pb2_grpc; import onnxruntime; print(BetaSampler(seed=1).sample(np.ones(4), np.ones(4)))"
 
 # -------------------------------------------------------------------------- runtime
 FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE} AS runtime

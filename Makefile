@@ -114,6 +114,7 @@ e2e-cluster: $(STAMP) e2e-build
 bench: $(DEBS_STAMP) native
 	$(BIN)/python bench/sampler.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/onnx_serve.py
 
 # The serving runtime on the embedded default: the demo bandit model ("bandit") with the
 # in-process feature store, one worker, on 127.0.0.1:$(PORT) (gRPC: $(GRPC_PORT)). Ctrl-C

@@ -67,6 +67,13 @@ RESERVED_ENV = tuple(
         ("model", "format"),
         ("model", "class"),
         ("model", "uri"),
+        ("model", "path"),
+        ("onnx", "provider"),
+        ("onnx", "graph_optimization"),
+        ("onnx", "intra_op_threads"),
+        ("batching", "enabled"),
+        ("batching", "max_batch_size"),
+        ("batching", "max_delay"),
         ("revision",),
         ("feature_store", "kind"),
         ("feature_store", "redis_url"),
@@ -91,9 +98,38 @@ class ModelFormat(StrEnum):
 
     BANDIT = "bandit"
     CUSTOM = "custom"
+    ONNX = "onnx"
 
 
 runtime_enum("model.format", ("model", "format"), ModelFormat)
+
+
+class GraphOptimization(StrEnum):
+    """ONNX Runtime's graph optimisation levels."""
+
+    DISABLED = "disabled"
+    BASIC = "basic"
+    EXTENDED = "extended"
+    ALL = "all"
+
+
+runtime_enum("model.onnx.graphOptimization", ("onnx", "graph_optimization"), GraphOptimization)
+
+
+class OnnxSpec(KubeModel):
+    """ONNX Runtime session settings (format `onnx`). The execution provider follows `gpu`:
+    CUDA when the pods get NVIDIA GPUs (the image must carry onnxruntime-gpu), else CPU."""
+
+    graph_optimization: GraphOptimization = GraphOptimization.ALL
+    """How much ONNX Runtime rewrites the graph before it runs it (`disabled` to `all`)."""
+    intra_op_threads: (
+        Annotated[
+            int,
+            runtime_bounds("model.onnx.intraOpThreads", ("onnx", "intra_op_threads"), le=64),
+        ]
+        | None
+    ) = None
+    """Threads one inference uses (default: the pod's CPU limit divided by its workers)."""
 
 
 class BanditSpec(KubeModel):
@@ -131,6 +167,17 @@ class ModelSpec(KubeModel):
                     "bandit settings apply only to format bandit",
                     field_path=".bandit",
                 ),
+                rule(
+                    "self.format != 'onnx' || has(self.path)",
+                    "format onnx needs path (the .onnx file in the container)",
+                    field_path=".path",
+                    reason="FieldValueRequired",
+                ),
+                rule(
+                    "!has(self.onnx) || self.format == 'onnx'",
+                    "onnx settings apply only to format onnx",
+                    field_path=".onnx",
+                ),
             ]
         )
     )
@@ -152,7 +199,8 @@ class ModelSpec(KubeModel):
     )
     """A free string the user bumps to roll out a new model (e.g. `2024-06-01` or `v3`)."""
     format: ModelFormat = ModelFormat.BANDIT
-    """`bandit` (built in) or `custom` (a user's `module:Class`)."""
+    """`bandit` (built in), `custom` (a user's `module:Class`) or `onnx` (an ONNX model file
+    run by ONNX Runtime)."""
     class_name: (
         Annotated[str, runtime_bounds("model.className", ("model", "class"), max_length=253)] | None
     ) = Field(
@@ -174,8 +222,27 @@ class ModelSpec(KubeModel):
         )
     )
     """Where the model's artefacts are stored (`s3://`, `gs://`, `file://`, ...)."""
+    path: (
+        Annotated[str, runtime_bounds("model.path", ("model", "path"), max_length=1024)] | None
+    ) = Field(default=None, pattern=r"^/")
+    """Absolute path of the model file in the container (format `onnx`): a file the image
+    carries or one on a volume mounted through the pod."""
     bandit: BanditSpec | None = None
     """Bandit parameters; defaults apply when omitted."""
+    onnx: OnnxSpec | None = None
+    """ONNX Runtime settings (format `onnx`); defaults apply when omitted."""
+
+
+class BatchingSpec(KubeModel):
+    """Dynamic batching: concurrent requests are answered by one model call. For ONNX
+    models they merge along the batch dimension (the first, when it is dynamic)."""
+
+    max_batch_size: Annotated[
+        int, runtime_bounds("batching.maxBatchSize", ("batching", "max_batch_size"))
+    ] = 32
+    """Most requests in one call."""
+    max_latency: str = Field(default="2ms", pattern=r"^(1000|[0-9]{1,3})ms$")
+    """Longest a request waits for others to join its batch: `0ms` to `1000ms`."""
 
 
 # --------------------------------------------------------------------- feature store
@@ -444,6 +511,8 @@ class ModelServiceSpec(KubeModel):
     """The model-server container."""
     gpu: GPUSpec = Field(default_factory=GPUSpec)
     """Accelerators per pod."""
+    batching: BatchingSpec | None = None
+    """Dynamic batching (off when omitted; `batching: {}` turns it on with the defaults)."""
     replicas: int = Field(default=1, ge=0, le=1000, json_schema_extra={"format": "int32"})
     """Pods to run when autoscaling is off (`kubectl scale` sets this)."""
     probes: ProbesSpec = Field(default_factory=ProbesSpec)
@@ -574,6 +643,8 @@ def spec_problems(spec: ModelServiceSpec) -> list[str]:
         problems.append("featureStore: type redis needs redis.urlSecretRef")
     if spec.model.format is ModelFormat.CUSTOM and not spec.model.class_name:
         problems.append("model: format custom needs className")
+    if spec.model.format is ModelFormat.ONNX and not spec.model.path:
+        problems.append("model: format onnx needs path")
     if spec.runtime.grpc_port == spec.runtime.port:
         problems.append(
             f"runtime: grpcPort must differ from port ({spec.runtime.port}): the runtime "

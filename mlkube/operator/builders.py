@@ -18,12 +18,14 @@ from typing import Any, Literal
 
 from mlkube.api.modelservice import (
     API_VERSION,
+    DEFAULT_GPU_RESOURCE,
     KIND,
     BanditSpec,
     FeatureStoreType,
     ModelFormat,
     ModelService,
     ModelServiceSpec,
+    OnnxSpec,
     ProbeSpec,
 )
 from mlkube.serving.config import env_name
@@ -181,6 +183,19 @@ def _var(path: tuple[str, ...], value: str) -> JsonDict:
     return {"name": env_name(path), "value": value}
 
 
+def onnx_provider(spec: ModelServiceSpec) -> str:
+    """The ONNX execution provider for the pods: CUDA when they get NVIDIA GPUs, else CPU
+    (set either way: an image built on a CUDA base image claims a GPU in its environment)."""
+    if spec.gpu.count > 0 and spec.gpu.resource_name == DEFAULT_GPU_RESOURCE:
+        return "cuda"
+    return "cpu"
+
+
+def max_latency_seconds(text: str) -> float:
+    """``batching.maxLatency`` (``"2ms"``) in seconds."""
+    return int(text.removesuffix("ms")) / 1000
+
+
 def build_env(ms: ModelService, revision: str) -> list[JsonDict]:
     """The runtime's configuration, per the serving contract (MLKUBE_* variables)."""
     spec = ms.spec
@@ -198,6 +213,20 @@ def build_env(ms: ModelService, revision: str) -> list[JsonDict]:
         env.append(_var(("model", "class"), model.class_name))
     if model.uri:
         env.append(_var(("model", "uri"), model.uri))
+    if model.path:
+        env.append(_var(("model", "path"), model.path))
+    if model.format is ModelFormat.ONNX:
+        onnx = model.onnx or OnnxSpec()
+        env.append(_var(("onnx", "provider"), onnx_provider(spec)))
+        env.append(_var(("onnx", "graph_optimization"), onnx.graph_optimization.value))
+        if onnx.intra_op_threads is not None:
+            env.append(_var(("onnx", "intra_op_threads"), str(onnx.intra_op_threads)))
+    if spec.batching is not None:
+        env += [
+            _var(("batching", "enabled"), "true"),
+            _var(("batching", "max_batch_size"), str(spec.batching.max_batch_size)),
+            _var(("batching", "max_delay"), repr(max_latency_seconds(spec.batching.max_latency))),
+        ]
     if model.format is ModelFormat.BANDIT:
         bandit = model.bandit or BanditSpec()
         env += [

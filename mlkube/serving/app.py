@@ -27,7 +27,13 @@ from mlkube.serving.config import ServeConfig
 from mlkube.serving.context import RuntimeContext
 from mlkube.serving.edge import Edge
 from mlkube.serving.metrics import CONTENT_TYPE, FLUSH_INTERVAL, Metrics
-from mlkube.serving.model import Model, SupportsFeedback, SupportsRawInfer, build_model
+from mlkube.serving.model import (
+    Model,
+    ModelLoadError,
+    SupportsFeedback,
+    SupportsRawInfer,
+    build_model,
+)
 from mlkube.serving.protocol import (
     BINARY_HEADER,
     ClientError,
@@ -238,8 +244,10 @@ async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
 async def _predict(state: ServerState, model: Model[Any], prepared: Any) -> InferenceResponse:
     if state.batcher is not None:
         return await state.batcher.submit(prepared)
-    responses = await model.predict([prepared])
-    return responses[0]
+    (response,) = await model.predict([prepared])
+    if isinstance(response, Exception):
+        raise response
+    return response
 
 
 async def run_infer(
@@ -474,6 +482,13 @@ async def _lifecycle(app: web.Application) -> Any:
     async def load() -> None:
         try:
             await model.load()
+        except ModelLoadError as exc:
+            # A known cause with a message that names the field: no traceback.
+            state.load_error = exc
+            log.error("model %r failed to load: %s", config.model.name, exc)
+            if state.on_fatal is not None:
+                state.on_fatal(exc)
+            return
         except Exception as exc:
             state.load_error = exc
             log.exception("model %r failed to load", config.model.name)

@@ -4,7 +4,8 @@ Models whose cost per call is high and per item low (a GPU forward pass, a vecto
 answer a batch of N requests in far less than N times the time of one. The batcher holds the
 first request of a batch for at most ``max_delay`` seconds, or until ``max_batch_size``
 requests are waiting, then makes one call and hands each caller its own result. A failing
-batch call fails each caller of that batch (and nothing else).
+batch call fails each caller of that batch (and nothing else); a batch function that returns
+an exception in place of one item's result fails that caller only.
 
 Whether it pays depends on the model: see docs/benchmarks.md for the bandit.
 """
@@ -22,7 +23,7 @@ R = TypeVar("R")
 class DynamicBatcher(Generic[T, R]):
     def __init__(
         self,
-        fn: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
+        fn: Callable[[Sequence[T]], Awaitable[Sequence[R | Exception]]],
         *,
         max_batch_size: int,
         max_delay: float,
@@ -79,7 +80,11 @@ class DynamicBatcher(Generic[T, R]):
                     future.set_exception(exc)
             return
         for future, result in zip(futures, results, strict=True):
-            if not future.done():
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
                 future.set_result(result)
 
     async def close(self) -> None:

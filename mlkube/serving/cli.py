@@ -35,6 +35,13 @@ _FLAGS: dict[str, tuple[str, ...]] = {
     "model_version": ("model", "version"),
     "model_format": ("model", "format"),
     "model_class": ("model", "class"),
+    "model_path": ("model", "path"),
+    "onnx_graph_optimization": ("onnx", "graph_optimization"),
+    "onnx_provider": ("onnx", "provider"),
+    "onnx_intra_op_threads": ("onnx", "intra_op_threads"),
+    "batching": ("batching", "enabled"),
+    "batch_max_size": ("batching", "max_batch_size"),
+    "batch_max_delay": ("batching", "max_delay"),
     "feature_store": ("feature_store", "kind"),
     "redis_url": ("feature_store", "redis_url"),
     "log_level": ("server", "log_level"),
@@ -64,8 +71,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     p.add_argument("--model-name")
     p.add_argument("--model-version")
-    p.add_argument("--model-format", choices=["bandit", "custom"])
+    p.add_argument("--model-format", choices=["bandit", "custom", "onnx"])
     p.add_argument("--model-class", metavar="MODULE:CLASS")
+    p.add_argument("--model-path", metavar="FILE", help="the model file (format onnx)")
+    p.add_argument(
+        "--onnx-graph-optimization",
+        choices=["disabled", "basic", "extended", "all"],
+        help="ONNX Runtime graph optimisation level (default all)",
+    )
+    p.add_argument(
+        "--onnx-provider",
+        choices=["auto", "cpu", "cuda"],
+        help="execution provider (default auto: CUDA when available and a GPU is visible)",
+    )
+    p.add_argument(
+        "--onnx-intra-op-threads",
+        type=int,
+        metavar="N",
+        help="threads per inference (default: the CPU limit divided by the workers)",
+    )
+    p.add_argument(
+        "--batching",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="dynamic batching of concurrent requests (default off)",
+    )
+    p.add_argument("--batch-max-size", type=int, metavar="N", help="requests per batch (32)")
+    p.add_argument("--batch-max-delay", type=float, metavar="SECONDS", help="longest wait (0.001)")
     p.add_argument("--feature-store", choices=["memory", "redis"])
     p.add_argument("--redis-url")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -143,6 +175,13 @@ def main(argv: list[str]) -> int:
             resolve_class(config.model.class_path or "")
         except ModelLoadError as exc:
             print(f"mlkube serve: {exc}", file=sys.stderr)
+            return 2
+    if config.model.format == "onnx":
+        from mlkube.serving.onnxrt import check_model_file
+
+        problem = check_model_file(config.model.path or "")
+        if problem is not None:
+            print(f"mlkube serve: model.path: {problem}", file=sys.stderr)
             return 2
 
     workers, why = effective_workers(config)

@@ -81,10 +81,12 @@ class ModelConfig(_Strict):
 
     name: str = Field(default="bandit", min_length=1, max_length=63)
     version: str = Field(default="1", min_length=1, max_length=63)
-    format: Literal["bandit", "custom"] = "bandit"
+    format: Literal["bandit", "custom", "onnx"] = "bandit"
     # module:Class of a user model (format custom).
     class_path: str | None = Field(default=None, alias="class")
     uri: str | None = None
+    # The model file on this machine (format onnx): a file in the image or on a volume.
+    path: str | None = Field(default=None, min_length=1, max_length=4096)
     parameters: dict[str, Any] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -117,6 +119,8 @@ class ModelConfig(_Strict):
     def _custom_needs_class(self) -> ModelConfig:
         if self.format == "custom" and self.class_path is None:
             raise ValueError("model.class is required when model.format is 'custom'")
+        if self.format == "onnx" and self.path is None:
+            raise ValueError("model.path (the .onnx file) is required when model.format is 'onnx'")
         return self
 
 
@@ -170,8 +174,24 @@ class FeatureStoreConfig(_Strict):
         return self
 
 
+class OnnxConfig(_Strict):
+    """ONNX Runtime session settings (format onnx)."""
+
+    # Threads one inference may use; None: the CPUs this process may use (cores, capped by
+    # the cgroup quota: the pod's CPU limit) divided by the worker processes, at least 1.
+    intra_op_threads: int | None = Field(default=None, ge=1, le=256)
+    # Threads running independent graph branches at once (1: one branch after another).
+    inter_op_threads: int = Field(default=1, ge=1, le=256)
+    # ONNX Runtime's graph optimisation level (ORT_DISABLE_ALL .. ORT_ENABLE_ALL).
+    graph_optimization: Literal["disabled", "basic", "extended", "all"] = "all"
+    # Execution provider: auto (CUDA when onnxruntime has it and a GPU is visible, else
+    # CPU), cpu, or cuda (falls back to CPU, reported, when onnxruntime has no CUDA).
+    provider: Literal["auto", "cpu", "cuda"] = "auto"
+
+
 class BatchingConfig(_Strict):
-    """Dynamic batching of predict calls (off by default: it does not pay for the bandit)."""
+    """Dynamic batching of predict calls (off by default: it does not pay for the bandit;
+    for ONNX models requests merge along the batch dimension)."""
 
     enabled: bool = False
     max_batch_size: int = Field(default=32, ge=1, le=4096)
@@ -186,6 +206,7 @@ class ServeConfig(_Strict):
     bandit: BanditConfig = BanditConfig()
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
     batching: BatchingConfig = BatchingConfig()
+    onnx: OnnxConfig = OnnxConfig()
     # Revision hash the operator stamps on the pod; a constant label on every metric.
     revision: str = ""
 
@@ -212,6 +233,11 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "MLKUBE_MODEL_FORMAT": ("model", "format"),
     "MLKUBE_MODEL_CLASS": ("model", "class"),
     "MLKUBE_MODEL_URI": ("model", "uri"),
+    "MLKUBE_MODEL_PATH": ("model", "path"),
+    "MLKUBE_ONNX_INTRA_OP_THREADS": ("onnx", "intra_op_threads"),
+    "MLKUBE_ONNX_INTER_OP_THREADS": ("onnx", "inter_op_threads"),
+    "MLKUBE_ONNX_GRAPH_OPTIMIZATION": ("onnx", "graph_optimization"),
+    "MLKUBE_ONNX_PROVIDER": ("onnx", "provider"),
     "MLKUBE_REVISION": ("revision",),
     "MLKUBE_FEATURE_STORE": ("feature_store", "kind"),
     "MLKUBE_REDIS_URL": ("feature_store", "redis_url"),

@@ -167,6 +167,14 @@ class Metrics:
             "Items held in a worker's feature snapshot (summed over workers).",
             "livesum",
         )
+        self.execution_provider = Gauge(
+            "mlkube_model_execution_provider",
+            "1 for the execution provider the model runs on (ONNX models: "
+            "CPUExecutionProvider, CUDAExecutionProvider, ...).",
+            ["model", "revision", "provider"],
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
         self._request_children: dict[tuple[str, int], Any] = {}
         # The latency histogram's value cells by endpoint: (one per bound, the sum).
         self._duration_cells: dict[str, tuple[list[Any], Any]] = {}
@@ -243,6 +251,9 @@ class Metrics:
 
     def mark_degraded(self, reason: str) -> None:
         self.degraded.labels(self.model, self.version, self.revision, reason).inc()
+
+    def set_execution_provider(self, provider: str) -> None:
+        self.execution_provider.labels(self.model, self.revision, provider).set(1)
 
     def set_staleness_bound(self, seconds: float) -> None:
         self.staleness_bound.labels(self.model, self.revision).set(seconds)

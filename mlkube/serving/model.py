@@ -97,8 +97,11 @@ class Model(ABC, Generic[P]):
         """Validate and decode one request; raise ClientError (4xx) for bad input."""
 
     @abstractmethod
-    async def predict(self, batch: Sequence[P]) -> Sequence[InferenceResponse]:
-        """Answer a batch of prepared requests, one response each, in order."""
+    async def predict(self, batch: Sequence[P]) -> Sequence[InferenceResponse | Exception]:
+        """Answer a batch of prepared requests, one response each, in order.
+
+        An exception in place of a response fails that request only (the others of the
+        batch are answered); an exception raised fails every request of the batch."""
 
     async def close(self) -> None:
         """Release resources at shutdown."""
@@ -157,6 +160,7 @@ ModelFactory = Callable[["ServeConfig", "RuntimeContext"], Model[Any]]
 FORMATS: dict[str, str] = {
     "bandit": "mlkube.serving.bandit:build_bandit",
     "custom": "mlkube.serving.model:build_custom",
+    "onnx": "mlkube.serving.onnxrt:build_onnx",
 }
 
 

@@ -109,9 +109,15 @@ BAD_MODELSERVICES: list[tuple[str, str, dict[str, Any], list[str]]] = [
     ),
     (
         "format-enum",
+        "tensorrt",
+        {"model": {**MODEL, "format": "tensorrt"}},
+        ['spec.model.format: Unsupported value: "tensorrt"', '"bandit", "custom", "onnx"'],
+    ),
+    (
+        "onnx-needs-path",
         "onnx",
         {"model": {**MODEL, "format": "onnx"}},
-        ['spec.model.format: Unsupported value: "onnx"', '"bandit", "custom"'],
+        ["spec.model.path: Required value", "format onnx needs path"],
     ),
     (
         "custom-needs-class",

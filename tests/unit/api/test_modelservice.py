@@ -154,6 +154,10 @@ def test_spec_problems_repeat_the_cross_field_rules() -> None:
         "runtime: grpcPort must differ from port (8081): the runtime listens on both",
         "runtime.env: the operator sets MLKUBE_REVISION itself",
     ]
+    onnx = ModelServiceSpec.model_validate(
+        {"model": {"name": "m", "version": "1", "format": "onnx"}}
+    )
+    assert spec_problems(onnx) == ["model: format onnx needs path"]
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,14 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
         [{"format": "bandit", "bandit": {"priorAlpha": 2.0}}, {"format": "custom"}],
         [{"format": "custom", "bandit": {"priorAlpha": 2.0}}],
     ),
+    "format onnx needs path": (
+        [{"format": "onnx", "path": "/models/m.onnx"}, {"format": "bandit"}],
+        [{"format": "onnx"}],
+    ),
+    "onnx settings apply only to format onnx": (
+        [{"format": "onnx", "path": "/m.onnx", "onnx": {"graphOptimization": "basic"}}],
+        [{"format": "bandit", "onnx": {"graphOptimization": "basic"}}],
+    ),
     "uri needs a scheme": (
         ["s3://bucket/model", "file:///models/m", "gs://b/m", "hf+git://x"],
         ["/models/m", "bucket/model", "S3://bucket", "://x"],

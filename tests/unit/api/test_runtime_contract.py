@@ -45,6 +45,10 @@ MAPPED: dict[str, tuple[str, ...]] = {
     "model.format": ("model", "format"),
     "model.className": ("model", "class"),
     "model.uri": ("model", "uri"),
+    "model.path": ("model", "path"),
+    "model.onnx.graphOptimization": ("onnx", "graph_optimization"),
+    "model.onnx.intraOpThreads": ("onnx", "intra_op_threads"),
+    "batching.maxBatchSize": ("batching", "max_batch_size"),
     "model.bandit.priorAlpha": ("bandit", "prior_alpha"),
     "model.bandit.priorBeta": ("bandit", "prior_beta"),
     "model.bandit.maxItems": ("bandit", "max_items"),
@@ -60,6 +64,8 @@ STRICTER: dict[str, dict[str, Any]] = {
     "model.bandit.priorBeta": {"maximum": 1e6},
     "model.className": {"maxLength": 253},
     "model.uri": {"maxLength": 2048},
+    "model.path": {"maxLength": 1024},
+    "model.onnx.intraOpThreads": {"maximum": 64},
     "runtime.workers": {"maximum": 64},
     "runtime.port": {"minimum": 1024},
     "runtime.grpcPort": {"minimum": 1024},
@@ -72,6 +78,7 @@ STRINGS: dict[str, list[str]] = {
     "model.version": ["1", "v" * 63],
     "model.className": ["m:C", "pkg.mod:Model", "p" * 200 + "." + "q" * 50 + ":C"],
     "model.uri": ["s3://b", "s3://" + "b" * 2043],
+    "model.path": ["/", "/" + "m" * 1023],
 }
 
 BOUND_KEYS = (
@@ -124,6 +131,11 @@ def spec_with(spec_path: str, value: Any) -> dict[str, Any]:
     if spec_path == "model.className" or (spec_path, value) == ("model.format", "custom"):
         spec["model"]["format"] = "custom"
         spec["model"].setdefault("className", "pkg.mod:Model")
+    if spec_path in ("model.path", "model.onnx.graphOptimization", "model.onnx.intraOpThreads") or (
+        (spec_path, value) == ("model.format", "onnx")
+    ):
+        spec["model"]["format"] = "onnx"
+        spec["model"].setdefault("path", "/models/m.onnx")
     if (spec_path, value) == ("featureStore.type", "redis"):
         spec["featureStore"]["redis"] = {"urlSecretRef": {"name": "redis"}}
     return spec
@@ -250,6 +262,7 @@ def test_every_variable_the_operator_sets_is_reserved() -> None:
                     "redis": {"urlSecretRef": {"name": "s", "key": "url"}},
                 },
                 "runtime": {"workers": 2},
+                "batching": {"maxBatchSize": 8},
             },
         }
     )

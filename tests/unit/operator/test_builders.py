@@ -340,6 +340,39 @@ def test_service_selects_every_track() -> None:
     ]
 
 
+def test_onnx_model_env_and_the_provider_following_the_gpu() -> None:
+    model = {"name": "m", "version": "1", "format": "onnx", "path": "/models/m.onnx"}
+    values = env(build_deployment(ms(model=model), SETTINGS))
+    assert values["MLKUBE_MODEL_FORMAT"] == "onnx"
+    assert values["MLKUBE_MODEL_PATH"] == "/models/m.onnx"
+    assert values["MLKUBE_ONNX_PROVIDER"] == "cpu"
+    assert values["MLKUBE_ONNX_GRAPH_OPTIMIZATION"] == "all"
+    assert "MLKUBE_BATCHING" not in values
+    assert "MLKUBE_BANDIT_PRIOR_ALPHA" not in values
+    gpu = build_deployment(
+        ms(
+            model={**model, "onnx": {"graphOptimization": "basic", "intraOpThreads": 2}},
+            gpu={"count": 1},
+            batching={"maxBatchSize": 16, "maxLatency": "5ms"},
+        ),
+        SETTINGS,
+    )
+    values = env(gpu)
+    assert values["MLKUBE_ONNX_PROVIDER"] == "cuda"
+    assert values["MLKUBE_ONNX_GRAPH_OPTIMIZATION"] == "basic"
+    assert values["MLKUBE_ONNX_INTRA_OP_THREADS"] == "2"
+    assert container(gpu)["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    config = load_config({}, {k: v for k, v in values.items() if isinstance(v, str)})
+    assert config.onnx.provider == "cuda"
+    assert (config.batching.enabled, config.batching.max_batch_size) == (True, 16)
+    assert config.batching.max_delay == 0.005
+    # Another vendor's GPUs: no CUDA for onnxruntime there.
+    amd = build_deployment(
+        ms(model=model, gpu={"count": 1, "resourceName": "amd.com/gpu"}), SETTINGS
+    )
+    assert env(amd)["MLKUBE_ONNX_PROVIDER"] == "cpu"
+
+
 def test_grpc_port_reaches_the_container_env_and_service() -> None:
     spec = ms(runtime={"port": 9000, "grpcPort": 9001})
     dep = build_deployment(spec, SETTINGS)

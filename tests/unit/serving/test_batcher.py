@@ -52,6 +52,18 @@ async def test_failing_batch_fails_only_its_callers() -> None:
     assert await batcher.submit(5) == 5
 
 
+async def test_an_exception_in_place_of_a_result_fails_that_caller_only() -> None:
+    async def reciprocal(batch: Sequence[int]) -> list[float | Exception]:
+        return [ValueError(f"item {x}: zero") if x == 0 else 1 / x for x in batch]
+
+    batcher = DynamicBatcher(reciprocal, max_batch_size=3, max_delay=10.0)
+    results = await asyncio.gather(*(batcher.submit(x) for x in (2, 0, 4)), return_exceptions=True)
+    assert results[0] == 0.5
+    assert isinstance(results[1], ValueError)
+    assert str(results[1]) == "item 0: zero"
+    assert results[2] == 0.25
+
+
 async def test_wrong_result_count_is_an_error() -> None:
     async def fn(batch: Sequence[int]) -> list[int]:
         return []
