@@ -22,6 +22,7 @@ the same things for the operator, which turns a job that slipped past an older C
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -54,6 +55,14 @@ DEFAULT_PORT_NAME = "pytorchjob-port"
 DEFAULT_PORT = 23456
 DEFAULT_NPROC_PER_NODE = "auto"
 DEFAULT_TERMINATING_TIMEOUT_SECONDS = 120
+
+# ``runPolicy.managedBy``: Kubeflow's two values. Kubeflow's own one names "the cluster's
+# built-in PyTorchJob controller", which on an mlkube cluster is mlkube's (so a Kubeflow
+# manifest that sets it still moves over by its apiVersion alone); MultiKueue's hands the job
+# to Kueue, which runs it on another cluster and mirrors its status here.
+MANAGED_BY_OPERATOR = "kubeflow.org/training-operator"
+MANAGED_BY_MULTIKUEUE = "kueue.x-k8s.io/multikueue"
+MANAGED_BY_VALUES = (MANAGED_BY_OPERATOR, MANAGED_BY_MULTIKUEUE)
 
 # Longest job name whose pod/service names (``<job>-worker-<index>``) stay valid DNS-1035
 # labels (63 characters) for up to 99999 workers.
@@ -213,6 +222,19 @@ class RunPolicy(KubeModel):
     )
     """mlkube: a pod still Terminating this long past its deletion deadline (its node is
     gone) is force-deleted and counted as failed, so the job can go on."""
+    managed_by: str | None = Field(
+        default=None, json_schema_extra=kube(enum=list(MANAGED_BY_VALUES))
+    )
+    """The controller that reconciles this job: unset or ``kubeflow.org/training-operator``
+    (mlkube's), or ``kueue.x-k8s.io/multikueue`` (Kueue runs it on a worker cluster; mlkube
+    then creates nothing for it here). Immutable."""
+
+    @field_validator("managed_by")
+    @classmethod
+    def _managed_by(cls, value: str | None) -> str | None:
+        if value is not None and value not in MANAGED_BY_VALUES:
+            raise ValueError(f"runPolicy.managedBy must be one of {', '.join(MANAGED_BY_VALUES)}")
+        return value
 
 
 # -------------------------------------------------------------------------- elastic policy
@@ -296,6 +318,17 @@ _REPLICA_SPECS_RULES = [
 ]
 
 
+# Presence and value of runPolicy.managedBy, old and new: set, changed and unset are all
+# refused (a transition rule, so it sits on spec, which exists in both; runPolicy may not).
+_HAS_MANAGED_BY = "(has({0}.runPolicy) && has({0}.runPolicy.managedBy))"
+MANAGED_BY_IMMUTABLE = rule(
+    f"{_HAS_MANAGED_BY.format('self')} == {_HAS_MANAGED_BY.format('oldSelf')} && "
+    f"(!{_HAS_MANAGED_BY.format('self')} || self.runPolicy.managedBy == oldSelf.runPolicy.managedBy)",
+    "spec.runPolicy.managedBy is immutable: it cannot be set, changed or removed after creation",
+    field_path=".runPolicy.managedBy",
+)
+
+
 class PyTorchJobSpec(KubeModel):
     """Distributed PyTorch training: a Master and/or Workers, each a pod per replica, wired
     together with the environment torch.distributed and torchrun read."""
@@ -303,6 +336,7 @@ class PyTorchJobSpec(KubeModel):
     model_config = ConfigDict(
         json_schema_extra=kube(
             validations=[
+                MANAGED_BY_IMMUTABLE,
                 rule(
                     "!has(self.elasticPolicy) || (has(self.pytorchReplicaSpecs) "
                     "&& 'Worker' in self.pytorchReplicaSpecs)",
@@ -468,6 +502,20 @@ class PyTorchJob(KubeModel):
     @property
     def namespace(self) -> str:
         return str(self.metadata.get("namespace", "default"))
+
+
+def managed_elsewhere(body: Mapping[str, Any]) -> str | None:
+    """The controller named in ``spec.runPolicy.managedBy`` when it is not mlkube's, else None.
+
+    Read from the raw object, before validation: a job another controller owns is left alone
+    entirely (no children, no status), even one this version of the schema would refuse.
+    """
+    spec = body.get("spec")
+    run_policy = spec.get("runPolicy") if isinstance(spec, Mapping) else None
+    manager = run_policy.get("managedBy") if isinstance(run_policy, Mapping) else None
+    if manager is None or manager == MANAGED_BY_OPERATOR:
+        return None
+    return str(manager)
 
 
 def name_problem(name: str) -> str | None:

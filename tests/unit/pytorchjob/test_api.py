@@ -19,6 +19,7 @@ from mlkube.api.pytorchjob import (
     JobRestartPolicy,
     PyTorchJob,
     RestartPolicy,
+    managed_elsewhere,
     name_problem,
 )
 
@@ -194,6 +195,37 @@ def test_a_good_job_is_admitted(admit: Any) -> None:
         nprocPerNode="4",
     )
     assert admit(body) == []
+
+
+@pytest.mark.parametrize(
+    ("manager", "admitted", "elsewhere"),
+    [
+        (None, True, None),
+        ("kubeflow.org/training-operator", True, None),
+        ("kueue.x-k8s.io/multikueue", True, "kueue.x-k8s.io/multikueue"),
+        ("example.com/my-controller", False, "example.com/my-controller"),
+        ("", False, ""),
+    ],
+)
+def test_managed_by_takes_kubeflows_values_only(
+    admit: Any, manager: str | None, admitted: bool, elsewhere: str | None
+) -> None:
+    body = job_body(runPolicy={} if manager is None else {"managedBy": manager})
+    errors = admit(body)
+    assert (errors == []) is admitted, errors
+    if admitted:
+        PyTorchJob.model_validate(body)
+    else:
+        with pytest.raises(ValidationError, match="managedBy"):
+            PyTorchJob.model_validate(body)
+    # the controller leaves a job alone when another controller is named, even an invalid one
+    assert managed_elsewhere(body) == elsewhere
+
+
+def test_managed_elsewhere_reads_any_shape() -> None:
+    assert managed_elsewhere({}) is None
+    assert managed_elsewhere({"spec": {"runPolicy": None}}) is None
+    assert managed_elsewhere({"spec": []}) is None
 
 
 def test_crd_names_columns_and_subresources() -> None:
