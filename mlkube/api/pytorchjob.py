@@ -25,10 +25,11 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from mlkube.api.podtemplate import pod_template_schema
 from mlkube.api.schema import (
     DNS1035_LABEL,
     CustomResource,
@@ -115,34 +116,25 @@ class ConditionType(StrEnum):
 
 # ----------------------------------------------------------------------------- pod template
 
-# The parts of a pod template the operator relies on are declared (so that the API server
-# checks them); everything else is kept as the user wrote it (preserve-unknown-fields), which
-# keeps the CRD small and lets ``kubectl apply`` work client-side.
-_CONTAINER_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "x-kubernetes-preserve-unknown-fields": True,
-    "required": ["name", "image"],
-    "properties": {
-        "name": {"type": "string", "minLength": 1, "maxLength": 63},
-        "image": {"type": "string", "minLength": 1},
-    },
-}
-_TEMPLATE_SCHEMA: dict[str, Any] = {
+# The generated core/v1 PodTemplateSpec (mlkube/api/podtemplate.py), plus what the operator
+# relies on: a ``pytorch`` container, an image in every container, few enough containers for
+# the CEL rule's cost bound.
+_TEMPLATE_CHECKS: dict[str, Any] = {
     "description": "The pod template of this replica type (a core/v1 PodTemplateSpec).",
-    "x-kubernetes-preserve-unknown-fields": True,
     "required": ["spec"],
     "properties": {
-        "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
         "spec": {
-            "type": "object",
-            "x-kubernetes-preserve-unknown-fields": True,
-            "required": ["containers"],
             "properties": {
                 "containers": {
-                    "type": "array",
                     "minItems": 1,
                     "maxItems": 64,
-                    "items": _CONTAINER_SCHEMA,
+                    "items": {
+                        "required": ["name", "image"],
+                        "properties": {
+                            "name": {"minLength": 1, "maxLength": 63},
+                            "image": {"minLength": 1},
+                        },
+                    },
                     "x-kubernetes-validations": [
                         rule(
                             f"self.exists(c, has(c.name) && c.name == '{DEFAULT_CONTAINER_NAME}')",
@@ -155,6 +147,7 @@ _TEMPLATE_SCHEMA: dict[str, Any] = {
         },
     },
 }
+PodTemplate = Annotated[dict[str, Any], pod_template_schema(_TEMPLATE_CHECKS)]
 
 
 def validate_template(template: dict[str, Any], replica_type: str) -> None:
@@ -177,7 +170,7 @@ class ReplicaSpec(KubeModel):
 
     replicas: int = Field(default=1, ge=0, le=100_000)
     """Number of pods of this type (Master: exactly 1)."""
-    template: dict[str, Any] = Field(json_schema_extra=_TEMPLATE_SCHEMA)
+    template: PodTemplate
     """The pod template; must have a container named ``pytorch`` with an image."""
     restart_policy: RestartPolicy = RestartPolicy.ON_FAILURE
     """Always, OnFailure (default), Never, or ExitCode (retry on exit codes >= 128 only)."""

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
 import py_compile
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -252,10 +256,53 @@ def test_crd_names_columns_and_subresources() -> None:
     template = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
         "pytorchReplicaSpecs"
     ]["additionalProperties"]["properties"]["template"]
-    assert template["x-kubernetes-preserve-unknown-fields"] is True
+    # typed: the generated core/v1 PodTemplateSpec, nothing kept unchecked
+    assert "x-kubernetes-preserve-unknown-fields" not in json.dumps(template)
+    container = template["properties"]["spec"]["properties"]["containers"]["items"]
+    assert container["properties"]["imagePullPolicy"] == {"type": "string"}
+    assert container["required"] == ["name", "image"]
 
 
-def test_unknown_pod_template_fields_survive(admit: Any) -> None:
+def test_the_crd_fits_the_api_servers_and_kubectls_limits() -> None:
+    """etcd takes requests up to 1.5 MiB; client-side `kubectl apply` keeps the whole object
+    in an annotation, and all annotations together may hold 256 KiB."""
+    crd = json.dumps(build_crd(PYTORCHJOB), separators=(",", ":"))
+    assert len(crd) < 200 * 1024
+
+
+def test_the_pod_template_schema_is_what_the_script_generates() -> None:
+    """podtemplatespec.json is generated data: the script reproduces it from the pinned
+    release's OpenAPI (skipped where the Go module cache lacks that release)."""
+    script = ROOT / "scripts" / "gen-podtemplate-schema"
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    if not Path(go).exists():
+        pytest.skip("no Go toolchain")
+    cache = subprocess.run([go, "env", "GOMODCACHE"], capture_output=True, text=True).stdout
+    if not list(Path(cache.strip()).glob("k8s.io/kubernetes@*/api/openapi-spec")):
+        pytest.skip("no k8s.io/kubernetes module in the Go module cache")
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("containerPort", "abc"),
+        ("resources", {"limits": {"memory": "1GB"}}),
+        ("env", [{"value": "no name"}]),
+    ],
+)
+def test_typed_pod_template_refuses_wrong_types(admit: Any, where: str, value: Any) -> None:
+    body = job_body()
+    container = body["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
+    if where == "containerPort":
+        container["ports"] = [{"containerPort": value}]
+    else:
+        container[where] = value
+    assert admit(body)
+
+
+def test_pod_template_fields_survive(admit: Any) -> None:
     body = job_body()
     spec = body["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
     spec["nodeSelector"] = {"pool": "gpu"}
