@@ -65,11 +65,15 @@ MANAGED_BY_OPERATOR = "kubeflow.org/training-operator"
 MANAGED_BY_MULTIKUEUE = "kueue.x-k8s.io/multikueue"
 MANAGED_BY_VALUES = (MANAGED_BY_OPERATOR, MANAGED_BY_MULTIKUEUE)
 
-# Longest job name whose pod/service names (``<job>-worker-<index>``) stay valid DNS-1035
-# labels (63 characters) for up to 99999 workers.
-MAX_NAME_LENGTH = 50
+# A DNS-1035 label, as Kubeflow's webhook requires. Pods and Services are named
+# ``<job>-<type>-<index>`` while that fits 63 characters; a longer one is shortened with a
+# digest of the job name (mlkube.operator.pytorchjob.env.replica_name).
+MAX_NAME_LENGTH = 63
 NAME_PATTERN = DNS1035_LABEL
-NPROC_PATTERN = r"^(auto|cpu|gpu|[1-9][0-9]*)$"
+# What torchrun's --nproc-per-node takes: a count, or a device kind that torchrun resolves
+# itself (auto, cpu, gpu, xpu, or a PrivateUse1 backend's name such as npu). Kubeflow passes
+# any string on; this refuses only what cannot be either (0, "4 gpus", "GPU").
+NPROC_PATTERN = r"^([1-9][0-9]*|[a-z][a-z0-9]*)$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _NPROC_RE = re.compile(NPROC_PATTERN)
 
@@ -169,7 +173,7 @@ class ReplicaSpec(KubeModel):
     """One replica type (Master or Worker): how many pods, what they run, when to restart."""
 
     replicas: int = Field(default=1, ge=0, le=100_000)
-    """Number of pods of this type (Master: exactly 1)."""
+    """Number of pods of this type (default 1; Master: exactly 1)."""
     template: PodTemplate
     """The pod template; must have a container named ``pytorch`` with an image."""
     restart_policy: RestartPolicy = RestartPolicy.ON_FAILURE
@@ -200,21 +204,23 @@ class RunPolicy(KubeModel):
     running when a job fails or completes are always stopped, whatever this says."""
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     """Delete the whole job this long after it finished."""
-    active_deadline_seconds: int | None = Field(default=None, ge=1)
-    """Fail the job when it has been running (since start or resume) this long."""
+    active_deadline_seconds: int | None = Field(default=None, ge=0)
+    """Fail the job when it has been running (since start or resume) this long (0: at once,
+    as Kubeflow does)."""
     backoff_limit: int | None = Field(default=None, ge=0)
     """Restarts allowed (pod recreations plus container restarts) before the job fails."""
     suspend: bool = False
-    """True deletes the pods and holds the job; false again resumes it from scratch."""
+    """True deletes the pods and holds the job; false (default) again resumes it from
+    scratch."""
     scheduling_policy: SchedulingPolicy | None = None
     restart_policy: JobRestartPolicy = JobRestartPolicy.PER_POD
-    """mlkube: PerPod (Kubeflow's behaviour) or RestartAll, which restarts every pod of the
-    job together when one fails, so that all ranks rendezvous again."""
+    """mlkube: PerPod (default: Kubeflow's behaviour) or RestartAll, which restarts every pod
+    of the job together when one fails, so that all ranks rendezvous again."""
     terminating_timeout_seconds: int = Field(
         default=DEFAULT_TERMINATING_TIMEOUT_SECONDS, ge=0, le=86_400
     )
     """mlkube: a pod still Terminating this long past its deletion deadline (its node is
-    gone) is force-deleted and counted as failed, so the job can go on."""
+    gone) is force-deleted and counted as failed, so the job can go on (default 120)."""
     managed_by: str | None = Field(
         default=None, json_schema_extra=kube(enum=list(MANAGED_BY_VALUES))
     )
@@ -255,11 +261,13 @@ class ElasticPolicy(KubeModel):
         )
     )
 
-    min_replicas: int | None = Field(default=None, ge=1)
-    """Fewest nodes to train with (default: maxReplicas, else the Worker replicas)."""
+    min_replicas: int | None = Field(default=None, ge=0)
+    """Fewest nodes to train with (default: maxReplicas, else the Worker replicas). torchrun
+    needs at least one, so 0 (which Kubeflow accepts) reaches it as 1."""
     max_replicas: int | None = Field(default=None, ge=1)
     """Most nodes to train with (default: minReplicas, else the Worker replicas)."""
     rdzv_backend: RdzvBackend = RdzvBackend.C10D
+    """torchrun's rendezvous backend: c10d (default), etcd or etcd-v2."""
     rdzv_port: int | None = Field(default=None, ge=1, le=65535)
     """Rendezvous port (default: the Worker's pytorchjob-port)."""
     rdzv_host: str | None = None
@@ -288,8 +296,9 @@ class ElasticPolicy(KubeModel):
 
 # Every rule guards each key it reads (`in` for the replica types, `has()` for fields):
 # CEL fails on a missing key, and the API server then prints "no such key: Worker
-# evaluating rule: ..." instead of (or next to) the message below. `replicas` is
-# defaulted to 1, so a missing one counts as 1.
+# evaluating rule: ..." instead of (or next to) the message below. A Worker's missing
+# `replicas` counts as 1 (the default, applied by the operator); a Master must state it, as
+# Kubeflow's webhook requires.
 _REPLICA_SPECS_RULES = [
     rule(
         "self.all(k, k == 'Master' || k == 'Worker')",
@@ -300,8 +309,8 @@ _REPLICA_SPECS_RULES = [
         "pytorchReplicaSpecs needs a Master (exactly 1 replica) or a Worker (at least 1 replica)",
     ),
     rule(
-        "!('Master' in self) || !has(self.Master.replicas) || self.Master.replicas == 1",
-        "there must be exactly 1 Master replica",
+        "!('Master' in self) || (has(self.Master.replicas) && self.Master.replicas == 1)",
+        "there must be exactly 1 Master replica (set Master.replicas: 1, as Kubeflow requires)",
     ),
     rule(
         "'Master' in self || !('Worker' in self) || !has(self.Worker.replicas) "
@@ -355,7 +364,8 @@ class PyTorchJobSpec(KubeModel):
     nproc_per_node: str | None = Field(
         default=None, alias="nprocPerNode", json_schema_extra=kube(pattern=NPROC_PATTERN)
     )
-    """Processes per node for torchrun: auto (default), cpu, gpu or a number."""
+    """Processes per node for torchrun: auto (default), cpu, gpu, xpu, another device kind
+    torchrun knows, or a number."""
 
     @field_validator("pytorch_replica_specs", mode="before")
     @classmethod
@@ -375,7 +385,10 @@ class PyTorchJobSpec(KubeModel):
     @classmethod
     def _nproc(cls, value: str | None) -> str | None:
         if value is not None and not _NPROC_RE.match(value):
-            raise ValueError("nprocPerNode must be auto, cpu, gpu or a positive number")
+            raise ValueError(
+                "nprocPerNode must be a positive number or a device kind in lower case "
+                "(auto, cpu, gpu, xpu...)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -388,8 +401,14 @@ class PyTorchJobSpec(KubeModel):
             )
         for rtype, spec in specs.items():
             validate_template(spec.template, rtype)
-        if MASTER in specs and specs[MASTER].replicas != 1:
-            raise ValueError("there must be exactly 1 Master replica")
+        master = specs.get(MASTER)
+        if master is not None and (
+            "replicas" not in master.model_fields_set or master.replicas != 1
+        ):
+            raise ValueError(
+                "there must be exactly 1 Master replica (set Master.replicas: 1, as Kubeflow "
+                "requires)"
+            )
         if MASTER not in specs and specs[WORKER].replicas < 1:
             raise ValueError("a job without a Master needs at least 1 Worker replica")
         if self.elastic_policy is not None and WORKER not in specs:
@@ -519,7 +538,7 @@ def name_problem(name: str) -> str | None:
             "starting with a letter"
         )
     if len(name) > MAX_NAME_LENGTH:
-        return f"the name must be at most {MAX_NAME_LENGTH} characters (pod names append -worker-N)"
+        return f"the name must be at most {MAX_NAME_LENGTH} characters (a DNS-1035 label)"
     return None
 
 
@@ -531,6 +550,9 @@ PYTORCHJOB = register(
         status=PyTorchJobStatus,
         short_names=("ptj",),
         categories=("mlkube",),
+        # Kubeflow's defaulting is in memory too: `kubectl get -o yaml` and GitOps diffs show
+        # only what the user wrote; the operator reads every default from the models above.
+        spec_defaults=False,
         printer_columns=(
             PrinterColumn(
                 "State",
@@ -552,8 +574,7 @@ PYTORCHJOB = register(
             ),
             rule(
                 f"self.size() <= {MAX_NAME_LENGTH}",
-                f"the name must be at most {MAX_NAME_LENGTH} characters "
-                "(pod names append -worker-N)",
+                f"the name must be at most {MAX_NAME_LENGTH} characters (a DNS-1035 label)",
             ),
         ),
     )

@@ -128,7 +128,9 @@ MISTAKES = [
     ("no containers", ("spec.pytorchReplicaSpecs.Master.template.spec.containers", []), ""),
     ("bad restart policy", ("spec.pytorchReplicaSpecs.Worker.restartPolicy", "Sometimes"), ""),
     ("bad clean pod policy", ("spec.runPolicy", {"cleanPodPolicy": "Some"}), ""),
-    ("bad nproc", ("spec.nprocPerNode", "many"), ""),
+    ("bad nproc", ("spec.nprocPerNode", "4 gpus"), ""),
+    ("zero nproc", ("spec.nprocPerNode", "0"), ""),
+    ("master without replicas", ("spec.pytorchReplicaSpecs.Master.replicas", _DELETE), "Master"),
     ("negative replicas", ("spec.pytorchReplicaSpecs.Worker.replicas", -1), ""),
     (
         "elastic min above max",
@@ -180,7 +182,8 @@ def test_elastic_needs_workers(admit: Any) -> None:
     [
         ("mnist", True),
         ("a" * 50, True),
-        ("a" * 51, False),
+        ("a" * 63, True),
+        ("a" * 64, False),
         ("Mnist", False),
         ("1mnist", False),
         ("mnist.v2", False),
@@ -191,6 +194,22 @@ def test_job_names_must_make_valid_pod_and_service_names(admit: Any, name: str, 
     body = job_body(name=name)
     assert (admit(body) == []) is ok
     assert (name_problem(name) is None) is ok
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"nprocPerNode": "xpu"},
+        {"nprocPerNode": "npu"},
+        {"runPolicy": {"activeDeadlineSeconds": 0}},
+        {"elasticPolicy": {"minReplicas": 0, "maxReplicas": 2}},
+    ],
+    ids=["xpu", "privateuse1-device", "deadline-0", "elastic-min-0"],
+)
+def test_what_kubeflow_accepts_is_accepted(admit: Any, change: dict[str, Any]) -> None:
+    body = job_body(**change)
+    assert admit(body) == []
+    PyTorchJob.model_validate(body)
 
 
 def test_a_good_job_is_admitted(admit: Any) -> None:
@@ -261,6 +280,16 @@ def test_crd_names_columns_and_subresources() -> None:
     container = template["properties"]["spec"]["properties"]["containers"]["items"]
     assert container["properties"]["imagePullPolicy"] == {"type": "string"}
     assert container["required"] == ["name", "image"]
+
+
+def test_the_spec_schema_writes_no_defaults_into_stored_jobs() -> None:
+    """Defaults live in the models (the operator applies them in memory), never in the
+    schema: `kubectl get -o yaml` and GitOps diffs show only what the user wrote."""
+    spec = build_crd(PYTORCHJOB)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert '"default"' not in json.dumps(spec["properties"]["spec"])
+    job = PyTorchJob.model_validate(job_body(runPolicy={}))
+    assert job.spec.run_policy.terminating_timeout_seconds == 120
+    assert job.spec.run_policy.restart_policy is JobRestartPolicy.PER_POD
 
 
 def test_the_crd_fits_the_api_servers_and_kubectls_limits() -> None:

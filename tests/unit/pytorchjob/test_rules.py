@@ -16,7 +16,7 @@ M = {"replicas": 1, "template": {}, "restartPolicy": "OnFailure"}
 CASES: dict[str, tuple[Any, Any]] = {
     # the name rules sit on metadata.name: `self` is the name
     "self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')": ("mnist-2", "MNIST"),
-    "self.size() <= 50": ("a" * 50, "a" * 51),
+    "self.size() <= 63": ("a" * 63, "a" * 64),
     "!has(self.elasticPolicy) || (has(self.pytorchReplicaSpecs) "
     "&& 'Worker' in self.pytorchReplicaSpecs)": (
         {"elasticPolicy": {}, "pytorchReplicaSpecs": {"Worker": W}},
@@ -28,9 +28,9 @@ CASES: dict[str, tuple[Any, Any]] = {
     ),
     "self.all(k, k == 'Master' || k == 'Worker')": ({"Master": M, "Worker": W}, {"Chief": M}),
     "'Master' in self || 'Worker' in self": ({"Worker": W}, {}),
-    "!('Master' in self) || !has(self.Master.replicas) || self.Master.replicas == 1": (
+    "!('Master' in self) || (has(self.Master.replicas) && self.Master.replicas == 1)": (
         {"Master": M},
-        {"Master": {**M, "replicas": 2}},
+        {"Master": {"template": {}}},  # Kubeflow's webhook requires replicas on the Master
     ),
     "'Master' in self || !('Worker' in self) || !has(self.Worker.replicas) "
     "|| self.Worker.replicas >= 1": (
