@@ -247,9 +247,24 @@ BAD_PYTORCHJOBS: list[tuple[str, str, dict[str, Any], list[str]]] = [
     ),
     (
         "name-too-long",
-        "a" * 51,
+        "a" * 64,
         {"pytorchReplicaSpecs": {"Master": replica(1)}},
-        [f'metadata.name: Invalid value: "{"a" * 51}": the name must be at most 50 characters'],
+        [f'metadata.name: Invalid value: "{"a" * 64}": the name must be at most 63 characters'],
+    ),
+    (
+        "master-without-replicas",
+        "master",
+        {"pytorchReplicaSpecs": {"Master": {"template": replica(1)["template"]}}},
+        ["spec.pytorchReplicaSpecs", "there must be exactly 1 Master replica"],
+    ),
+    (
+        "managed-by-unknown",
+        "managed",
+        {
+            "runPolicy": {"managedBy": "example.com/other"},
+            "pytorchReplicaSpecs": {"Master": replica(1)},
+        },
+        ['spec.runPolicy.managedBy: Unsupported value: "example.com/other"'],
     ),
     (
         "dns-1035-name",
@@ -278,6 +293,116 @@ def test_bad_pytorchjob_is_refused_with_a_clear_message(
     assert "evaluating rule" not in stderr
 
 
+KUBEFLOW = sorted((ROOT / "tests" / "data" / "kubeflow").glob("*.yaml"))
+
+
+def test_kubeflow_manifests_apply_with_only_the_api_version_changed(
+    cluster: Any, crds_installed: list[str], namespace: str
+) -> None:
+    """Kubeflow v1 PyTorchJobs (GPU, elastic with HPA metrics and nprocPerNode xpu,
+    minReplicas 0, a 58-character name, every runPolicy field, activeDeadlineSeconds 0,
+    `creationTimestamp: null` in the template) are accepted by the typed schema, both
+    server-side and client-side, and stored exactly as written: no defaults added."""
+    assert len(KUBEFLOW) >= 3
+    for path in KUBEFLOW:
+        doc = yaml.safe_load(path.read_text())
+        doc["apiVersion"] = "mlkube.dev/v1alpha1"
+        doc["metadata"].pop("namespace", None)
+        # server-side apply keeps an explicit null (creationTimestamp), a create drops it
+        for how, stored in (
+            ("--server-side", doc["spec"]),
+            ("--validate=strict", _without_nulls(doc["spec"])),
+        ):
+            cluster.kubectl("-n", namespace, "apply", how, "-f", "-", stdin=json.dumps(doc))
+            got = cluster.kubectl_json("-n", namespace, "get", "ptj", doc["metadata"]["name"])
+            assert got["spec"] == stored, path.name
+            cluster.kubectl("-n", namespace, "delete", "ptj", doc["metadata"]["name"])
+
+
+def _without_nulls(value: Any) -> Any:
+    """What the API server stores of a value: explicit nulls are dropped."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("container", "server_side", "client_side"),
+    [
+        (
+            {"imagePulPolicy": "Always"},
+            ['containers[name="pytorch"].imagePulPolicy: field not declared in schema'],
+            [
+                'unknown field "spec.pytorchReplicaSpecs.Master.template.spec.containers[0]'
+                '.imagePulPolicy"'
+            ],
+        ),
+        (
+            {"ports": [{"containerPort": "abc"}]},
+            ['containers[name="pytorch"].ports[0].containerPort: expected numeric'],
+            [
+                "spec.pytorchReplicaSpecs.Master.template.spec.containers[0].ports[0]"
+                ".containerPort in body must be of type integer"
+            ],
+        ),
+    ],
+    ids=["misspelt-field", "mistyped-port"],
+)
+def test_misspelt_or_mistyped_template_fields_are_refused(
+    cluster: Any,
+    crds_installed: list[str],
+    namespace: str,
+    container: dict[str, Any],
+    server_side: list[str],
+    client_side: list[str],
+) -> None:
+    master = replica(1)
+    master["template"]["spec"]["containers"][0].update(container)
+    manifest = pytorchjob("typo", {"pytorchReplicaSpecs": {"Master": master}})
+    for how, messages in (("--server-side", server_side), ("--validate=strict", client_side)):
+        proc = cluster.kubectl(
+            "-n", namespace, "apply", how, "-f", "-", stdin=manifest, check=False
+        )  # fmt: skip
+        assert proc.returncode != 0, proc.stdout
+        for message in messages:
+            assert message in proc.stderr, proc.stderr
+    assert cluster.kubectl("-n", namespace, "get", "ptj", "-o", "name").stdout.strip() == ""
+
+
+def test_managed_by_is_immutable(cluster: Any, crds_installed: list[str], namespace: str) -> None:
+    """Kubeflow's rule: runPolicy.managedBy cannot be set, changed or removed later."""
+    multikueue = {"managedBy": "kueue.x-k8s.io/multikueue"}
+    for name, run_policy in (("plain", {}), ("remote", multikueue)):
+        spec = {"runPolicy": run_policy, "pytorchReplicaSpecs": {"Master": replica(1)}}
+        cluster.kubectl(
+            "-n", namespace, "apply", "--server-side", "-f", "-", stdin=pytorchjob(name, spec)
+        )  # fmt: skip
+    changes = [
+        ("plain", "merge", {"spec": {"runPolicy": multikueue}}),
+        (
+            "remote",
+            "merge",
+            {"spec": {"runPolicy": {"managedBy": "kubeflow.org/training-operator"}}},
+        ),
+        ("remote", "json", [{"op": "remove", "path": "/spec/runPolicy/managedBy"}]),
+    ]
+    for name, kind, patch in changes:
+        proc = cluster.kubectl(
+            "-n", namespace, "patch", "ptj", name, f"--type={kind}", "-p", json.dumps(patch),
+            check=False,
+        )  # fmt: skip
+        assert proc.returncode != 0, (name, patch)
+        assert "spec.runPolicy.managedBy: Invalid value" in proc.stderr
+        assert "managedBy is immutable" in proc.stderr
+    # anything else may change
+    cluster.kubectl(
+        "-n", namespace, "patch", "ptj", "remote", "--type=merge",
+        "-p", json.dumps({"spec": {"runPolicy": {"backoffLimit": 2}}}),
+    )  # fmt: skip
+
+
 def test_schema_defaults_appear_on_created_objects(
     cluster: Any, crds_installed: list[str], namespace: str
 ) -> None:
@@ -303,8 +428,8 @@ def test_schema_defaults_appear_on_created_objects(
         stdin=pytorchjob("j", {"pytorchReplicaSpecs": {"Worker": replica(2)}}),
     )  # fmt: skip
     job = cluster.kubectl_json("-n", namespace, "get", "ptj", "j")["spec"]
-    assert isinstance(job, dict)
-    assert job["pytorchReplicaSpecs"]["Worker"]["restartPolicy"] == "OnFailure"
+    # a PyTorchJob's defaults are the operator's, in memory: stored is what was written
+    assert job == {"pytorchReplicaSpecs": {"Worker": replica(2)}}
 
 
 def header(out: str) -> list[str]:
