@@ -10,6 +10,8 @@ they can only be proven here, not with kmock.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -481,3 +483,80 @@ def test_kubectl_scale_goes_through_the_scale_subresource(
     # the schema's bound holds on the scale path too
     refused = cluster.kubectl("-n", namespace, "scale", "msvc/web", "--replicas", "-1", check=False)
     assert refused.returncode != 0
+
+
+KUBEFLOW_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "pytorchjobs.kubeflow.org"},
+    "spec": {
+        "group": "kubeflow.org",
+        "names": {"kind": "PyTorchJob", "plural": "pytorchjobs", "singular": "pytorchjob"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def test_migrate_from_files_and_from_a_cluster_with_both_crds(
+    cluster: Any, crds_installed: list[str], namespace: str
+) -> None:
+    """`mlkube migrate` output applies as it is, from files and from Kubeflow jobs read out
+    of the cluster; with both CRDs installed, `pytorchjobs` names Kubeflow's (kubectl
+    prefers kubeflow.org) while `ptj` and `pytorchjobs.mlkube.dev` name mlkube's."""
+    migrate = [sys.executable, "-m", "mlkube", "migrate"]
+    files = [arg for path in KUBEFLOW for arg in ("-f", str(path))]
+    out = subprocess.run([*migrate, *files], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert "could not carry" not in out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    for doc in docs:
+        doc["metadata"].pop("namespace", None)
+    cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-",
+        stdin="\n---\n".join(json.dumps(d) for d in docs),
+    )  # fmt: skip
+    names = {d["metadata"]["name"] for d in docs}
+    listed = cluster.kubectl("-n", namespace, "get", "ptj", "-o", "name").stdout.split()
+    assert {n.split("/", 1)[1] for n in listed} == names
+
+    cluster.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(KUBEFLOW_CRD))
+    try:
+        cluster.kubectl(
+            "wait", "--for=condition=Established", "crd/pytorchjobs.kubeflow.org"
+        )  # fmt: skip
+        kf_ns = f"{namespace}-kf"
+        cluster.kubectl("create", "namespace", kf_ns)
+        job = yaml.safe_load((ROOT / "tests" / "data" / "kubeflow" / "mnist-gpu.yaml").read_text())
+        job["metadata"]["name"] = "from-kubeflow"
+        cluster.kubectl("-n", kf_ns, "create", "-f", "-", stdin=json.dumps(job))
+        assert (
+            "kubeflow.org"
+            in cluster.kubectl("-n", kf_ns, "get", "pytorchjobs", "-o", "name").stdout
+        )
+        assert cluster.kubectl("-n", kf_ns, "get", "ptj", "-o", "name").stdout.strip() == ""
+        assert cluster.kubectl(
+            "-n", kf_ns, "get", "pytorchjobs.mlkube.dev", "-o", "name"
+        ).stdout.strip() == ""  # fmt: skip
+
+        out = subprocess.run(
+            [*migrate, "--from-cluster", "-n", kf_ns],
+            capture_output=True, text=True, check=True, cwd=ROOT, env=cluster.env(),
+        )  # fmt: skip
+        assert f"{kf_ns}/from-kubeflow: metadata.uid: dropped" in out.stderr
+        cluster.kubectl("apply", "--server-side", "-f", "-", stdin=out.stdout)
+        got = cluster.kubectl_json("-n", kf_ns, "get", "pytorchjobs.mlkube.dev", "from-kubeflow")
+        assert got["spec"] == job["spec"]
+    finally:
+        cluster.kubectl("delete", "crd", "pytorchjobs.kubeflow.org", "--wait=false")
