@@ -9,6 +9,7 @@ they can only be proven here, not with kmock.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlkube import migrate as mlkube_migrate
 from tests.support.kubectl import modelservice
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -517,10 +519,11 @@ def test_migrate_from_files_and_from_a_cluster_with_both_crds(
     of the cluster; with both CRDs installed, `pytorchjobs` names Kubeflow's (kubectl
     prefers kubeflow.org) while `ptj` and `pytorchjobs.mlkube.dev` name mlkube's."""
     migrate = [sys.executable, "-m", "mlkube", "migrate"]
-    files = [arg for path in KUBEFLOW for arg in ("-f", str(path))]
-    out = subprocess.run([*migrate, *files], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert "could not carry" not in out.stderr
-    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    out, err = io.StringIO(), io.StringIO()
+    text = "\n---\n".join(path.read_text() for path in KUBEFLOW)
+    assert mlkube_migrate.run(mlkube_migrate.documents(text), False, out, err) == 0
+    assert "could not carry" not in err.getvalue()
+    docs = [d for d in yaml.safe_load_all(out.getvalue()) if d]
     for doc in docs:
         doc["metadata"].pop("namespace", None)
     cluster.kubectl(
