@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("mlkube.serving.cli", "run the serving runtime (model server) in this process"),
     "operator": ("mlkube.operator.cli", "run the Kubernetes operator (kopf)"),
     "crds": ("mlkube.api.crdgen", "print or write the CustomResourceDefinitions"),
+    "migrate": ("mlkube.migrate", "convert Kubeflow kubeflow.org/v1 PyTorchJobs into mlkube ones"),
 }
 
 

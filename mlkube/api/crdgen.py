@@ -47,6 +47,9 @@ its CRD-level metadata once, at import time, in its own module under ``mlkube/ap
   ``metadata.name`` (``self`` is the name string), which the API server then reports at
   ``metadata.name`` with the value, not at ``<nil>``.
 * The status subresource is added whenever ``status=`` is given; ``scale=`` adds scale.
+* ``spec_defaults=False`` leaves every ``default`` out of the spec's schema: the API server
+  then stores only what the author wrote, and the controller applies the model's defaults
+  in memory when it reads the object.
 * Every module in the ``mlkube.api`` package is imported before generation, so a new kind
   only has to call ``register`` in its own module.
 
@@ -304,6 +307,15 @@ def model_schema(model: type[Any], path: str = "") -> JsonDict:
     return _structural(raw, defs, path or model.__name__)
 
 
+def without_defaults(node: Any) -> Any:
+    """``node`` with every ``default`` keyword removed, at any depth."""
+    if isinstance(node, dict):
+        return {k: without_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [without_defaults(v) for v in node]
+    return node
+
+
 def _description(resource: CustomResource) -> str:
     if resource.description:
         return resource.description
@@ -342,6 +354,8 @@ def build_crd(resource: CustomResource) -> JsonDict:
         "metadata": _metadata_schema(resource),
         "spec": model_schema(resource.spec, "spec"),
     }
+    if not resource.spec_defaults:
+        properties["spec"] = without_defaults(properties["spec"])
     if resource.status is not None:
         properties["status"] = model_schema(resource.status, "status")
     root: JsonDict = {

@@ -22,12 +22,14 @@ the same things for the operator, which turns a job that slipped past an older C
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from mlkube.api.podtemplate import pod_template_schema
 from mlkube.api.schema import (
     DNS1035_LABEL,
     CustomResource,
@@ -55,11 +57,23 @@ DEFAULT_PORT = 23456
 DEFAULT_NPROC_PER_NODE = "auto"
 DEFAULT_TERMINATING_TIMEOUT_SECONDS = 120
 
-# Longest job name whose pod/service names (``<job>-worker-<index>``) stay valid DNS-1035
-# labels (63 characters) for up to 99999 workers.
-MAX_NAME_LENGTH = 50
+# ``runPolicy.managedBy``: Kubeflow's two values. Kubeflow's own one names "the cluster's
+# built-in PyTorchJob controller", which on an mlkube cluster is mlkube's (so a Kubeflow
+# manifest that sets it still moves over by its apiVersion alone); MultiKueue's hands the job
+# to Kueue, which runs it on another cluster and mirrors its status here.
+MANAGED_BY_OPERATOR = "kubeflow.org/training-operator"
+MANAGED_BY_MULTIKUEUE = "kueue.x-k8s.io/multikueue"
+MANAGED_BY_VALUES = (MANAGED_BY_OPERATOR, MANAGED_BY_MULTIKUEUE)
+
+# A DNS-1035 label, as Kubeflow's webhook requires. Pods and Services are named
+# ``<job>-<type>-<index>`` while that fits 63 characters; a longer one is shortened with a
+# digest of the job name (mlkube.operator.pytorchjob.env.replica_name).
+MAX_NAME_LENGTH = 63
 NAME_PATTERN = DNS1035_LABEL
-NPROC_PATTERN = r"^(auto|cpu|gpu|[1-9][0-9]*)$"
+# What torchrun's --nproc-per-node takes: a count, or a device kind that torchrun resolves
+# itself (auto, cpu, gpu, xpu, or a PrivateUse1 backend's name such as npu). Kubeflow passes
+# any string on; this refuses only what cannot be either (0, "4 gpus", "GPU").
+NPROC_PATTERN = r"^([1-9][0-9]*|[a-z][a-z0-9]*)$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _NPROC_RE = re.compile(NPROC_PATTERN)
 
@@ -106,34 +120,25 @@ class ConditionType(StrEnum):
 
 # ----------------------------------------------------------------------------- pod template
 
-# The parts of a pod template the operator relies on are declared (so that the API server
-# checks them); everything else is kept as the user wrote it (preserve-unknown-fields), which
-# keeps the CRD small and lets ``kubectl apply`` work client-side.
-_CONTAINER_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "x-kubernetes-preserve-unknown-fields": True,
-    "required": ["name", "image"],
-    "properties": {
-        "name": {"type": "string", "minLength": 1, "maxLength": 63},
-        "image": {"type": "string", "minLength": 1},
-    },
-}
-_TEMPLATE_SCHEMA: dict[str, Any] = {
+# The generated core/v1 PodTemplateSpec (mlkube/api/podtemplate.py), plus what the operator
+# relies on: a ``pytorch`` container, an image in every container, few enough containers for
+# the CEL rule's cost bound.
+_TEMPLATE_CHECKS: dict[str, Any] = {
     "description": "The pod template of this replica type (a core/v1 PodTemplateSpec).",
-    "x-kubernetes-preserve-unknown-fields": True,
     "required": ["spec"],
     "properties": {
-        "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
         "spec": {
-            "type": "object",
-            "x-kubernetes-preserve-unknown-fields": True,
-            "required": ["containers"],
             "properties": {
                 "containers": {
-                    "type": "array",
                     "minItems": 1,
                     "maxItems": 64,
-                    "items": _CONTAINER_SCHEMA,
+                    "items": {
+                        "required": ["name", "image"],
+                        "properties": {
+                            "name": {"minLength": 1, "maxLength": 63},
+                            "image": {"minLength": 1},
+                        },
+                    },
                     "x-kubernetes-validations": [
                         rule(
                             f"self.exists(c, has(c.name) && c.name == '{DEFAULT_CONTAINER_NAME}')",
@@ -146,6 +151,7 @@ _TEMPLATE_SCHEMA: dict[str, Any] = {
         },
     },
 }
+PodTemplate = Annotated[dict[str, Any], pod_template_schema(_TEMPLATE_CHECKS)]
 
 
 def validate_template(template: dict[str, Any], replica_type: str) -> None:
@@ -167,8 +173,8 @@ class ReplicaSpec(KubeModel):
     """One replica type (Master or Worker): how many pods, what they run, when to restart."""
 
     replicas: int = Field(default=1, ge=0, le=100_000)
-    """Number of pods of this type (Master: exactly 1)."""
-    template: dict[str, Any] = Field(json_schema_extra=_TEMPLATE_SCHEMA)
+    """Number of pods of this type (default 1; Master: exactly 1)."""
+    template: PodTemplate
     """The pod template; must have a container named ``pytorch`` with an image."""
     restart_policy: RestartPolicy = RestartPolicy.ON_FAILURE
     """Always, OnFailure (default), Never, or ExitCode (retry on exit codes >= 128 only)."""
@@ -198,21 +204,36 @@ class RunPolicy(KubeModel):
     running when a job fails or completes are always stopped, whatever this says."""
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     """Delete the whole job this long after it finished."""
-    active_deadline_seconds: int | None = Field(default=None, ge=1)
-    """Fail the job when it has been running (since start or resume) this long."""
+    active_deadline_seconds: int | None = Field(default=None, ge=0)
+    """Fail the job when it has been running (since start or resume) this long (0: at once,
+    as Kubeflow does)."""
     backoff_limit: int | None = Field(default=None, ge=0)
     """Restarts allowed (pod recreations plus container restarts) before the job fails."""
     suspend: bool = False
-    """True deletes the pods and holds the job; false again resumes it from scratch."""
+    """True deletes the pods and holds the job; false (default) again resumes it from
+    scratch."""
     scheduling_policy: SchedulingPolicy | None = None
     restart_policy: JobRestartPolicy = JobRestartPolicy.PER_POD
-    """mlkube: PerPod (Kubeflow's behaviour) or RestartAll, which restarts every pod of the
-    job together when one fails, so that all ranks rendezvous again."""
+    """mlkube: PerPod (default: Kubeflow's behaviour) or RestartAll, which restarts every pod
+    of the job together when one fails, so that all ranks rendezvous again."""
     terminating_timeout_seconds: int = Field(
         default=DEFAULT_TERMINATING_TIMEOUT_SECONDS, ge=0, le=86_400
     )
     """mlkube: a pod still Terminating this long past its deletion deadline (its node is
-    gone) is force-deleted and counted as failed, so the job can go on."""
+    gone) is force-deleted and counted as failed, so the job can go on (default 120)."""
+    managed_by: str | None = Field(
+        default=None, json_schema_extra=kube(enum=list(MANAGED_BY_VALUES))
+    )
+    """The controller that reconciles this job: unset or ``kubeflow.org/training-operator``
+    (mlkube's), or ``kueue.x-k8s.io/multikueue`` (Kueue runs it on a worker cluster; mlkube
+    then creates nothing for it here). Immutable."""
+
+    @field_validator("managed_by")
+    @classmethod
+    def _managed_by(cls, value: str | None) -> str | None:
+        if value is not None and value not in MANAGED_BY_VALUES:
+            raise ValueError(f"runPolicy.managedBy must be one of {', '.join(MANAGED_BY_VALUES)}")
+        return value
 
 
 # -------------------------------------------------------------------------- elastic policy
@@ -240,11 +261,13 @@ class ElasticPolicy(KubeModel):
         )
     )
 
-    min_replicas: int | None = Field(default=None, ge=1)
-    """Fewest nodes to train with (default: maxReplicas, else the Worker replicas)."""
+    min_replicas: int | None = Field(default=None, ge=0)
+    """Fewest nodes to train with (default: maxReplicas, else the Worker replicas). torchrun
+    needs at least one, so 0 (which Kubeflow accepts) reaches it as 1."""
     max_replicas: int | None = Field(default=None, ge=1)
     """Most nodes to train with (default: minReplicas, else the Worker replicas)."""
     rdzv_backend: RdzvBackend = RdzvBackend.C10D
+    """torchrun's rendezvous backend: c10d (default), etcd or etcd-v2."""
     rdzv_port: int | None = Field(default=None, ge=1, le=65535)
     """Rendezvous port (default: the Worker's pytorchjob-port)."""
     rdzv_host: str | None = None
@@ -273,8 +296,9 @@ class ElasticPolicy(KubeModel):
 
 # Every rule guards each key it reads (`in` for the replica types, `has()` for fields):
 # CEL fails on a missing key, and the API server then prints "no such key: Worker
-# evaluating rule: ..." instead of (or next to) the message below. `replicas` is
-# defaulted to 1, so a missing one counts as 1.
+# evaluating rule: ..." instead of (or next to) the message below. A Worker's missing
+# `replicas` counts as 1 (the default, applied by the operator); a Master must state it, as
+# Kubeflow's webhook requires.
 _REPLICA_SPECS_RULES = [
     rule(
         "self.all(k, k == 'Master' || k == 'Worker')",
@@ -285,8 +309,8 @@ _REPLICA_SPECS_RULES = [
         "pytorchReplicaSpecs needs a Master (exactly 1 replica) or a Worker (at least 1 replica)",
     ),
     rule(
-        "!('Master' in self) || !has(self.Master.replicas) || self.Master.replicas == 1",
-        "there must be exactly 1 Master replica",
+        "!('Master' in self) || (has(self.Master.replicas) && self.Master.replicas == 1)",
+        "there must be exactly 1 Master replica (set Master.replicas: 1, as Kubeflow requires)",
     ),
     rule(
         "'Master' in self || !('Worker' in self) || !has(self.Worker.replicas) "
@@ -296,6 +320,17 @@ _REPLICA_SPECS_RULES = [
 ]
 
 
+# Presence and value of runPolicy.managedBy, old and new: set, changed and unset are all
+# refused (a transition rule, so it sits on spec, which exists in both; runPolicy may not).
+_HAS_MANAGED_BY = "(has({0}.runPolicy) && has({0}.runPolicy.managedBy))"
+MANAGED_BY_IMMUTABLE = rule(
+    f"{_HAS_MANAGED_BY.format('self')} == {_HAS_MANAGED_BY.format('oldSelf')} && "
+    f"(!{_HAS_MANAGED_BY.format('self')} || self.runPolicy.managedBy == oldSelf.runPolicy.managedBy)",
+    "spec.runPolicy.managedBy is immutable: it cannot be set, changed or removed after creation",
+    field_path=".runPolicy.managedBy",
+)
+
+
 class PyTorchJobSpec(KubeModel):
     """Distributed PyTorch training: a Master and/or Workers, each a pod per replica, wired
     together with the environment torch.distributed and torchrun read."""
@@ -303,6 +338,7 @@ class PyTorchJobSpec(KubeModel):
     model_config = ConfigDict(
         json_schema_extra=kube(
             validations=[
+                MANAGED_BY_IMMUTABLE,
                 rule(
                     "!has(self.elasticPolicy) || (has(self.pytorchReplicaSpecs) "
                     "&& 'Worker' in self.pytorchReplicaSpecs)",
@@ -328,7 +364,8 @@ class PyTorchJobSpec(KubeModel):
     nproc_per_node: str | None = Field(
         default=None, alias="nprocPerNode", json_schema_extra=kube(pattern=NPROC_PATTERN)
     )
-    """Processes per node for torchrun: auto (default), cpu, gpu or a number."""
+    """Processes per node for torchrun: auto (default), cpu, gpu, xpu, another device kind
+    torchrun knows, or a number."""
 
     @field_validator("pytorch_replica_specs", mode="before")
     @classmethod
@@ -348,7 +385,10 @@ class PyTorchJobSpec(KubeModel):
     @classmethod
     def _nproc(cls, value: str | None) -> str | None:
         if value is not None and not _NPROC_RE.match(value):
-            raise ValueError("nprocPerNode must be auto, cpu, gpu or a positive number")
+            raise ValueError(
+                "nprocPerNode must be a positive number or a device kind in lower case "
+                "(auto, cpu, gpu, xpu...)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -361,8 +401,14 @@ class PyTorchJobSpec(KubeModel):
             )
         for rtype, spec in specs.items():
             validate_template(spec.template, rtype)
-        if MASTER in specs and specs[MASTER].replicas != 1:
-            raise ValueError("there must be exactly 1 Master replica")
+        master = specs.get(MASTER)
+        if master is not None and (
+            "replicas" not in master.model_fields_set or master.replicas != 1
+        ):
+            raise ValueError(
+                "there must be exactly 1 Master replica (set Master.replicas: 1, as Kubeflow "
+                "requires)"
+            )
         if MASTER not in specs and specs[WORKER].replicas < 1:
             raise ValueError("a job without a Master needs at least 1 Worker replica")
         if self.elastic_policy is not None and WORKER not in specs:
@@ -470,6 +516,20 @@ class PyTorchJob(KubeModel):
         return str(self.metadata.get("namespace", "default"))
 
 
+def managed_elsewhere(body: Mapping[str, Any]) -> str | None:
+    """The controller named in ``spec.runPolicy.managedBy`` when it is not mlkube's, else None.
+
+    Read from the raw object, before validation: a job another controller owns is left alone
+    entirely (no children, no status), even one this version of the schema would refuse.
+    """
+    spec = body.get("spec")
+    run_policy = spec.get("runPolicy") if isinstance(spec, Mapping) else None
+    manager = run_policy.get("managedBy") if isinstance(run_policy, Mapping) else None
+    if manager is None or manager == MANAGED_BY_OPERATOR:
+        return None
+    return str(manager)
+
+
 def name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a PyTorchJob's name (its pods and services derive from it)."""
     if not _NAME_RE.match(name):
@@ -478,7 +538,7 @@ def name_problem(name: str) -> str | None:
             "starting with a letter"
         )
     if len(name) > MAX_NAME_LENGTH:
-        return f"the name must be at most {MAX_NAME_LENGTH} characters (pod names append -worker-N)"
+        return f"the name must be at most {MAX_NAME_LENGTH} characters (a DNS-1035 label)"
     return None
 
 
@@ -490,6 +550,9 @@ PYTORCHJOB = register(
         status=PyTorchJobStatus,
         short_names=("ptj",),
         categories=("mlkube",),
+        # Kubeflow's defaulting is in memory too: `kubectl get -o yaml` and GitOps diffs show
+        # only what the user wrote; the operator reads every default from the models above.
+        spec_defaults=False,
         printer_columns=(
             PrinterColumn(
                 "State",
@@ -511,8 +574,7 @@ PYTORCHJOB = register(
             ),
             rule(
                 f"self.size() <= {MAX_NAME_LENGTH}",
-                f"the name must be at most {MAX_NAME_LENGTH} characters "
-                "(pod names append -worker-N)",
+                f"the name must be at most {MAX_NAME_LENGTH} characters (a DNS-1035 label)",
             ),
         ),
     )

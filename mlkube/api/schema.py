@@ -269,6 +269,10 @@ class CustomResource:
     into metadata unless ``name`` is declared there, which this does."""
     description: str | None = None
     spec_required: bool = True
+    spec_defaults: bool = True
+    """False: the spec schema carries no ``default``s, so the stored object (``kubectl get
+    -o yaml``, a GitOps diff) holds only what its author wrote; the controller applies the
+    model's defaults in memory."""
     extra: JsonDict = field(default_factory=dict)
     """Verbatim additions to the root schema node (rarely needed)."""
 

@@ -9,13 +9,17 @@ they can only be proven here, not with kmock.
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from mlkube import migrate as mlkube_migrate
 from tests.support.kubectl import modelservice
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -253,9 +257,24 @@ BAD_PYTORCHJOBS: list[tuple[str, str, dict[str, Any], list[str]]] = [
     ),
     (
         "name-too-long",
-        "a" * 51,
+        "a" * 64,
         {"pytorchReplicaSpecs": {"Master": replica(1)}},
-        [f'metadata.name: Invalid value: "{"a" * 51}": the name must be at most 50 characters'],
+        [f'metadata.name: Invalid value: "{"a" * 64}": the name must be at most 63 characters'],
+    ),
+    (
+        "master-without-replicas",
+        "master",
+        {"pytorchReplicaSpecs": {"Master": {"template": replica(1)["template"]}}},
+        ["spec.pytorchReplicaSpecs", "there must be exactly 1 Master replica"],
+    ),
+    (
+        "managed-by-unknown",
+        "managed",
+        {
+            "runPolicy": {"managedBy": "example.com/other"},
+            "pytorchReplicaSpecs": {"Master": replica(1)},
+        },
+        ['spec.runPolicy.managedBy: Unsupported value: "example.com/other"'],
     ),
     (
         "dns-1035-name",
@@ -284,6 +303,116 @@ def test_bad_pytorchjob_is_refused_with_a_clear_message(
     assert "evaluating rule" not in stderr
 
 
+KUBEFLOW = sorted((ROOT / "tests" / "data" / "kubeflow").glob("*.yaml"))
+
+
+def test_kubeflow_manifests_apply_with_only_the_api_version_changed(
+    cluster: Any, crds_installed: list[str], namespace: str
+) -> None:
+    """Kubeflow v1 PyTorchJobs (GPU, elastic with HPA metrics and nprocPerNode xpu,
+    minReplicas 0, a 58-character name, every runPolicy field, activeDeadlineSeconds 0,
+    `creationTimestamp: null` in the template) are accepted by the typed schema, both
+    server-side and client-side, and stored exactly as written: no defaults added."""
+    assert len(KUBEFLOW) >= 3
+    for path in KUBEFLOW:
+        doc = yaml.safe_load(path.read_text())
+        doc["apiVersion"] = "mlkube.dev/v1alpha1"
+        doc["metadata"].pop("namespace", None)
+        # server-side apply keeps an explicit null (creationTimestamp), a create drops it
+        for how, stored in (
+            ("--server-side", doc["spec"]),
+            ("--validate=strict", _without_nulls(doc["spec"])),
+        ):
+            cluster.kubectl("-n", namespace, "apply", how, "-f", "-", stdin=json.dumps(doc))
+            got = cluster.kubectl_json("-n", namespace, "get", "ptj", doc["metadata"]["name"])
+            assert got["spec"] == stored, path.name
+            cluster.kubectl("-n", namespace, "delete", "ptj", doc["metadata"]["name"])
+
+
+def _without_nulls(value: Any) -> Any:
+    """What the API server stores of a value: explicit nulls are dropped."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("container", "server_side", "client_side"),
+    [
+        (
+            {"imagePulPolicy": "Always"},
+            ['containers[name="pytorch"].imagePulPolicy: field not declared in schema'],
+            [
+                'unknown field "spec.pytorchReplicaSpecs.Master.template.spec.containers[0]'
+                '.imagePulPolicy"'
+            ],
+        ),
+        (
+            {"ports": [{"containerPort": "abc"}]},
+            ['containers[name="pytorch"].ports[0].containerPort: expected numeric'],
+            [
+                "spec.pytorchReplicaSpecs.Master.template.spec.containers[0].ports[0]"
+                ".containerPort in body must be of type integer"
+            ],
+        ),
+    ],
+    ids=["misspelt-field", "mistyped-port"],
+)
+def test_misspelt_or_mistyped_template_fields_are_refused(
+    cluster: Any,
+    crds_installed: list[str],
+    namespace: str,
+    container: dict[str, Any],
+    server_side: list[str],
+    client_side: list[str],
+) -> None:
+    master = replica(1)
+    master["template"]["spec"]["containers"][0].update(container)
+    manifest = pytorchjob("typo", {"pytorchReplicaSpecs": {"Master": master}})
+    for how, messages in (("--server-side", server_side), ("--validate=strict", client_side)):
+        proc = cluster.kubectl(
+            "-n", namespace, "apply", how, "-f", "-", stdin=manifest, check=False
+        )  # fmt: skip
+        assert proc.returncode != 0, proc.stdout
+        for message in messages:
+            assert message in proc.stderr, proc.stderr
+    assert cluster.kubectl("-n", namespace, "get", "ptj", "-o", "name").stdout.strip() == ""
+
+
+def test_managed_by_is_immutable(cluster: Any, crds_installed: list[str], namespace: str) -> None:
+    """Kubeflow's rule: runPolicy.managedBy cannot be set, changed or removed later."""
+    multikueue = {"managedBy": "kueue.x-k8s.io/multikueue"}
+    for name, run_policy in (("plain", {}), ("remote", multikueue)):
+        spec = {"runPolicy": run_policy, "pytorchReplicaSpecs": {"Master": replica(1)}}
+        cluster.kubectl(
+            "-n", namespace, "apply", "--server-side", "-f", "-", stdin=pytorchjob(name, spec)
+        )  # fmt: skip
+    changes = [
+        ("plain", "merge", {"spec": {"runPolicy": multikueue}}),
+        (
+            "remote",
+            "merge",
+            {"spec": {"runPolicy": {"managedBy": "kubeflow.org/training-operator"}}},
+        ),
+        ("remote", "json", [{"op": "remove", "path": "/spec/runPolicy/managedBy"}]),
+    ]
+    for name, kind, patch in changes:
+        proc = cluster.kubectl(
+            "-n", namespace, "patch", "ptj", name, f"--type={kind}", "-p", json.dumps(patch),
+            check=False,
+        )  # fmt: skip
+        assert proc.returncode != 0, (name, patch)
+        assert "spec.runPolicy.managedBy: Invalid value" in proc.stderr
+        assert "managedBy is immutable" in proc.stderr
+    # anything else may change
+    cluster.kubectl(
+        "-n", namespace, "patch", "ptj", "remote", "--type=merge",
+        "-p", json.dumps({"spec": {"runPolicy": {"backoffLimit": 2}}}),
+    )  # fmt: skip
+
+
 def test_schema_defaults_appear_on_created_objects(
     cluster: Any, crds_installed: list[str], namespace: str
 ) -> None:
@@ -309,8 +438,8 @@ def test_schema_defaults_appear_on_created_objects(
         stdin=pytorchjob("j", {"pytorchReplicaSpecs": {"Worker": replica(2)}}),
     )  # fmt: skip
     job = cluster.kubectl_json("-n", namespace, "get", "ptj", "j")["spec"]
-    assert isinstance(job, dict)
-    assert job["pytorchReplicaSpecs"]["Worker"]["restartPolicy"] == "OnFailure"
+    # a PyTorchJob's defaults are the operator's, in memory: stored is what was written
+    assert job == {"pytorchReplicaSpecs": {"Worker": replica(2)}}
 
 
 def header(out: str) -> list[str]:
@@ -362,3 +491,81 @@ def test_kubectl_scale_goes_through_the_scale_subresource(
     # the schema's bound holds on the scale path too
     refused = cluster.kubectl("-n", namespace, "scale", "msvc/web", "--replicas", "-1", check=False)
     assert refused.returncode != 0
+
+
+KUBEFLOW_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "pytorchjobs.kubeflow.org"},
+    "spec": {
+        "group": "kubeflow.org",
+        "names": {"kind": "PyTorchJob", "plural": "pytorchjobs", "singular": "pytorchjob"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def test_migrate_from_files_and_from_a_cluster_with_both_crds(
+    cluster: Any, crds_installed: list[str], namespace: str
+) -> None:
+    """`mlkube migrate` output applies as it is, from files and from Kubeflow jobs read out
+    of the cluster; with both CRDs installed, `pytorchjobs` names Kubeflow's (kubectl
+    prefers kubeflow.org) while `ptj` and `pytorchjobs.mlkube.dev` name mlkube's."""
+    migrate = [sys.executable, "-m", "mlkube", "migrate"]
+    out, err = io.StringIO(), io.StringIO()
+    text = "\n---\n".join(path.read_text() for path in KUBEFLOW)
+    assert mlkube_migrate.run(mlkube_migrate.documents(text), False, out, err) == 0
+    assert "could not carry" not in err.getvalue()
+    docs = [d for d in yaml.safe_load_all(out.getvalue()) if d]
+    for doc in docs:
+        doc["metadata"].pop("namespace", None)
+    cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-",
+        stdin="\n---\n".join(json.dumps(d) for d in docs),
+    )  # fmt: skip
+    names = {d["metadata"]["name"] for d in docs}
+    listed = cluster.kubectl("-n", namespace, "get", "ptj", "-o", "name").stdout.split()
+    assert {n.split("/", 1)[1] for n in listed} == names
+
+    cluster.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(KUBEFLOW_CRD))
+    try:
+        cluster.kubectl(
+            "wait", "--for=condition=Established", "crd/pytorchjobs.kubeflow.org"
+        )  # fmt: skip
+        kf_ns = f"{namespace}-kf"
+        cluster.kubectl("create", "namespace", kf_ns)
+        job = yaml.safe_load((ROOT / "tests" / "data" / "kubeflow" / "mnist-gpu.yaml").read_text())
+        job["metadata"]["name"] = "from-kubeflow"
+        cluster.kubectl("-n", kf_ns, "create", "-f", "-", stdin=json.dumps(job))
+        assert (
+            "kubeflow.org"
+            in cluster.kubectl("-n", kf_ns, "get", "pytorchjobs", "-o", "name").stdout
+        )
+        assert cluster.kubectl("-n", kf_ns, "get", "ptj", "-o", "name").stdout.strip() == ""
+        assert cluster.kubectl(
+            "-n", kf_ns, "get", "pytorchjobs.mlkube.dev", "-o", "name"
+        ).stdout.strip() == ""  # fmt: skip
+
+        out = subprocess.run(
+            [*migrate, "--from-cluster", "-n", kf_ns],
+            capture_output=True, text=True, check=True, cwd=ROOT, env=cluster.env(),
+        )  # fmt: skip
+        assert f"{kf_ns}/from-kubeflow: metadata.uid: dropped" in out.stderr
+        cluster.kubectl("apply", "--server-side", "-f", "-", stdin=out.stdout)
+        got = cluster.kubectl_json("-n", kf_ns, "get", "pytorchjobs.mlkube.dev", "from-kubeflow")
+        assert got["spec"] == job["spec"]
+    finally:
+        cluster.kubectl("delete", "crd", "pytorchjobs.kubeflow.org", "--wait=false")

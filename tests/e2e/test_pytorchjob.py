@@ -147,3 +147,58 @@ def test_no_finalizer_so_delete_completes_while_the_operator_is_stopped(
 
     cluster.kubectl("-n", namespace, "delete", "ptj", JOB, "--timeout=30s")
     assert "NotFound" in cluster.kubectl("-n", namespace, "get", "ptj", JOB, check=False).stderr
+
+
+def _job(name: str, run_policy: dict[str, Any]) -> str:
+    worker = {
+        "replicas": 1,
+        "template": {"spec": {"containers": [{"name": "pytorch", "image": "trainer:1"}]}},
+    }
+    return json.dumps(
+        {
+            "apiVersion": "mlkube.dev/v1alpha1",
+            "kind": "PyTorchJob",
+            "metadata": {"name": name},
+            "spec": {"runPolicy": run_policy, "pytorchReplicaSpecs": {"Worker": worker}},
+        }
+    )
+
+
+def test_long_names_kubeflow_labels_and_jobs_managed_elsewhere(
+    cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any
+) -> None:
+    """A 63-character job (Kubeflow's limit) gets pods and Services the API server accepts,
+    labelled as Kubeflow labels them; a job handed to Kueue's MultiKueue gets nothing."""
+    op = start_operator(namespaces=[namespace], reconcile_interval=1.0)
+    long_name = "l" * 63
+    remote = "remote"
+    cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-",
+        stdin=_job(remote, {"managedBy": "kueue.x-k8s.io/multikueue"}),
+    )  # fmt: skip
+    cluster.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-", stdin=_job(long_name, {})
+    )  # fmt: skip
+
+    def children(kind: str, job: str) -> list[dict[str, Any]]:
+        selector = f"training.kubeflow.org/job-name={job}"
+        items: list[dict[str, Any]] = cluster.kubectl_json(
+            "-n", namespace, "get", kind, "-l", selector
+        )["items"]
+        return items
+
+    pods = wait_until(lambda: children("pods", long_name), what="the long-named job's pod")
+    services = wait_until(lambda: children("services", long_name), what="its Service")
+    for obj in (pods[0], services[0]):
+        assert len(obj["metadata"]["name"]) <= 63
+        assert obj["metadata"]["name"].endswith("-worker-0")
+        labels = obj["metadata"]["labels"]
+        assert labels["training.kubeflow.org/operator-name"] == "pytorchjob-controller"
+        assert labels["training.kubeflow.org/job-role"] == "master"
+    assert services[0]["metadata"]["name"] == pods[0]["metadata"]["name"]
+    # the other job was seen by several passes and left alone: no children, no status
+    passes = op.full_passes("PyTorchJob")
+    wait_until(lambda: op.full_passes("PyTorchJob") >= passes + 2, what="two more passes")
+    assert children("pods", remote) == []
+    assert children("services", remote) == []
+    assert "status" not in cluster.kubectl_json("-n", namespace, "get", "ptj", remote)

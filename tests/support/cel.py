@@ -29,7 +29,8 @@ from mlkube.api.crdgen import build_crd
 from mlkube.api.schema import CustomResource, parse_quantity
 
 JsonDict = dict[str, Any]
-CelEval = Callable[[str, Any], bool]
+CelEval = Callable[..., bool]
+"""``(expression, self)`` or, for a transition rule, ``(expression, self, oldSelf)``."""
 Admit = Callable[[JsonDict], list[str]]
 
 
@@ -74,12 +75,15 @@ def cel_evaluator() -> CelEval:
     env = celpy.Environment()
     cache: dict[str, Any] = {}
 
-    def evaluate(expression: str, value: Any) -> bool:
+    def evaluate(expression: str, value: Any, *old: Any) -> bool:
         program = cache.get(expression)
         if program is None:
             program = env.program(env.compile(expression), functions=KUBERNETES_FUNCTIONS)
             cache[expression] = program
-        result = program.evaluate({"self": celpy.json_to_cel(value)})
+        activation = {"self": celpy.json_to_cel(value)}
+        if old:
+            activation["oldSelf"] = celpy.json_to_cel(old[0])
+        result = program.evaluate(activation)
         if isinstance(result, Exception):
             raise result
         assert isinstance(result, celtypes.BoolType), f"{expression} gave {result!r}"
@@ -123,13 +127,19 @@ def apply_defaults(schema: JsonDict, value: Any) -> Any:
     return value
 
 
+def is_transition_rule(rule: JsonDict) -> bool:
+    """A rule that reads ``oldSelf``: the API server runs it on updates only."""
+    return "oldSelf" in rule["rule"]
+
+
 def cel_errors(schema: JsonDict, value: Any, cel: CelEval, path: str | None = None) -> list[str]:
-    """The messages of every rule that ``value`` breaks, each at its node; prefixed with
+    """The messages of every rule that ``value`` breaks on create (transition rules do not
+    run), each at its node; prefixed with
     ``<path>: `` when ``path`` is given (``""`` for the root)."""
     errors = [
         r["message"] if path is None else f"{path}: {r['message']}"
         for r in schema.get("x-kubernetes-validations", [])
-        if not cel(r["rule"], value)
+        if not is_transition_rule(r) and not cel(r["rule"], value)
     ]
     if isinstance(value, dict):
         for name, child in (schema.get("properties") or {}).items():

@@ -19,6 +19,7 @@ variable of the same name is dropped rather than duplicated, which is what the k
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from mlkube.api.pytorchjob import (
@@ -30,10 +31,26 @@ from mlkube.api.pytorchjob import (
     PyTorchJobSpec,
 )
 
+#: A Service's name is a DNS-1035 label: at most 63 characters.
+MAX_CHILD_NAME = 63
+
 
 def replica_name(job_name: str, replica_type: str, index: int) -> str:
-    """``<job>-master-0``, ``<job>-worker-3``: the pod's and its service's name."""
-    return f"{job_name}-{replica_type.lower()}-{index}".replace("/", "-")
+    """``<job>-master-0``, ``<job>-worker-3``: the pod's and its service's name.
+
+    Job names may have up to 63 characters, as on Kubeflow; where ``<job>-<type>-<index>``
+    would be longer than a Service name may be (Kubeflow then fails to create the Service),
+    the job name is cut and a digest of the whole of it keeps names of different jobs apart:
+    ``<first 41 or so characters>-<8 hex digits>-worker-3``. Peers learn the name from the
+    environment (MASTER_ADDR, PET_RDZV_ENDPOINT), never by rebuilding it.
+    """
+    suffix = f"-{replica_type.lower()}-{index}".replace("/", "-")
+    name = f"{job_name}{suffix}".replace("/", "-")
+    if len(name) <= MAX_CHILD_NAME:
+        return name
+    digest = hashlib.sha256(job_name.encode()).hexdigest()[:8]
+    keep = MAX_CHILD_NAME - len(suffix) - len(digest) - 1
+    return f"{job_name[:keep].rstrip('-')}-{digest}{suffix}"
 
 
 def replica_port(spec: PyTorchJobSpec, replica_type: str) -> int:
@@ -72,12 +89,13 @@ def _elastic_env(job_name: str, spec: PyTorchJobSpec) -> list[dict[str, str]]:
     bounds = spec.elastic_bounds()
     assert policy is not None
     assert bounds is not None
-    host = policy.rdzv_host if policy.rdzv_host is not None else f"{job_name}-worker-0"
+    host = policy.rdzv_host if policy.rdzv_host is not None else replica_name(job_name, WORKER, 0)
     port = policy.rdzv_port if policy.rdzv_port is not None else replica_port(spec, WORKER)
     env = [
         {"name": "PET_RDZV_ENDPOINT", "value": f"{host}:{port}"},
         {"name": "PET_RDZV_BACKEND", "value": str(policy.rdzv_backend)},
-        {"name": "PET_NNODES", "value": f"{bounds[0]}:{bounds[1]}"},
+        # torchrun refuses fewer than 1 node; Kubeflow's schema lets minReplicas be 0
+        {"name": "PET_NNODES", "value": f"{max(bounds[0], 1)}:{bounds[1]}"},
     ]
     if policy.max_restarts is not None:
         env.append({"name": "PET_MAX_RESTARTS", "value": str(policy.max_restarts)})

@@ -12,7 +12,8 @@ a pod or service it controls (a phase change is what moves a job), and by the pa
 at the time the plan names (activeDeadlineSeconds, TTL, a pod stuck Terminating), so
 time-based transitions happen on time, and at the drift interval at the latest (deleted
 children come back). An invalid spec becomes a ``Failed`` condition; transient API errors
-are retried with backoff.
+are retried with backoff. A job whose ``runPolicy.managedBy`` names another controller
+(Kueue's MultiKueue) is left alone: no children, no status.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mlkube.api.pytorchjob import (
     VERSION,
     PyTorchJob,
     PyTorchJobStatus,
+    managed_elsewhere,
     name_problem,
 )
 from mlkube.operator import clock, metrics
@@ -174,6 +176,12 @@ async def _reconcile_pass(
             # gone: garbage collection removes the children
             ctx.metrics.forget_pytorchjob(namespace, name)
             outcome.result = metrics.DELETED
+            return None
+        manager = managed_elsewhere(body)
+        if manager is not None:
+            # Kueue's MultiKueue (or another controller) runs it: no pods, no status here.
+            log.debug("%s/%s: managed by %s, not reconciled", namespace, name, manager)
+            ctx.metrics.forget_pytorchjob(namespace, name)
             return None
         try:
             previous = PyTorchJobStatus.model_validate(body.get("status") or {})

@@ -3,8 +3,12 @@
 Names and labels are Kubeflow's, so dashboards, ``kubectl logs -l`` one-liners and scripts
 that resolve ``<job>-master-0`` keep working: one pod per replica named
 ``<job>-<type>-<index>``, a headless Service of the same name selecting exactly that pod,
-labels ``training.kubeflow.org/{job-name,replica-type,replica-index,job-role}``, plus the
-``app.kubernetes.io/*`` labels every mlkube object carries. Pods are created directly (no
+labels ``training.kubeflow.org/{operator-name,job-name,replica-type,replica-index,job-role}``
+with Kubeflow v1's values (``operator-name: pytorchjob-controller``; ``job-role: master`` on
+the Master, or Worker 0 without one), plus the ``app.kubernetes.io/*`` labels every mlkube
+object carries. A Service selects its pod by job name, replica type and index only (Kubeflow
+adds operator-name): pods created before operator-name was added lack it, and a Service
+recreated for such a running pod must still find it. Pods are created directly (no
 Deployment or Job in between) because the controller decides every restart itself.
 """
 
@@ -35,6 +39,9 @@ LABEL_JOB_NAME = "training.kubeflow.org/job-name"
 LABEL_REPLICA_TYPE = "training.kubeflow.org/replica-type"
 LABEL_REPLICA_INDEX = "training.kubeflow.org/replica-index"
 LABEL_JOB_ROLE = "training.kubeflow.org/job-role"
+LABEL_OPERATOR_NAME = "training.kubeflow.org/operator-name"
+OPERATOR_NAME = "pytorchjob-controller"
+"""Kubeflow's value for PyTorchJob children: queries written for Kubeflow select on it."""
 APP_NAME = "pytorchjob"
 MANAGED_BY = "mlkube"
 
@@ -43,6 +50,7 @@ def job_labels(job_name: str) -> dict[str, str]:
     """Labels on every pod and service of a job; the first one is what the operator lists by."""
     return {
         LABEL_JOB_NAME: job_name,
+        LABEL_OPERATOR_NAME: OPERATOR_NAME,
         LABEL_NAME: APP_NAME,
         LABEL_INSTANCE: job_name,
         LABEL_MANAGED_BY: MANAGED_BY,
@@ -207,6 +215,7 @@ def build_service(job: PyTorchJob, replica_type: str, index: int) -> dict[str, A
             entry["targetPort"] = int(port["containerPort"])
             ports.append(entry)
     labels = replica_labels(job, replica_type, index)
+    # not the operator-name label: pods created before it existed must stay selected
     selector = {
         LABEL_JOB_NAME: job.name,
         LABEL_REPLICA_TYPE: replica_type.lower(),

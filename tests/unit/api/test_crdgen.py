@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -301,3 +303,18 @@ def test_name_rules_sit_on_metadata_name() -> None:
     # without name rules metadata stays free-form
     plain = build_crd(WIDGET)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert plain["properties"]["metadata"] == {"type": "object"}
+
+
+def test_spec_defaults_can_be_left_to_the_controller() -> None:
+    """``spec_defaults=False``: no ``default`` anywhere under spec (the stored object keeps
+    what its author wrote); the spec's shape is unchanged."""
+
+    def spec_of(resource: Any) -> dict[str, Any]:
+        root = build_crd(resource)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        return dict(root["properties"]["spec"])
+
+    assert '"default"' in json.dumps(spec_of(WIDGET))
+    bare = spec_of(dataclasses.replace(WIDGET, spec_defaults=False))
+    assert '"default"' not in json.dumps(bare)
+    assert bare == crdgen.without_defaults(spec_of(WIDGET))
+    assert bare["properties"].keys() == spec_of(WIDGET)["properties"].keys()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
 import py_compile
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from mlkube.api.pytorchjob import (
     JobRestartPolicy,
     PyTorchJob,
     RestartPolicy,
+    managed_elsewhere,
     name_problem,
 )
 
@@ -123,7 +128,9 @@ MISTAKES = [
     ("no containers", ("spec.pytorchReplicaSpecs.Master.template.spec.containers", []), ""),
     ("bad restart policy", ("spec.pytorchReplicaSpecs.Worker.restartPolicy", "Sometimes"), ""),
     ("bad clean pod policy", ("spec.runPolicy", {"cleanPodPolicy": "Some"}), ""),
-    ("bad nproc", ("spec.nprocPerNode", "many"), ""),
+    ("bad nproc", ("spec.nprocPerNode", "4 gpus"), ""),
+    ("zero nproc", ("spec.nprocPerNode", "0"), ""),
+    ("master without replicas", ("spec.pytorchReplicaSpecs.Master.replicas", _DELETE), "Master"),
     ("negative replicas", ("spec.pytorchReplicaSpecs.Worker.replicas", -1), ""),
     (
         "elastic min above max",
@@ -175,7 +182,8 @@ def test_elastic_needs_workers(admit: Any) -> None:
     [
         ("mnist", True),
         ("a" * 50, True),
-        ("a" * 51, False),
+        ("a" * 63, True),
+        ("a" * 64, False),
         ("Mnist", False),
         ("1mnist", False),
         ("mnist.v2", False),
@@ -188,12 +196,59 @@ def test_job_names_must_make_valid_pod_and_service_names(admit: Any, name: str, 
     assert (name_problem(name) is None) is ok
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"nprocPerNode": "xpu"},
+        {"nprocPerNode": "npu"},
+        {"runPolicy": {"activeDeadlineSeconds": 0}},
+        {"elasticPolicy": {"minReplicas": 0, "maxReplicas": 2}},
+    ],
+    ids=["xpu", "privateuse1-device", "deadline-0", "elastic-min-0"],
+)
+def test_what_kubeflow_accepts_is_accepted(admit: Any, change: dict[str, Any]) -> None:
+    body = job_body(**change)
+    assert admit(body) == []
+    PyTorchJob.model_validate(body)
+
+
 def test_a_good_job_is_admitted(admit: Any) -> None:
     body = job_body(
         runPolicy={"backoffLimit": 3, "restartPolicy": "RestartAll", "cleanPodPolicy": "All"},
         nprocPerNode="4",
     )
     assert admit(body) == []
+
+
+@pytest.mark.parametrize(
+    ("manager", "admitted", "elsewhere"),
+    [
+        (None, True, None),
+        ("kubeflow.org/training-operator", True, None),
+        ("kueue.x-k8s.io/multikueue", True, "kueue.x-k8s.io/multikueue"),
+        ("example.com/my-controller", False, "example.com/my-controller"),
+        ("", False, ""),
+    ],
+)
+def test_managed_by_takes_kubeflows_values_only(
+    admit: Any, manager: str | None, admitted: bool, elsewhere: str | None
+) -> None:
+    body = job_body(runPolicy={} if manager is None else {"managedBy": manager})
+    errors = admit(body)
+    assert (errors == []) is admitted, errors
+    if admitted:
+        PyTorchJob.model_validate(body)
+    else:
+        with pytest.raises(ValidationError, match="managedBy"):
+            PyTorchJob.model_validate(body)
+    # the controller leaves a job alone when another controller is named, even an invalid one
+    assert managed_elsewhere(body) == elsewhere
+
+
+def test_managed_elsewhere_reads_any_shape() -> None:
+    assert managed_elsewhere({}) is None
+    assert managed_elsewhere({"spec": {"runPolicy": None}}) is None
+    assert managed_elsewhere({"spec": []}) is None
 
 
 def test_crd_names_columns_and_subresources() -> None:
@@ -220,10 +275,63 @@ def test_crd_names_columns_and_subresources() -> None:
     template = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
         "pytorchReplicaSpecs"
     ]["additionalProperties"]["properties"]["template"]
-    assert template["x-kubernetes-preserve-unknown-fields"] is True
+    # typed: the generated core/v1 PodTemplateSpec, nothing kept unchecked
+    assert "x-kubernetes-preserve-unknown-fields" not in json.dumps(template)
+    container = template["properties"]["spec"]["properties"]["containers"]["items"]
+    assert container["properties"]["imagePullPolicy"] == {"type": "string"}
+    assert container["required"] == ["name", "image"]
 
 
-def test_unknown_pod_template_fields_survive(admit: Any) -> None:
+def test_the_spec_schema_writes_no_defaults_into_stored_jobs() -> None:
+    """Defaults live in the models (the operator applies them in memory), never in the
+    schema: `kubectl get -o yaml` and GitOps diffs show only what the user wrote."""
+    spec = build_crd(PYTORCHJOB)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert '"default"' not in json.dumps(spec["properties"]["spec"])
+    job = PyTorchJob.model_validate(job_body(runPolicy={}))
+    assert job.spec.run_policy.terminating_timeout_seconds == 120
+    assert job.spec.run_policy.restart_policy is JobRestartPolicy.PER_POD
+
+
+def test_the_crd_fits_the_api_servers_and_kubectls_limits() -> None:
+    """etcd takes requests up to 1.5 MiB; client-side `kubectl apply` keeps the whole object
+    in an annotation, and all annotations together may hold 256 KiB."""
+    crd = json.dumps(build_crd(PYTORCHJOB), separators=(",", ":"))
+    assert len(crd) < 200 * 1024
+
+
+def test_the_pod_template_schema_is_what_the_script_generates() -> None:
+    """podtemplatespec.json is generated data: the script reproduces it from the pinned
+    release's OpenAPI (skipped where the Go module cache lacks that release)."""
+    script = ROOT / "scripts" / "gen-podtemplate-schema"
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    if not Path(go).exists():
+        pytest.skip("no Go toolchain")
+    cache = subprocess.run([go, "env", "GOMODCACHE"], capture_output=True, text=True).stdout
+    if not list(Path(cache.strip()).glob("k8s.io/kubernetes@*/api/openapi-spec")):
+        pytest.skip("no k8s.io/kubernetes module in the Go module cache")
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("containerPort", "abc"),
+        ("resources", {"limits": {"memory": "1GB"}}),
+        ("env", [{"value": "no name"}]),
+    ],
+)
+def test_typed_pod_template_refuses_wrong_types(admit: Any, where: str, value: Any) -> None:
+    body = job_body()
+    container = body["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
+    if where == "containerPort":
+        container["ports"] = [{"containerPort": value}]
+    else:
+        container[where] = value
+    assert admit(body)
+
+
+def test_pod_template_fields_survive(admit: Any) -> None:
     body = job_body()
     spec = body["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
     spec["nodeSelector"] = {"pool": "gpu"}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from ptj_builders import make_job
 
-from mlkube.operator.pytorchjob.env import merge_env, nproc_per_node_int, pod_env
+from mlkube.operator.pytorchjob.env import merge_env, nproc_per_node_int, pod_env, replica_name
 
 MASTER_ENV = [
     ("MASTER_PORT", "23456"),
@@ -200,7 +201,9 @@ def test_the_master_port_comes_from_the_pytorch_container() -> None:
     assert env["MASTER_PORT"] == env["PET_MASTER_PORT"] == "30000"
 
 
-@pytest.mark.parametrize(("value", "number"), [(None, 1), ("auto", 1), ("cpu", 1), ("8", 8)])
+@pytest.mark.parametrize(
+    ("value", "number"), [(None, 1), ("auto", 1), ("cpu", 1), ("xpu", 1), ("8", 8)]
+)
 def test_nproc_per_node_as_a_number(value: str | None, number: int) -> None:
     kwargs = {} if value is None else {"nprocPerNode": value}
     assert nproc_per_node_int(make_job(**kwargs).spec) == number
@@ -214,3 +217,38 @@ def test_user_variables_are_kept_and_ours_win_without_duplicates() -> None:
         {"name": "WORLD_SIZE", "value": "3"},
         {"name": "RANK", "value": "0"},
     ]
+
+
+def test_elastic_min_replicas_zero_reaches_torchrun_as_one() -> None:
+    """Kubeflow's schema takes minReplicas 0; torchrun asserts 0 < min nodes."""
+    job = make_job(master=None, workers=2, elasticPolicy={"minReplicas": 0, "maxReplicas": 3})
+    env = dict((e["name"], e["value"]) for e in pod_env(job.name, job.spec, "Worker", 0))
+    assert env["PET_NNODES"] == "1:3"
+
+
+@pytest.mark.parametrize("length", [1, 50, 54, 55, 63])
+def test_children_of_a_long_named_job_still_have_service_names(length: int) -> None:
+    """Job names may have 63 characters (Kubeflow's limit); pod and Service names stay
+    Kubeflow's ``<job>-<type>-<index>`` while that fits a DNS-1035 label, and are cut with a
+    digest of the whole job name beyond, so two long names never share children."""
+    job = "j" + "a" * (length - 1)
+    names = {replica_name(job, t, i) for t in ("Master", "Worker") for i in (0, 9, 10, 99999)}
+    assert len(names) == 8
+    for name in names:
+        assert len(name) <= 63
+        assert re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", name)
+    if len(f"{job}-master-0") <= 63:
+        assert replica_name(job, "Master", 0) == f"{job}-master-0"
+    else:
+        assert replica_name(job, "Master", 0).endswith("-master-0")
+        assert replica_name(job, "Master", 0) != replica_name(job[:-1] + "b", "Master", 0)
+
+
+def test_a_long_named_jobs_peers_are_told_the_shortened_names() -> None:
+    name = "x" * 60
+    job = make_job(name=name, master=None, workers=2, elasticPolicy={"maxReplicas": 2})
+    env = dict((e["name"], e["value"]) for e in pod_env(job.name, job.spec, "Worker", 1))
+    assert env["PET_RDZV_ENDPOINT"] == f"{replica_name(name, 'Worker', 0)}:23456"
+    job = make_job(name=name)
+    env = dict((e["name"], e["value"]) for e in pod_env(job.name, job.spec, "Worker", 1))
+    assert env["MASTER_ADDR"] == replica_name(name, "Master", 0)

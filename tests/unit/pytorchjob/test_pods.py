@@ -18,6 +18,7 @@ def test_master_pod_name_labels_owner_and_port() -> None:
     assert meta["name"] == "mnist-master-0"
     assert meta["namespace"] == "ml"
     assert meta["labels"] == {
+        "training.kubeflow.org/operator-name": "pytorchjob-controller",
         "training.kubeflow.org/job-name": "mnist",
         "training.kubeflow.org/replica-type": "master",
         "training.kubeflow.org/replica-index": "0",
@@ -190,3 +191,16 @@ def test_headless_service_selects_exactly_its_pod() -> None:
     assert selector.items() <= pod["metadata"]["labels"].items()
     other = build_pod(job, "Worker", 0)["metadata"]["labels"]
     assert not selector.items() <= other.items()
+    # Kubeflow's dashboards select on operator-name: the Service carries it as well
+    assert svc["metadata"]["labels"]["training.kubeflow.org/operator-name"] == (
+        "pytorchjob-controller"
+    )
+
+
+def test_a_service_still_selects_a_pod_made_before_the_operator_name_label() -> None:
+    """A Service recreated (deleted by hand) for a pod of a running job that an older
+    mlkube created must still route to it: the selector leaves operator-name out."""
+    job = make_job()
+    old_pod_labels = build_pod(job, "Master", 0)["metadata"]["labels"]
+    del old_pod_labels["training.kubeflow.org/operator-name"]
+    assert build_service(job, "Master", 0)["spec"]["selector"].items() <= old_pod_labels.items()

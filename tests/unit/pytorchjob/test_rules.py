@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from mlkube.api.pytorchjob import PYTORCHJOB
-from tests.support.cel import crd_schema, rules_in
+from mlkube.api.pytorchjob import MANAGED_BY_IMMUTABLE, PYTORCHJOB
+from tests.support.cel import crd_schema, is_transition_rule, rules_in
 
 W = {"replicas": 2, "template": {}, "restartPolicy": "OnFailure"}
 M = {"replicas": 1, "template": {}, "restartPolicy": "OnFailure"}
@@ -16,7 +16,7 @@ M = {"replicas": 1, "template": {}, "restartPolicy": "OnFailure"}
 CASES: dict[str, tuple[Any, Any]] = {
     # the name rules sit on metadata.name: `self` is the name
     "self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')": ("mnist-2", "MNIST"),
-    "self.size() <= 50": ("a" * 50, "a" * 51),
+    "self.size() <= 63": ("a" * 63, "a" * 64),
     "!has(self.elasticPolicy) || (has(self.pytorchReplicaSpecs) "
     "&& 'Worker' in self.pytorchReplicaSpecs)": (
         {"elasticPolicy": {}, "pytorchReplicaSpecs": {"Worker": W}},
@@ -28,9 +28,9 @@ CASES: dict[str, tuple[Any, Any]] = {
     ),
     "self.all(k, k == 'Master' || k == 'Worker')": ({"Master": M, "Worker": W}, {"Chief": M}),
     "'Master' in self || 'Worker' in self": ({"Worker": W}, {}),
-    "!('Master' in self) || !has(self.Master.replicas) || self.Master.replicas == 1": (
+    "!('Master' in self) || (has(self.Master.replicas) && self.Master.replicas == 1)": (
         {"Master": M},
-        {"Master": {**M, "replicas": 2}},
+        {"Master": {"template": {}}},  # Kubeflow's webhook requires replicas on the Master
     ),
     "'Master' in self || !('Worker' in self) || !has(self.Worker.replicas) "
     "|| self.Worker.replicas >= 1": (
@@ -48,11 +48,32 @@ CASES: dict[str, tuple[Any, Any]] = {
 }
 
 
-RULES = [rule for _, rule in rules_in(crd_schema(PYTORCHJOB))]
+MK = {"runPolicy": {"managedBy": "kueue.x-k8s.io/multikueue"}}
+KF = {"runPolicy": {"managedBy": "kubeflow.org/training-operator"}}
+# transition rules: (new, old) pairs it accepts, and pairs it refuses
+TRANSITION_CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, Any]]]] = {
+    MANAGED_BY_IMMUTABLE["rule"]: (
+        [({}, {}), (MK, MK), ({"runPolicy": {}}, {}), (KF, KF)],
+        [(MK, {}), ({}, MK), (KF, MK), ({"runPolicy": {}}, KF), (MK, {"runPolicy": {}})],
+    ),
+}
+
+ALL_RULES = [rule for _, rule in rules_in(crd_schema(PYTORCHJOB))]
+RULES = [rule for rule in ALL_RULES if not is_transition_rule(rule)]
 
 
 def test_every_rule_has_a_case() -> None:
     assert {r["rule"] for r in RULES} == set(CASES)
+    assert {r["rule"] for r in ALL_RULES if is_transition_rule(r)} == set(TRANSITION_CASES)
+
+
+@pytest.mark.parametrize("expression", list(TRANSITION_CASES))
+def test_transition_rule(cel_eval: Any, expression: str) -> None:
+    good, bad = TRANSITION_CASES[expression]
+    for new, old in good:
+        assert cel_eval(expression, new, old) is True, (new, old)
+    for new, old in bad:
+        assert cel_eval(expression, new, old) is False, (new, old)
 
 
 @pytest.mark.parametrize("rule", RULES, ids=[r["message"][:40] for r in RULES])
