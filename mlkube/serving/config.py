@@ -85,9 +85,26 @@ class ModelConfig(_Strict):
     # module:Class of a user model (format custom).
     class_path: str | None = Field(default=None, alias="class")
     uri: str | None = None
+    # Where the model's file (or directory) is: a local path, or a pvc:// (mounted under
+    # /mnt/models), http(s):// or s3:// URI that `mlkube serve` fetches before the workers
+    # start. In a ModelService's pods the operator sets the local path its init container
+    # filled (docs/storage.md).
+    storage_uri: str | None = Field(default=None, min_length=1, max_length=2048)
     parameters: dict[str, Any] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _check_storage_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            from mlkube.storage.uri import StorageURIError, parse
+
+            try:
+                parse(value)
+            except StorageURIError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
 
     @field_validator("name")
     @classmethod
@@ -212,6 +229,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "MLKUBE_MODEL_FORMAT": ("model", "format"),
     "MLKUBE_MODEL_CLASS": ("model", "class"),
     "MLKUBE_MODEL_URI": ("model", "uri"),
+    "MLKUBE_STORAGE_URI": ("model", "storage_uri"),
     "MLKUBE_REVISION": ("revision",),
     "MLKUBE_FEATURE_STORE": ("feature_store", "kind"),
     "MLKUBE_REDIS_URL": ("feature_store", "redis_url"),
