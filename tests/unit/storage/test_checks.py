@@ -9,11 +9,9 @@ from pathlib import Path
 import pytest
 
 from mlkube.storage.fetch import FetchError, S3Settings, check_model, fetch
+from tests.support.onnx_bytes import MINIMAL_ONNX
 
-# A minimal ONNX ModelProto in protobuf wire format, written out by hand: ir_version 9
-# (field 1), opset_import {version 17} (field 8), graph {name "g"} (field 7). onnx.load
-# reads it as such a model.
-ONNX = bytes([0x08, 0x09, 0x42, 0x02, 0x10, 0x11, 0x3A, 0x03, 0x12, 0x01]) + b"g"
+ONNX = MINIMAL_ONNX
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -130,3 +128,50 @@ def test_s3_settings_that_cannot_work_say_which_key(
         S3Settings.from_env(env)
     assert exc.value.reason == reason_
     assert says in exc.value.message
+
+
+def test_connection_failures_and_5xx_are_retried_then_reported() -> None:
+    """Three tries with a growing pause; a 4xx is final at once."""
+    import io
+    import urllib.error
+    import urllib.request
+    from email.message import Message
+
+    from mlkube.storage.fetch import _request
+
+    calls: list[str] = []
+    pauses: list[float] = []
+
+    def flaky(request: urllib.request.Request, timeout: float) -> io.BytesIO:
+        calls.append(request.full_url)
+        if len(calls) == 1:
+            raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+        if len(calls) == 2:
+            raise urllib.error.HTTPError(request.full_url, 503, "Slow Down", Message(), None)
+        return io.BytesIO(b"ok")
+
+    def make() -> urllib.request.Request:
+        return urllib.request.Request("http://h/m")
+
+    assert _request(make, "http://h/m", flaky, pauses.append).read() == b"ok"
+    assert (len(calls), pauses) == (3, [2.0, 4.0])
+
+    def down(request: urllib.request.Request, timeout: float) -> io.BytesIO:
+        raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+
+    with pytest.raises(FetchError) as exc:
+        _request(make, "http://h/m", down, pauses.append)
+    assert (
+        exc.value.line()
+        == "StorageUnreachable: cannot reach http://h/m: [Errno 111] Connection refused"
+    )
+
+    calls.clear()
+
+    def forbidden(request: urllib.request.Request, timeout: float) -> io.BytesIO:
+        calls.append(request.full_url)
+        raise urllib.error.HTTPError(request.full_url, 403, "Forbidden", Message(), None)
+
+    with pytest.raises(FetchError) as exc:
+        _request(make, "http://h/m", forbidden, pauses.append)
+    assert (exc.value.reason, len(calls)) == ("StorageAccessDenied", 1)
