@@ -51,19 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--termination-log",
-        default=TERMINATION_LOG,
         type=Path,
-        help=f"file that gets the one-line failure reason (default {TERMINATION_LOG}, "
-        "skipped where it cannot be written)",
+        help=f"file that gets the one-line failure reason (default: {TERMINATION_LOG} when "
+        "it exists, as in a container)",
     )
     return p
 
 
-def write_termination_log(path: Path, line: str) -> None:
-    """Best effort: outside a container the file usually does not exist, and the reason is on
-    stderr anyway."""
-    if not path.parent.is_dir():
-        return
+def write_termination_log(path: Path | None, line: str) -> None:
+    """Best effort. By default only into a termination log that is already there (the
+    kubelet mounts one into every container), so that a run by hand never creates
+    ``/dev/termination-log`` on a machine; the reason is on stderr anyway."""
+    if path is None:
+        path = Path(TERMINATION_LOG)
+        if not path.exists():
+            return
     try:
         with path.open("w", encoding="utf-8") as out:
             out.write(line[:4000] + "\n")  # the kubelet keeps at most 4096 bytes

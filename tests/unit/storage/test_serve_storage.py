@@ -52,3 +52,19 @@ def test_serve_stops_with_one_line_when_the_model_is_missing(
         f"mlkube serve: model.storage_uri: ModelNotFound: {tmp_path / 'gone.onnx'} "
         "does not exist on this machine"
     )
+
+
+def test_fetch_writes_the_termination_log_a_container_has_and_never_creates_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlkube.storage import cli as fetch_cli
+
+    log = tmp_path / "termination-log"
+    monkeypatch.setattr(fetch_cli, "TERMINATION_LOG", str(log))
+    args = ["--storage-uri", "gs://bucket/m", "--dest", str(tmp_path)]
+    assert fetch_cli.main(args) == 1
+    assert not log.exists()  # a run by hand: stderr only
+    log.write_text("")  # what the kubelet mounts into every container
+    assert fetch_cli.main(args) == 1
+    assert log.read_text().startswith("InvalidStorageURI: unsupported storage URI scheme 'gs'")
+    assert capsys.readouterr().err.count("mlkube fetch: InvalidStorageURI: ") == 2
