@@ -83,8 +83,15 @@ fuzz: $(DEBS_STAMP)
 	$(MAKE) -C native fuzz
 
 .PHONY: test
-test: $(DEBS_STAMP) $(HELM) lint native native-check e2e-build cluster-build
+test: $(DEBS_STAMP) $(HELM) lint native native-check e2e-build storage-build cluster-build
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# versitygw, the S3-compatible server `mlkube fetch` is tested against
+# (tests/integration/storage): built once per machine from the Go module proxy, cached
+# outside the repository by version.
+.PHONY: storage-build
+storage-build:
+	./scripts/install-versitygw >/dev/null
 
 # kube-apiserver, kubectl and etcd for the e2e tier (tests/e2e): built once per
 # machine from the Go module proxy, cached outside the repository by version.

@@ -18,6 +18,10 @@ from mlkube import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("mlkube.serving.cli", "run the serving runtime (model server) in this process"),
     "operator": ("mlkube.operator.cli", "run the Kubernetes operator (kopf)"),
+    "fetch": (
+        "mlkube.storage.cli",
+        "download and verify a model from a storage URI (init container)",
+    ),
     "crds": ("mlkube.api.crdgen", "print or write the CustomResourceDefinitions"),
     "migrate": ("mlkube.migrate", "convert Kubeflow kubeflow.org/v1 PyTorchJobs into mlkube ones"),
 }

@@ -42,6 +42,8 @@ from mlkube.serving.config import (
     env_name,
     load_config,
 )
+from mlkube.storage.uri import SHA256_PATTERN, STORAGE_URI_PATTERN, StorageURIError
+from mlkube.storage.uri import parse as parse_storage_uri
 
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "ModelService"
@@ -74,6 +76,7 @@ RESERVED_ENV = tuple(
         ("batching", "enabled"),
         ("batching", "max_batch_size"),
         ("batching", "max_delay"),
+        ("model", "storage_uri"),
         ("revision",),
         ("feature_store", "kind"),
         ("feature_store", "redis_url"),
@@ -150,6 +153,19 @@ class BanditSpec(KubeModel):
     """Most items one request may ask to rank; larger requests get a 400."""
 
 
+class StorageSpec(KubeModel):
+    """How to fetch and verify the model named by ``storageUri``."""
+
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    """Expected SHA-256 of the model file (64 lower-case hex digits); a download that differs
+    fails the pod's `fetch-model` init container with `ChecksumMismatch`."""
+    secret_name: Name | None = None
+    """Secret (in this namespace) with the S3 settings, `s3://` only: `AWS_ACCESS_KEY_ID` and
+    `AWS_SECRET_ACCESS_KEY`, optionally `AWS_SESSION_TOKEN`, `AWS_ENDPOINT_URL` (an
+    S3-compatible server) and `AWS_REGION`. Without it, objects are read unsigned
+    (public buckets)."""
+
+
 class ModelSpec(KubeModel):
     """Which model the pods serve."""
 
@@ -168,8 +184,8 @@ class ModelSpec(KubeModel):
                     field_path=".bandit",
                 ),
                 rule(
-                    "self.format != 'onnx' || has(self.path)",
-                    "format onnx needs path (the .onnx file in the container)",
+                    "self.format != 'onnx' || has(self.path) || has(self.storageUri)",
+                    "format onnx needs path (the .onnx file in the container) or storageUri",
                     field_path=".path",
                     reason="FieldValueRequired",
                 ),
@@ -177,6 +193,30 @@ class ModelSpec(KubeModel):
                     "!has(self.onnx) || self.format == 'onnx'",
                     "onnx settings apply only to format onnx",
                     field_path=".onnx",
+                ),
+                rule(
+                    "!has(self.storageUri) || self.format != 'bandit'",
+                    "storageUri needs a format that loads a model file (bandit has none)",
+                    field_path=".storageUri",
+                ),
+                rule(
+                    "!has(self.storage) || has(self.storageUri)",
+                    "storage settings need storageUri",
+                    field_path=".storage",
+                    reason="FieldValueRequired",
+                ),
+                rule(
+                    "!has(self.storage) || !has(self.storage.secretName) || "
+                    "self.storageUri.startsWith('s3://')",
+                    "storage.secretName holds S3 settings: it applies only to s3:// URIs",
+                    field_path=".storage.secretName",
+                ),
+                rule(
+                    "!has(self.storage) || !has(self.storage.sha256) || "
+                    "!self.storageUri.endsWith('/')",
+                    "storage.sha256 checks one file: it does not apply to a storageUri ending "
+                    "in '/' (a directory)",
+                    field_path=".storage.sha256",
                 ),
             ]
         )
@@ -221,12 +261,33 @@ class ModelSpec(KubeModel):
             ),
         )
     )
-    """Where the model's artefacts are stored (`s3://`, `gs://`, `file://`, ...)."""
+    """Where the model's artefacts are stored (`s3://`, `gs://`, `file://`, ...), passed to a
+    custom model as is; to have the pods fetch the model, use `storageUri`."""
     path: (
         Annotated[str, runtime_bounds("model.path", ("model", "path"), max_length=1024)] | None
     ) = Field(default=None, pattern=r"^/")
     """Absolute path of the model file in the container (format `onnx`): a file the image
-    carries or one on a volume mounted through the pod."""
+    carries or one on a volume mounted through the pod. With `storageUri` it defaults to
+    the fetched file (or, for a directory, its only `.onnx` file)."""
+    storage_uri: str | None = Field(
+        default=None,
+        max_length=2048,
+        json_schema_extra=kube(
+            validations=[
+                rule(
+                    f"self.matches('{STORAGE_URI_PATTERN}')",
+                    "storageUri must be pvc://CLAIM/path, http(s)://host/path or "
+                    "s3://bucket/key (an unsupported scheme, or a malformed claim or bucket "
+                    "name)",
+                )
+            ]
+        ),
+    )
+    """Where the model file (or directory) is: `pvc://CLAIM/path` (mounted read-only),
+    `http(s)://...` or `s3://bucket/key` (downloaded at pod start by the `fetch-model` init
+    container). The runtime loads it from `/mnt/models`; see docs/storage.md."""
+    storage: StorageSpec | None = None
+    """Checksum and S3 credentials for `storageUri`."""
     bandit: BanditSpec | None = None
     """Bandit parameters; defaults apply when omitted."""
     onnx: OnnxSpec | None = None
@@ -643,8 +704,23 @@ def spec_problems(spec: ModelServiceSpec) -> list[str]:
         problems.append("featureStore: type redis needs redis.urlSecretRef")
     if spec.model.format is ModelFormat.CUSTOM and not spec.model.class_name:
         problems.append("model: format custom needs className")
-    if spec.model.format is ModelFormat.ONNX and not spec.model.path:
-        problems.append("model: format onnx needs path")
+    model = spec.model
+    if model.storage_uri is not None:
+        try:
+            parsed = parse_storage_uri(model.storage_uri, allow_local=False)
+        except StorageURIError as exc:
+            problems.append(f"model.storageUri: {exc}")
+        else:
+            if model.format is ModelFormat.BANDIT:
+                problems.append("model.storageUri: format bandit loads no model file")
+            if model.storage and model.storage.secret_name and parsed.scheme != "s3":
+                problems.append("model.storage.secretName applies only to s3:// URIs")
+            if model.storage and model.storage.sha256 and parsed.is_prefix:
+                problems.append("model.storage.sha256 does not apply to a directory")
+    elif model.storage is not None:
+        problems.append("model.storage needs model.storageUri")
+    if model.format is ModelFormat.ONNX and not model.path and not model.storage_uri:
+        problems.append("model: format onnx needs path or storageUri")
     if spec.runtime.grpc_port == spec.runtime.port:
         problems.append(
             f"runtime: grpcPort must differ from port ({spec.runtime.port}): the runtime "

@@ -29,6 +29,8 @@ from mlkube.api.modelservice import (
     ProbeSpec,
 )
 from mlkube.serving.config import env_name
+from mlkube.storage.uri import MODEL_MOUNT, StorageURI, pod_path
+from mlkube.storage.uri import parse as parse_storage_uri
 
 JsonDict = dict[str, Any]
 Track = Literal["stable", "canary"]
@@ -43,6 +45,18 @@ SERVICE_GRPC_PORT = 8081
 GRPC_APP_PROTOCOL = "kubernetes.io/h2c"
 """HTTP/2 without TLS (gRPC in cleartext), as Kubernetes names it for ``appProtocol``."""
 TMP_MOUNT = "/tmp"
+FETCH_CONTAINER = "fetch-model"
+"""The init container that puts ``spec.model.storageUri`` under :data:`MODEL_VOLUME`."""
+MODEL_VOLUME = "model"
+S3_SECRET_KEYS = (
+    ("AWS_ACCESS_KEY_ID", False),
+    ("AWS_SECRET_ACCESS_KEY", False),
+    ("AWS_SESSION_TOKEN", True),
+    ("AWS_ENDPOINT_URL", True),
+    ("AWS_REGION", True),
+)
+"""The keys of a ModelService's S3 Secret and whether each may be absent: the AWS SDKs'
+own variable names, which `mlkube fetch` reads and KServe users already keep in theirs."""
 PRESTOP_SLEEP_SECONDS = 5
 TERMINATION_GRACE_SECONDS = 30
 RUN_AS_USER = 65532
@@ -227,6 +241,9 @@ def build_env(ms: ModelService, revision: str) -> list[JsonDict]:
             _var(("batching", "max_batch_size"), str(spec.batching.max_batch_size)),
             _var(("batching", "max_delay"), repr(max_latency_seconds(spec.batching.max_latency))),
         ]
+    storage = storage_uri(spec)
+    if storage is not None:
+        env.append(_var(("model", "storage_uri"), pod_path(storage)))
     if model.format is ModelFormat.BANDIT:
         bandit = model.bandit or BanditSpec()
         env += [
@@ -258,6 +275,68 @@ def build_env(ms: ModelService, revision: str) -> list[JsonDict]:
             entry["value"] = var.value or ""
         env.append(entry)
     return env
+
+
+def storage_uri(spec: ModelServiceSpec) -> StorageURI | None:
+    """The parsed ``spec.model.storageUri`` (None without one; ``spec_problems`` has already
+    refused one that does not parse, so the builders never see it)."""
+    if spec.model.storage_uri is None:
+        return None
+    return parse_storage_uri(spec.model.storage_uri, allow_local=False)
+
+
+def build_model_volume(uri: StorageURI) -> JsonDict:
+    """The claim itself (read-only) for pvc://; an emptyDir the init container fills
+    otherwise (no size limit: a model is as large as it is; the node's ephemeral storage
+    and the pod's ``ephemeral-storage`` limit, when set, bound it)."""
+    if uri.scheme == "pvc":
+        return {
+            "name": MODEL_VOLUME,
+            "persistentVolumeClaim": {"claimName": uri.authority, "readOnly": True},
+        }
+    return {"name": MODEL_VOLUME, "emptyDir": {}}
+
+
+def build_fetch_container(
+    spec: ModelServiceSpec, uri: StorageURI, image: str, pull_policy: str | None
+) -> JsonDict:
+    """The init container: `mlkube fetch` downloads (or, for pvc://, finds) the model and
+    verifies it; a failure ends it with ``Reason: message`` in its termination message,
+    which the operator copies into the ModelService's conditions."""
+    args = ["--storage-uri", uri.uri, "--dest", MODEL_MOUNT, "--format", spec.model.format.value]
+    storage = spec.model.storage
+    if storage is not None and storage.sha256:
+        args += ["--sha256", storage.sha256]
+    env: list[JsonDict] = []
+    if uri.scheme == "s3" and storage is not None and storage.secret_name:
+        for key, optional in S3_SECRET_KEYS:
+            ref: JsonDict = {"name": storage.secret_name, "key": key}
+            if optional:
+                ref["optional"] = True
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    resources = build_resources(spec)
+    # The GPU stays with the model server: the scheduler counts the larger of the init
+    # container's and the pod's requests, so CPU and memory alike cost nothing extra.
+    for part in resources.values():
+        part.pop(spec.gpu.resource_name, None)
+    container: JsonDict = {
+        "name": FETCH_CONTAINER,
+        "image": image,
+        "command": ["mlkube", "fetch"],
+        "args": args,
+        "resources": {k: v for k, v in resources.items() if v},
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": MODEL_VOLUME, "mountPath": MODEL_MOUNT, "readOnly": uri.scheme == "pvc"},
+            {"name": "tmp", "mountPath": TMP_MOUNT},
+        ],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if env:
+        container["env"] = env
+    if pull_policy:
+        container["imagePullPolicy"] = pull_policy
+    return container
 
 
 def build_probe(
@@ -380,6 +459,15 @@ def build_pod_template(
         probe = build_probe(kind, getattr(spec.probes, kind))
         if probe is not None:
             container[f"{kind}Probe"] = probe
+    volumes: list[JsonDict] = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    init_containers: list[JsonDict] = []
+    storage = storage_uri(spec)
+    if storage is not None:
+        container["volumeMounts"].append(
+            {"name": MODEL_VOLUME, "mountPath": MODEL_MOUNT, "readOnly": True}
+        )
+        volumes.append(build_model_volume(storage))
+        init_containers.append(build_fetch_container(spec, storage, image, pull_policy))
 
     annotations = {
         **spec.pod_annotations,
@@ -389,9 +477,10 @@ def build_pod_template(
         ANNOTATION_REVISION: revision,
     }
     pod_spec: JsonDict = {
+        **({"initContainers": init_containers} if init_containers else {}),
         "containers": [container],
         "securityContext": pod_security_context(),
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+        "volumes": volumes,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,

@@ -39,6 +39,7 @@ from mlkube.operator.kube import ApiError, KubeAPI
 from mlkube.operator.repair import conflicting_ports_patch
 from mlkube.operator.status import (
     APPLY_FAILED,
+    STORAGE_SECRET_MISSING,
     Observed,
     compute_status,
     status_changed,
@@ -46,6 +47,7 @@ from mlkube.operator.status import (
     transitions,
     without_repeats,
 )
+from mlkube.operator.storage import s3_secret_name, secret_problems
 
 if TYPE_CHECKING:
     from mlkube.operator.app import OperatorContext
@@ -106,6 +108,28 @@ def observe(ctx: OperatorContext, namespace: str, name: str) -> Observed:
         deployment=ctx.cache.get("Deployment", namespace, name),
         pods=ctx.cache.owned("Pod", namespace, LABEL_MODELSERVICE, name),
     )
+
+
+async def storage_secret_problems(ctx: OperatorContext, ms: ModelService) -> list[str]:
+    """Whether the S3 Secret the pods would read exists and holds the credentials.
+
+    Read by name on every full pass (never listed or watched: the operator keeps no copy
+    of any Secret, and needs only ``get`` on them). An API server that refuses the read
+    (RBAC without ``get secrets``) leaves the check to the kubelet, whose
+    ``CreateContainerConfigError`` the pod status then reports.
+    """
+    name = s3_secret_name(ms.spec)
+    if name is None:
+        return []
+    namespace = ms.metadata.namespace
+    try:
+        secret = await ctx.api.get("Secret", namespace, name)
+    except ApiError as exc:
+        if exc.status >= 500 or exc.status == 429:
+            raise kopf.TemporaryError(f"API server: {exc}", delay=10) from exc
+        log.debug("cannot read Secret %s/%s to check it: %s", namespace, name, exc)
+        return []
+    return secret_problems(name, namespace, secret)
 
 
 async def _server_side_apply(api: KubeAPI, obj: JsonDict, logger: AnyLogger) -> JsonDict:
@@ -216,6 +240,10 @@ async def _converge(
     rollout_plan: progressive.Plan | None = None
     child = "a child object"  # named in the message when the API server refuses it
     child_kind = ""
+    if apply and parsed.model is not None and not problems:
+        missing = await storage_secret_problems(ctx, parsed.model)
+        if missing:
+            problems, problem_reason = missing, STORAGE_SECRET_MISSING
     try:
         if parsed.model is not None and not problems:
             desired = desired_state(parsed.model, ctx.build)

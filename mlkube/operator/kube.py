@@ -52,6 +52,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "HTTPRoute": ("gateway.networking.k8s.io/v1", "httproutes"),
     "Pod": ("v1", "pods"),
     "Event": ("v1", "events"),
+    "Secret": ("v1", "secrets"),
     "ModelService": ("mlkube.dev/v1alpha1", "modelservices"),
     "PyTorchJob": ("mlkube.dev/v1alpha1", "pytorchjobs"),
 }

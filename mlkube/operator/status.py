@@ -20,12 +20,14 @@ conditions, counts and messages. Rules:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mlkube.api.modelservice import Condition, ModelServiceStatus, ObjectMeta
 from mlkube.operator.builders import (
+    FETCH_CONTAINER,
     LABEL_MODELSERVICE,
     LABEL_REVISION,
     LABEL_VERSION,
@@ -37,6 +39,10 @@ from mlkube.operator.events import Event
 JsonDict = dict[str, Any]
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
 APPLY_FAILED = "ApplyFailed"
+STORAGE_SECRET_MISSING = "StorageSecretMissing"
+STANDING_REASONS = (APPLY_FAILED, STORAGE_SECRET_MISSING)
+"""Failures a full pass finds and only a full pass can clear (an apply that succeeds, a
+Secret that is there at last): status-only refreshes keep them (:func:`standing_failure`)."""
 
 # Waiting reasons that do not fix themselves: the pod needs a person (or a new spec).
 STUCK_WAITING_REASONS = frozenset(
@@ -60,6 +66,13 @@ class Observed:
     pods: list[JsonDict] = field(default_factory=list)
 
 
+FETCH_FAILED = "ModelFetchFailed"
+"""The reason of a failed `fetch-model` init container whose message names none."""
+_REASON = re.compile(r"^([A-Z][A-Za-z0-9]{2,63}): (.+)$", re.S)
+MESSAGE_LIMIT = 1000
+"""Characters of a container's termination message a condition quotes."""
+
+
 @dataclass(frozen=True)
 class PodTrouble:
     pod: str
@@ -67,8 +80,16 @@ class PodTrouble:
     reason: str
     restarts: int
     detail: str
+    fetch: bool = False
+    """The model could not be fetched (the `fetch-model` init container failed)."""
 
     def describe(self) -> str:
+        if self.fetch:
+            restarted = f", restarted {self.restarts} times" if self.restarts else ""
+            return (
+                f"pod {self.pod} could not fetch the model (init container {self.container}"
+                f"{restarted}): {self.detail}"
+            )
         text = f"pod {self.pod} container {self.container} is in {self.reason}"
         if self.restarts:
             text += f" (restarted {self.restarts} times)"
@@ -82,6 +103,42 @@ def _labels_match(obj: JsonDict, selector: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def termination_message(terminated: JsonDict) -> str:
+    """The last non-empty line of a container's termination message (what `mlkube fetch`
+    and `mlkube serve` write last is why they stopped), bounded for a condition."""
+    lines = [line.strip() for line in str(terminated.get("message") or "").splitlines()]
+    last = next((line for line in reversed(lines) if line), "")
+    return last if len(last) <= MESSAGE_LIMIT else last[: MESSAGE_LIMIT - 3] + "..."
+
+
+def fetch_trouble(pod_name: str, cs: JsonDict) -> PodTrouble | None:
+    """The `fetch-model` init container's failure, from its state (just failed) or last
+    state (waiting in back-off to try again): the reason and message it wrote."""
+    state = cs.get("state") or {}
+    terminated = state.get("terminated") or {}
+    if not terminated and (state.get("waiting") or {}).get("reason") in STUCK_WAITING_REASONS:
+        terminated = (cs.get("lastState") or {}).get("terminated") or {}
+    if not terminated or int(terminated.get("exitCode", 0) or 0) == 0:
+        return None
+    message = termination_message(terminated)
+    match = _REASON.match(message)
+    if match:
+        reason, detail = match.group(1), match.group(2)
+    else:
+        reason = FETCH_FAILED
+        detail = message or f"exit code {terminated.get('exitCode')}" + (
+            f" ({terminated['reason']})" if terminated.get("reason") else ""
+        )
+    return PodTrouble(
+        pod=pod_name,
+        container=cs.get("name", FETCH_CONTAINER),
+        reason=reason,
+        restarts=int(cs.get("restartCount", 0) or 0),
+        detail=detail,
+        fetch=True,
+    )
+
+
 def pod_troubles(pods: list[JsonDict], name: str) -> list[PodTrouble]:
     """Containers stuck in a state that will not resolve by waiting, sorted by pod name."""
     found: list[PodTrouble] = []
@@ -91,20 +148,31 @@ def pod_troubles(pods: list[JsonDict], name: str) -> list[PodTrouble]:
         if pod.get("metadata", {}).get("deletionTimestamp"):
             continue
         status = pod.get("status") or {}
+        pod_name = pod.get("metadata", {}).get("name", "?")
         for cs in [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]:
+            if cs.get("name") == FETCH_CONTAINER:
+                trouble = fetch_trouble(pod_name, cs)
+                if trouble is not None:
+                    found.append(trouble)
+                    continue
             waiting = (cs.get("state") or {}).get("waiting") or {}
             reason = waiting.get("reason", "")
             if reason in STUCK_WAITING_REASONS:
                 last = (cs.get("lastState") or {}).get("terminated") or {}
-                detail = waiting.get("message") or (
-                    f"last exit code {last['exitCode']}"
-                    + (f" ({last['reason']})" if last.get("reason") else "")
-                    if "exitCode" in last
-                    else ""
+                said = termination_message(last) if reason == "CrashLoopBackOff" else ""
+                detail = (
+                    said
+                    or waiting.get("message")
+                    or (
+                        f"last exit code {last['exitCode']}"
+                        + (f" ({last['reason']})" if last.get("reason") else "")
+                        if "exitCode" in last
+                        else ""
+                    )
                 )
                 found.append(
                     PodTrouble(
-                        pod=pod.get("metadata", {}).get("name", "?"),
+                        pod=pod_name,
                         container=cs.get("name", "?"),
                         reason=reason,
                         restarts=int(cs.get("restartCount", 0)),
@@ -299,22 +367,23 @@ def merge_conditions(
     return merged
 
 
-def standing_apply_failure(old: ModelServiceStatus | None, generation: int) -> str | None:
-    """The message of the apply failure ``old`` records for ``generation``, or None.
+def standing_failure(old: ModelServiceStatus | None, generation: int) -> tuple[str, str] | None:
+    """``(message, reason)`` of the failure ``old`` records for ``generation``, or None.
 
-    The ``Degraded`` condition is the record of the last apply's outcome: an apply the API
-    server refused writes ``Degraded=True`` / ``ApplyFailed`` (the message says why), and
-    only an apply that succeeds replaces it. A failure recorded for an older generation
-    concerned another spec, which the next apply judges afresh.
+    The ``Degraded`` condition is the record of the last full pass's outcome: an apply the
+    API server refused (``ApplyFailed``) or a missing S3 Secret (``StorageSecretMissing``)
+    writes ``Degraded=True`` with that reason (the message says why), and only a full pass
+    that gets past it replaces it. A failure recorded for an older generation concerned
+    another spec, which the next pass judges afresh.
     """
     for cond in old.conditions if old is not None else []:
         if (
             cond.type == "Degraded"
             and cond.status == "True"
-            and cond.reason == APPLY_FAILED
+            and cond.reason in STANDING_REASONS
             and cond.observed_generation == generation
         ):
-            return cond.message or ""
+            return cond.message or "", cond.reason
     return None
 
 
@@ -338,14 +407,14 @@ def compute_status(
     ``applied`` says that this pass applied the desired state, so ``problems`` holds the
     apply's outcome (none: it succeeded). A status-only refresh (``applied=False``) cannot
     know whether a refusal recorded in ``old`` is over, so it keeps it (see
-    :func:`standing_apply_failure`); judging the children alone would clear ``Degraded``
+    :func:`standing_failure`); judging the children alone would clear ``Degraded``
     at every Deployment event and the next failed apply would set it again, with a
     Warning Event each time.
     """
     if not applied and not problems:
-        standing = standing_apply_failure(old, meta.generation)
+        standing = standing_failure(old, meta.generation)
         if standing is not None:
-            problems, problem_reason = [standing], APPLY_FAILED
+            problems, problem_reason = [standing[0]], standing[1]
     old = old or ModelServiceStatus()
     generation = meta.generation
     conditions = merge_conditions(

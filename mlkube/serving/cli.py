@@ -23,6 +23,7 @@ from mlkube.serving.config import (
     load_config,
     read_config_file,
 )
+from mlkube.storage.fetch import FetchError
 
 log = logging.getLogger("mlkube.serving")
 
@@ -42,6 +43,7 @@ _FLAGS: dict[str, tuple[str, ...]] = {
     "batching": ("batching", "enabled"),
     "batch_max_size": ("batching", "max_batch_size"),
     "batch_max_delay": ("batching", "max_delay"),
+    "storage_uri": ("model", "storage_uri"),
     "feature_store": ("feature_store", "kind"),
     "redis_url": ("feature_store", "redis_url"),
     "log_level": ("server", "log_level"),
@@ -98,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-max-size", type=int, metavar="N", help="requests per batch (32)")
     p.add_argument("--batch-max-delay", type=float, metavar="SECONDS", help="longest wait (0.001)")
+    p.add_argument(
+        "--storage-uri",
+        metavar="URI",
+        help="the model's file or directory: a local path, or an http(s)://, s3:// or "
+        "pvc:// URI fetched before the workers start (docs/storage.md)",
+    )
     p.add_argument("--feature-store", choices=["memory", "redis"])
     p.add_argument("--redis-url")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -152,6 +160,34 @@ def prepare_metrics_dir(env: dict[str, str]) -> tuple[str, bool]:
     return tempfile.mkdtemp(prefix="mlkube-prometheus-", dir="/tmp"), True
 
 
+def prepare_model(config: ServeConfig) -> tuple[ServeConfig, str | None]:
+    """Make ``model.storage_uri`` a verified local path before any worker starts.
+
+    A remote URI is downloaded into a temporary directory (returned, for removal at exit);
+    a local path (what the operator's pods get) is checked in place. Either way a missing
+    file or one that is not a model of ``model.format`` stops the server here, with one
+    line that says why, instead of in every worker.
+    """
+    from mlkube.storage.fetch import fetch
+    from mlkube.storage.uri import parse
+
+    uri = config.model.storage_uri
+    assert uri is not None
+    created: str | None = None
+    dest = Path("/tmp")
+    if parse(uri).remote:
+        created = tempfile.mkdtemp(prefix="mlkube-model-", dir="/tmp")
+        dest = Path(created)
+    try:
+        path = fetch(uri, dest, fmt=config.model.format, env=os.environ)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    model = config.model.model_copy(update={"storage_uri": str(path)})
+    return config.model_copy(update={"model": model}), created
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     env = dict(os.environ)
@@ -168,6 +204,14 @@ def main(argv: list[str]) -> int:
 
     setup_logging(config.server.log_level, config.server.log_format)
 
+    model_dir: str | None = None
+    if config.model.storage_uri:
+        try:
+            config, model_dir = prepare_model(config)
+        except FetchError as exc:
+            print(f"mlkube serve: model.storage_uri: {exc.line()}", file=sys.stderr)
+            return 2
+
     if config.model.format == "custom":
         from mlkube.serving.model import ModelLoadError, resolve_class
 
@@ -177,12 +221,16 @@ def main(argv: list[str]) -> int:
             print(f"mlkube serve: {exc}", file=sys.stderr)
             return 2
     if config.model.format == "onnx":
-        from mlkube.serving.onnxrt import check_model_file
+        from mlkube.serving.onnxrt import check_model_file, onnx_file
 
-        problem = check_model_file(config.model.path or "")
+        path = config.model.path or onnx_file(config.model.storage_uri or "")
+        problem = check_model_file(path)
         if problem is not None:
             print(f"mlkube serve: model.path: {problem}", file=sys.stderr)
+            if model_dir is not None:
+                shutil.rmtree(model_dir, ignore_errors=True)
             return 2
+        config = config.model_copy(update={"model": config.model.model_copy(update={"path": path})})
 
     workers, why = effective_workers(config)
     log.info("workers", extra={"workers": workers, "from": why})
@@ -217,3 +265,5 @@ def main(argv: list[str]) -> int:
     finally:
         if created:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        if model_dir is not None:
+            shutil.rmtree(model_dir, ignore_errors=True)

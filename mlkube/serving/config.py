@@ -87,9 +87,26 @@ class ModelConfig(_Strict):
     uri: str | None = None
     # The model file on this machine (format onnx): a file in the image or on a volume.
     path: str | None = Field(default=None, min_length=1, max_length=4096)
+    # Where the model's file (or directory) is: a local path, or a pvc:// (mounted under
+    # /mnt/models), http(s):// or s3:// URI that `mlkube serve` fetches before the workers
+    # start. In a ModelService's pods the operator sets the local path its init container
+    # filled (docs/storage.md).
+    storage_uri: str | None = Field(default=None, min_length=1, max_length=2048)
     parameters: dict[str, Any] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _check_storage_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            from mlkube.storage.uri import StorageURIError, parse
+
+            try:
+                parse(value)
+            except StorageURIError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
 
     @field_validator("name")
     @classmethod
@@ -119,8 +136,11 @@ class ModelConfig(_Strict):
     def _custom_needs_class(self) -> ModelConfig:
         if self.format == "custom" and self.class_path is None:
             raise ValueError("model.class is required when model.format is 'custom'")
-        if self.format == "onnx" and self.path is None:
-            raise ValueError("model.path (the .onnx file) is required when model.format is 'onnx'")
+        if self.format == "onnx" and self.path is None and self.storage_uri is None:
+            raise ValueError(
+                "model.path (the .onnx file) or model.storage_uri is required when "
+                "model.format is 'onnx'"
+            )
         return self
 
 
@@ -238,6 +258,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "MLKUBE_ONNX_INTER_OP_THREADS": ("onnx", "inter_op_threads"),
     "MLKUBE_ONNX_GRAPH_OPTIMIZATION": ("onnx", "graph_optimization"),
     "MLKUBE_ONNX_PROVIDER": ("onnx", "provider"),
+    "MLKUBE_STORAGE_URI": ("model", "storage_uri"),
     "MLKUBE_REVISION": ("revision",),
     "MLKUBE_FEATURE_STORE": ("feature_store", "kind"),
     "MLKUBE_REDIS_URL": ("feature_store", "redis_url"),

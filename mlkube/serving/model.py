@@ -58,6 +58,9 @@ class ModelSettings:
     version: str
     uri: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    """The model's local file or directory (``model.storage_uri``, fetched before the
+    workers started), or None when the model has none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +169,7 @@ FORMATS: dict[str, str] = {
 
 def settings_from(config: ServeConfig) -> ModelSettings:
     m = config.model
-    return ModelSettings(m.name, m.version, m.uri, dict(m.parameters))
+    return ModelSettings(m.name, m.version, m.uri, dict(m.parameters), m.storage_uri)
 
 
 class ModelLoadError(Exception):

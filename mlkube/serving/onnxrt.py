@@ -167,6 +167,17 @@ def choose_providers(
     return [CPU], None
 
 
+def onnx_file(local: str) -> str:
+    """The .onnx file a fetched storage path stands for: the path itself when it is not a
+    directory, else the directory's only ``*.onnx`` file (`mlkube fetch` refuses a directory
+    with none or several; failing that, the directory, which check_model_file refuses)."""
+    where = Path(local)
+    if not where.is_dir():
+        return local
+    found = sorted(p for p in where.glob("*.onnx") if p.is_file())
+    return str(found[0]) if len(found) == 1 else local
+
+
 def check_model_file(path: str) -> str | None:
     """Why ``path`` cannot be a model file (None: a readable file). The master checks this
     before it starts any worker; whether the file is an ONNX model the session says."""

@@ -1,14 +1,16 @@
 """What a person sees when a model pod cannot run: the kubelet's own reason
-(ImagePullBackOff, CrashLoopBackOff), or the scheduler's (Unschedulable: a GPU on a node
-without one), in the ModelService's conditions, not only "not ready". The pulls go to the tier's closed registry endpoint, never off the machine."""
+(ImagePullBackOff, CrashLoopBackOff), the scheduler's (Unschedulable: a GPU on a node
+without one) or the model fetch's (ChecksumMismatch) in the ModelService's conditions, not
+only "not ready". The pulls go to the tier's closed registry endpoint, never off the machine."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
 
-from tests.cluster.kit import MS, apply_docs, condition, get_json, pods, wait_until
+from tests.cluster.kit import MS, apply_docs, condition, get_json, pods, wait_serving, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -75,3 +77,85 @@ def test_a_gpu_on_a_node_without_one_shows_unschedulable(cluster: Any, namespace
     (pod,) = pods(cluster, namespace, f"{MS}=needs-gpu")
     assert pod["status"]["phase"] == "Pending"
     assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_a_model_fetched_over_http_serves_and_a_wrong_checksum_says_why(
+    cluster: Any, namespace: str
+) -> None:
+    """The fetch-model init container on a real kubelet: it downloads from a Service in the
+    cluster into the emptyDir as the image's non-root user under a read-only root
+    filesystem, and a checksum that differs reaches the ModelService's conditions and
+    Events through the container's termination message."""
+    data = "weights of v1\n"
+    sha = hashlib.sha256(data.encode()).hexdigest()
+    files = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "model-files"},
+        "data": {"model.bin": data},
+    }
+    server = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "models", "labels": {"app": "models"}},
+        "spec": {
+            "enableServiceLinks": False,
+            "containers": [
+                {
+                    "name": "http",
+                    "image": cluster.refs["mlkube-ref"],
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["python", "-m", "http.server", "8000", "--directory", "/data"],
+                    "ports": [{"containerPort": 8000}],
+                    "volumeMounts": [{"name": "files", "mountPath": "/data"}],
+                    "resources": {"requests": {"cpu": "20m", "memory": "32Mi"}},
+                }
+            ],
+            "volumes": [{"name": "files", "configMap": {"name": "model-files"}}],
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "models"},
+        "spec": {"selector": {"app": "models"}, "ports": [{"port": 80, "targetPort": 8000}]},
+    }
+
+    def fetched(name: str, sha256: str) -> dict[str, Any]:
+        ms = modelservice(
+            name,
+            {
+                "name": "flaky",
+                "version": "v1",
+                "format": "custom",
+                "className": "flaky_model:FlakyModel",
+                "storageUri": "http://models/model.bin",
+                "storage": {"sha256": sha256},
+            },
+        )
+        ms["spec"]["runtime"].update(
+            image=cluster.refs["flaky-ref"], imagePullPolicy="IfNotPresent", workers=1
+        )
+        return ms
+
+    apply_docs(
+        cluster,
+        namespace,
+        [files, server, service, fetched("fetched", sha), fetched("tampered", "0" * 64)],
+    )
+    wait_serving(cluster, namespace, "fetched", 1)
+    text = wait_reason(cluster, namespace, "tampered", ("ChecksumMismatch",))
+    assert f"sha256 of http://models/model.bin is {sha}, expected {'0' * 64}" in text, text
+    assert "init container fetch-model" in text, text
+
+    def warning() -> list[dict[str, Any]]:
+        events = get_json(
+            cluster, "-n", namespace, "get", "events", "--field-selector",
+            "reason=ChecksumMismatch,involvedObject.kind=ModelService",
+        )  # fmt: skip
+        items: list[dict[str, Any]] = events.get("items") or []
+        return items
+
+    (event, *_) = wait_until(warning, timeout=60, interval=1, what="ChecksumMismatch Event")
+    assert event["type"] == "Warning"
+    assert event["involvedObject"]["name"] == "tampered"

@@ -163,6 +163,26 @@ BAD_MODELSERVICES: list[tuple[str, str, dict[str, Any], list[str]]] = [
         ["spec.runtime.resources.limits.cpu", "cpu limit must be at least the cpu request"],
     ),
     (
+        "storage-uri-scheme",
+        "gcs",
+        {"model": {**MODEL, "format": "custom", "className": "m:M", "storageUri": "gs://b/m"}},
+        ["spec.model.storageUri", "storageUri must be pvc://CLAIM/path, http(s)://host/path"],
+    ),
+    (
+        "storage-secret-needs-s3",
+        "https-secret",
+        {
+            "model": {
+                **MODEL,
+                "format": "custom",
+                "className": "m:M",
+                "storageUri": "https://models.example.com/m.onnx",
+                "storage": {"secretName": "s3"},
+            }
+        },
+        ["spec.model.storage.secretName", "it applies only to s3:// URIs"],
+    ),
+    (
         "negative-replicas",
         "replicas",
         {"model": MODEL, "replicas": -1},

@@ -44,6 +44,12 @@ Rules inside the watched namespaces. Arguments: peering (non-empty when on), nam
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "create", "delete"]
+# The S3 Secret a ModelService names (spec.model.storage.secretName): read by name before
+# each apply, so that a missing one is a condition on the ModelService rather than a pod
+# stuck in CreateContainerConfigError. Never listed or watched: no Secret is cached.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 # Kubernetes Events for every transition.
 - apiGroups: [""]
   resources: ["events"]

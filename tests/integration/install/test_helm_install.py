@@ -122,7 +122,10 @@ def test_helm_install_upgrade_uninstall(cluster: Any, helm: str) -> None:
     assert can_i(cluster, "list", "customresourcedefinitions", None)
     assert not can_i(cluster, "update", "modelservices.mlkube.dev")
     assert not can_i(cluster, "delete", "modelservices.mlkube.dev")
-    assert not can_i(cluster, "get", "secrets")
+    # Secrets: only `get`, for the S3 Secret a ModelService names; never listed or watched
+    assert can_i(cluster, "get", "secrets")
+    assert not can_i(cluster, "list", "secrets")
+    assert not can_i(cluster, "watch", "secrets")
     assert not can_i(cluster, "patch", "clusterkopfpeerings.kopf.dev", None)
 
     # to HA: the peering object needs the kopf.dev CRD from crds/, installed on day one

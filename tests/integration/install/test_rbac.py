@@ -222,6 +222,23 @@ async def drive_modelservice(api: KubeAPI) -> None:
         return any(c["type"] == "Degraded" and c["status"] == "True" for c in conds)
 
     await eventually(degraded, what="Degraded condition")
+    # a model from S3 whose Secret is missing: the operator reads the Secret by name
+    s3 = copy.deepcopy(MS)
+    s3["metadata"].update(name="from-s3", uid="uid-from-s3")
+    s3["spec"]["model"].update(
+        format="custom",
+        className="pkg.m:Model",
+        storageUri="s3://models/m.onnx",
+        storage={"secretName": "s3-creds"},
+    )
+    await api.request("POST", collection_path(ms_api, ms_plural, NS), body=s3)
+
+    async def secret_missing() -> bool:
+        obj = await api.get("ModelService", NS, "from-s3")
+        conds = ((obj or {}).get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Degraded" and c["reason"] == "StorageSecretMissing" for c in conds)
+
+    await eventually(secret_missing, what="StorageSecretMissing condition")
 
 
 async def _patch_ms(api: KubeAPI, name: str, patch: dict[str, Any]) -> None:

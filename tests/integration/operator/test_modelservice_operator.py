@@ -568,3 +568,93 @@ async def test_a_refused_child_keeps_the_object_degraded_until_an_apply_succeeds
         return [e["reason"] for e in await events(api) if e.get("reason") == "Recovered"]
 
     assert await eventually(recovered_event, what="Recovered event") == ["Recovered"]
+
+
+async def test_a_model_that_cannot_be_fetched_is_a_condition_and_an_event(
+    api: KubeAPI, operator: Any, eventually: Any
+) -> None:
+    """The S3 Secret is checked before anything is applied; a fetch that fails in the pod
+    comes back from the init container's termination message."""
+    model = {
+        "name": "ranker",
+        "version": "v1",
+        "format": "custom",
+        "className": "pkg.m:Model",
+        "storageUri": "s3://models/mlp/model.onnx",
+        "storage": {"secretName": "s3-creds"},
+    }
+    await create_ms(api, manifest("fetched", model=model))
+    ms = await eventually(
+        lambda: _with_condition(api, "fetched", "Degraded", "True"), what="Degraded"
+    )
+    degraded = condition(ms, "Degraded")
+    assert degraded["reason"] == "StorageSecretMissing"
+    assert "Secret s3-creds does not exist in namespace ml" in degraded["message"]
+    assert await api.get("Deployment", NS, "fetched") is None  # no pod to crash-loop
+
+    async def event(reason: str) -> list[dict[str, Any]]:
+        return [e for e in await events(api) if e.get("reason") == reason]
+
+    (found,) = await eventually(lambda: event("StorageSecretMissing"), what="Secret event")
+    assert found["type"] == "Warning"
+    assert "s3-creds" in found["message"]
+
+    # The Secret appears: the next pass (the drift timer) applies the Deployment.
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s3-creds", "namespace": NS},
+        "data": {"AWS_ACCESS_KEY_ID": "aWQ=", "AWS_SECRET_ACCESS_KEY": "c2VjcmV0"},
+    }
+    await api.request("POST", collection_path("v1", "secrets", NS), body=secret)
+    dep = await eventually(lambda: api.get("Deployment", NS, "fetched"), what="Deployment")
+    init = dep["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["name"] == "fetch-model"
+
+    # The pod's fetch fails: its reason and message become the condition and an Event.
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "fetched-5c7d-xk2p9",
+            "namespace": NS,
+            "labels": {
+                "app.kubernetes.io/managed-by": "mlkube",
+                "mlkube.dev/modelservice": "fetched",
+                "mlkube.dev/track": "stable",
+            },
+        },
+        "status": {
+            "phase": "Pending",
+            "initContainerStatuses": [
+                {
+                    "name": "fetch-model",
+                    "restartCount": 2,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {
+                        "terminated": {
+                            "exitCode": 1,
+                            "reason": "Error",
+                            "message": "ModelNotFound: s3://models/mlp/model.onnx does not "
+                            "exist: the server answered 404 Not Found (NoSuchKey: The "
+                            "specified key does not exist.)\n",
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    await api.request("POST", collection_path("v1", "pods", NS), body=pod)
+
+    async def fetch_failed() -> dict[str, Any] | None:
+        ms = await api.get("ModelService", NS, "fetched")
+        return ms if condition(ms, "Degraded").get("reason") == "ModelNotFound" else None
+
+    ms = await eventually(fetch_failed, what="Degraded: ModelNotFound")
+    assert condition(ms, "Degraded")["message"] == (
+        "pod fetched-5c7d-xk2p9 could not fetch the model (init container fetch-model, "
+        "restarted 2 times): s3://models/mlp/model.onnx does not exist: the server answered "
+        "404 Not Found (NoSuchKey: The specified key does not exist.)"
+    )
+    (found,) = await eventually(lambda: event("ModelNotFound"), what="ModelNotFound event")
+    assert found["type"] == "Warning"

@@ -157,7 +157,7 @@ def test_spec_problems_repeat_the_cross_field_rules() -> None:
     onnx = ModelServiceSpec.model_validate(
         {"model": {"name": "m", "version": "1", "format": "onnx"}}
     )
-    assert spec_problems(onnx) == ["model: format onnx needs path"]
+    assert spec_problems(onnx) == ["model: format onnx needs path or storageUri"]
 
 
 @pytest.mark.parametrize(

@@ -41,12 +41,60 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
         [{"format": "custom", "bandit": {"priorAlpha": 2.0}}],
     ),
     "format onnx needs path": (
-        [{"format": "onnx", "path": "/models/m.onnx"}, {"format": "bandit"}],
+        [
+            {"format": "onnx", "path": "/models/m.onnx"},
+            {"format": "onnx", "storageUri": "s3://bkt/m.onnx"},
+            {"format": "bandit"},
+        ],
         [{"format": "onnx"}],
     ),
     "onnx settings apply only to format onnx": (
         [{"format": "onnx", "path": "/m.onnx", "onnx": {"graphOptimization": "basic"}}],
         [{"format": "bandit", "onnx": {"graphOptimization": "basic"}}],
+    ),
+    "storageUri needs a format that loads a model file": (
+        [{"format": "custom", "storageUri": "s3://b/m"}, {"format": "bandit"}],
+        [{"format": "bandit", "storageUri": "s3://b/m"}],
+    ),
+    "storage settings need storageUri": (
+        [{"format": "custom", "storageUri": "s3://b/m", "storage": {}}, {"format": "custom"}],
+        [{"format": "custom", "storage": {"sha256": "0" * 64}}],
+    ),
+    "storage.secretName holds S3 settings": (
+        [
+            {"storageUri": "s3://bkt/m", "storage": {"secretName": "s3"}},
+            {"storageUri": "https://h/m", "storage": {"sha256": "0" * 64}},
+        ],
+        [
+            {"storageUri": "https://h/m", "storage": {"secretName": "s3"}},
+            {"storageUri": "pvc://claim/m", "storage": {"secretName": "s3"}},
+        ],
+    ),
+    "storage.sha256 checks one file": (
+        [{"storageUri": "s3://bkt/m.onnx", "storage": {"sha256": "0" * 64}}],
+        [{"storageUri": "s3://bkt/models/", "storage": {"sha256": "0" * 64}}],
+    ),
+    "storageUri must be pvc://CLAIM/path": (
+        [
+            "pvc://models/mlp/model.onnx",
+            "pvc://models",
+            "https://example.com/m.onnx?token=x",
+            "http://10.0.0.1:8000/m",
+            "s3://my-bucket/mlp/model.onnx",
+            "s3://my.bucket/prefix/",
+        ],
+        [
+            "gs://bucket/m",
+            "file:///models/m",
+            "/models/m",
+            "hdfs://nn/m",
+            "pvc://Models/m",
+            "pvc://models//m",
+            "s3://B/m",
+            "s3://ab/m",
+            "https:///m",
+            "https://h/m m",
+        ],
     ),
     "uri needs a scheme": (
         ["s3://bucket/model", "file:///models/m", "gs://b/m", "hf+git://x"],

@@ -419,3 +419,157 @@ def test_desired_state_is_deterministic_and_ordered() -> None:
     assert first == second
     assert [o["kind"] for o in first.objects] == ["Service", "Deployment", "PodDisruptionBudget"]
     assert pod_selector("recs") == "mlkube.dev/modelservice=recs"
+
+
+# ------------------------------------------------------------ models from a storage URI
+
+SHA = "ab" * 32
+
+
+def custom(**model: Any) -> dict[str, Any]:
+    return {
+        "name": "ranker",
+        "version": "v1",
+        "format": "custom",
+        "className": "pkg.m:Model",
+        **model,
+    }
+
+
+def pod_spec(dep: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = dep["spec"]["template"]["spec"]
+    return result
+
+
+def test_without_a_storage_uri_there_is_no_init_container_and_no_model_volume() -> None:
+    spec = pod_spec(build_deployment(ms(), SETTINGS))
+    assert "initContainers" not in spec
+    assert [v["name"] for v in spec["volumes"]] == ["tmp"]
+    assert "MLKUBE_STORAGE_URI" not in env(build_deployment(ms(), SETTINGS))
+
+
+def test_an_https_model_is_fetched_into_an_empty_dir_the_server_reads() -> None:
+    obj = ms(
+        model=custom(
+            storageUri="https://models.example.com/mlp/model.onnx", storage={"sha256": SHA}
+        ),
+        runtime={"resources": {"requests": {"cpu": "1"}, "limits": {"cpu": 2}}},
+        gpu={"count": 1},
+    )
+    dep = build_deployment(obj, SETTINGS)
+    kubernetes_validate.validate(dep, "1.37", strict=True)
+    spec = pod_spec(dep)
+    (init,) = spec["initContainers"]
+    assert init["name"] == "fetch-model"
+    assert init["image"] == container(dep)["image"]  # the same image
+    assert init["command"] == ["mlkube", "fetch"]
+    assert init["args"] == [
+        "--storage-uri", "https://models.example.com/mlp/model.onnx",
+        "--dest", "/mnt/models",
+        "--format", "custom",
+        "--sha256", SHA,
+    ]  # fmt: skip
+    assert init["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "env" not in init  # no credentials for plain https
+    # CPU and memory as the server (admission sees a sized container); never the GPU
+    assert init["resources"] == {"requests": {"cpu": "1"}, "limits": {"cpu": "2"}}
+    assert {"name": "model", "emptyDir": {}} in spec["volumes"]
+    assert {"name": "model", "mountPath": "/mnt/models", "readOnly": False} in init["volumeMounts"]
+    assert {"name": "model", "mountPath": "/mnt/models", "readOnly": True} in container(dep)[
+        "volumeMounts"
+    ]
+    assert env(dep)["MLKUBE_STORAGE_URI"] == "/mnt/models/model.onnx"
+
+
+def test_an_s3_model_reads_endpoint_region_and_credentials_from_the_named_secret() -> None:
+    obj = ms(model=custom(storageUri="s3://models/mlp/", storage={"secretName": "s3-creds"}))
+    dep = build_deployment(obj, SETTINGS)
+    kubernetes_validate.validate(dep, "1.37", strict=True)
+    (init,) = pod_spec(dep)["initContainers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in init["env"]}
+    assert refs == {
+        "AWS_ACCESS_KEY_ID": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"},
+        "AWS_SECRET_ACCESS_KEY": {"name": "s3-creds", "key": "AWS_SECRET_ACCESS_KEY"},
+        "AWS_SESSION_TOKEN": {"name": "s3-creds", "key": "AWS_SESSION_TOKEN", "optional": True},
+        "AWS_ENDPOINT_URL": {"name": "s3-creds", "key": "AWS_ENDPOINT_URL", "optional": True},
+        "AWS_REGION": {"name": "s3-creds", "key": "AWS_REGION", "optional": True},
+    }
+    # a prefix: the directory itself is the model
+    assert env(dep)["MLKUBE_STORAGE_URI"] == "/mnt/models"
+    # the credentials reach the init container only, never the model server
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env(dep))
+
+
+def test_a_pvc_model_is_the_claim_mounted_read_only_and_checked_in_place() -> None:
+    obj = ms(model=custom(storageUri="pvc://model-store/mlp/v3/model.onnx"))
+    dep = build_deployment(obj, SETTINGS)
+    kubernetes_validate.validate(dep, "1.37", strict=True)
+    spec = pod_spec(dep)
+    assert {
+        "name": "model",
+        "persistentVolumeClaim": {"claimName": "model-store", "readOnly": True},
+    } in spec["volumes"]
+    (init,) = spec["initContainers"]
+    assert {"name": "model", "mountPath": "/mnt/models", "readOnly": True} in init["volumeMounts"]
+    assert init["args"][:2] == ["--storage-uri", "pvc://model-store/mlp/v3/model.onnx"]
+    assert env(dep)["MLKUBE_STORAGE_URI"] == "/mnt/models/mlp/v3/model.onnx"
+
+
+def test_the_runtime_takes_what_the_operator_sets() -> None:
+    obj = ms(model=custom(storageUri="s3://models/mlp/model.onnx"))
+    values = {k: v for k, v in env(build_deployment(obj, SETTINGS)).items() if k in ENV_VARS}
+    config = load_config(env={k: v for k, v in values.items() if isinstance(v, str)})
+    assert config.model.storage_uri == "/mnt/models/model.onnx"
+
+
+def test_a_new_storage_uri_is_a_new_revision_and_goes_through_the_canary() -> None:
+    """The URI, its checksum and its Secret are pod content: each change is a new revision,
+    which the rollout then treats like any other (canary Deployment, analysis, promotion)."""
+    from mlkube.operator.progressive import build_children, rollout_spec
+    from mlkube.operator.rollout import RolloutTarget, Workload, next_step
+
+    def with_model(**model: Any) -> ModelService:
+        return ms(model=custom(**model), rollout={"steps": [25, 50]}, replicas=4)
+
+    v1 = with_model(storageUri="s3://models/mlp/v1/model.onnx")
+    revisions = {
+        compute_revision(m.spec, "img:1", "ml/recs")
+        for m in (
+            v1,
+            with_model(storageUri="s3://models/mlp/v2/model.onnx"),
+            with_model(storageUri="s3://models/mlp/v1/model.onnx", storage={"sha256": SHA}),
+            with_model(storageUri="s3://models/mlp/v1/model.onnx", storage={"secretName": "s"}),
+            with_model(storageUri="pvc://models/mlp/v1/model.onnx"),
+        )
+    }
+    assert len(revisions) == 5
+
+    from datetime import UTC, datetime
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    first = next_step(
+        RolloutTarget(rollout_spec(v1.spec), desired_state(v1, SETTINGS).revision, "v1"),
+        None,
+        None,
+        t0,
+    )
+    v2 = with_model(storageUri="s3://models/mlp/v2/model.onnx")
+    desired = desired_state(v2, SETTINGS)
+    decision = next_step(
+        RolloutTarget(rollout_spec(v2.spec), desired.revision, "v1"),
+        first.status,
+        None,
+        t0,
+        Workload(),
+    )
+    assert decision.canary_revision == desired.revision
+    children = build_children(
+        v2, SETTINGS, desired, decision, total=4, stable_spec=v1.spec.to_kube(), hpa=False
+    )
+    by_name = {o["metadata"]["name"]: o for o in children.objects if o["kind"] == "Deployment"}
+    stable_init = pod_spec(by_name["recs"])["initContainers"][0]
+    canary_init = pod_spec(by_name["recs-canary"])["initContainers"][0]
+    assert stable_init["args"][1] == "s3://models/mlp/v1/model.onnx"
+    assert canary_init["args"][1] == "s3://models/mlp/v2/model.onnx"
+    assert by_name["recs-canary"]["spec"]["replicas"] == 1

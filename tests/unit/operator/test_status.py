@@ -535,3 +535,173 @@ def test_becoming_unschedulable_is_one_warning_even_for_a_new_object() -> None:
         Degraded=("False", "AsExpected"),
     )
     assert [e.reason for e in transitions(new, placed)] == ["Ready", "RolloutComplete"]
+
+
+# ------------------------------------------------------------ models from a storage URI
+
+
+def fetching_pod(name: str, init_status: dict[str, Any]) -> dict[str, Any]:
+    """A pod whose `fetch-model` init container is in ``init_status`` (the model server
+    has not started: it waits in PodInitializing)."""
+    return {
+        "metadata": {"name": name, "labels": {"mlkube.dev/modelservice": "recs"}},
+        "status": {
+            "phase": "Pending",
+            "initContainerStatuses": [{"name": "fetch-model", **init_status}],
+            "containerStatuses": [
+                {"name": "model-server", "state": {"waiting": {"reason": "PodInitializing"}}}
+            ],
+        },
+    }
+
+
+CHECKSUM = (
+    "ChecksumMismatch: sha256 of https://models.example.com/m.onnx is "
+    + "1" * 64
+    + ", expected "
+    + "0" * 64
+    + " (storage.sha256)"
+)
+
+
+@pytest.mark.parametrize(
+    "init_status",
+    [
+        # just failed: the message is in the current state
+        {"restartCount": 0, "state": {"terminated": {"exitCode": 1, "message": CHECKSUM + "\n"}}},
+        # waiting to try again: the message is in the last state
+        {
+            "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": CHECKSUM}},
+        },
+    ],
+    ids=["terminated", "crash-loop"],
+)
+def test_a_failed_fetch_is_degraded_with_the_reason_it_wrote(init_status: dict[str, Any]) -> None:
+    observed = Observed(deployment(ready=0, available=0), [fetching_pod("recs-a", init_status)])
+    c = conds(observed, replicas=2)
+    assert (c["Degraded"].status, c["Degraded"].reason) == ("True", "ChecksumMismatch")
+    restarted = ", restarted 3 times" if init_status["restartCount"] else ""
+    assert c["Degraded"].message == (
+        f"pod recs-a could not fetch the model (init container fetch-model{restarted}): "
+        f"sha256 of https://models.example.com/m.onnx is {'1' * 64}, expected {'0' * 64} "
+        "(storage.sha256)"
+    )
+    assert (c["Ready"].status, c["Ready"].reason) == ("False", "ChecksumMismatch")
+
+
+def test_a_fetch_failure_becomes_a_warning_event_named_for_its_reason() -> None:
+    before = compute_status(
+        META, None, Observed(deployment()), replicas=2, revision=REV, problems=[], now="t0"
+    )
+    failed = {
+        "restartCount": 1,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {
+            "terminated": {
+                "exitCode": 1,
+                "message": "ModelNotFound: s3://models/m.onnx does not exist: the server "
+                "answered 404 Not Found (NoSuchKey: The specified key does not exist.)",
+            }
+        },
+    }
+    after = compute_status(
+        META,
+        before,
+        Observed(deployment(), [fetching_pod("recs-b", failed)]),
+        replicas=2,
+        revision=REV,
+        problems=[],
+        now="t1",
+    )
+    warnings = [e for e in transitions(before, after) if e.type == "Warning"]
+    assert [e.reason for e in warnings][:1] == ["ModelNotFound"]
+    assert "s3://models/m.onnx does not exist" in warnings[0].message
+
+
+def test_a_fetch_that_wrote_no_reason_still_says_what_it_can() -> None:
+    traceback = "Traceback (most recent call last):\n  ...\nMemoryError\n"
+    init = {"state": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "message": ""}}}
+    (trouble,) = pod_troubles([fetching_pod("p", init)], "recs")
+    assert (trouble.reason, trouble.detail) == ("ModelFetchFailed", "exit code 137 (OOMKilled)")
+    init = {"state": {"terminated": {"exitCode": 1, "message": traceback}}}
+    (trouble,) = pod_troubles([fetching_pod("p", init)], "recs")
+    assert (trouble.reason, trouble.detail) == ("ModelFetchFailed", "MemoryError")
+
+
+def test_a_fetch_container_that_cannot_start_is_reported_like_any_other() -> None:
+    """A Secret key that is missing: the kubelet never starts the init container."""
+    init = {
+        "state": {
+            "waiting": {
+                "reason": "CreateContainerConfigError",
+                "message": "couldn't find key AWS_SECRET_ACCESS_KEY in Secret ml/s3",
+            }
+        }
+    }
+    (trouble,) = pod_troubles([fetching_pod("p", init)], "recs")
+    assert trouble.reason == "CreateContainerConfigError"
+    assert "AWS_SECRET_ACCESS_KEY" in trouble.describe()
+
+
+def test_a_fetch_that_succeeded_is_no_trouble() -> None:
+    init = {"state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    assert pod_troubles([fetching_pod("p", init)], "recs") == []
+
+
+def test_a_crash_looping_server_quotes_why_it_stopped() -> None:
+    """`mlkube serve` ends with one line that says why; the condition shows it rather than
+    the kubelet's back-off text."""
+    crashing = pod("recs-c", "CrashLoopBackOff", restarts=2)
+    status = crashing["status"]["containerStatuses"][0]
+    status["state"]["waiting"]["message"] = "back-off 20s restarting failed container"
+    status["lastState"] = {
+        "terminated": {
+            "exitCode": 2,
+            "message": '{"level":"INFO","msg":"workers"}\nmlkube serve: model.storage_uri: '
+            "NotAModel: /mnt/models/m.onnx is not an onnx model: no graph\n",
+        }
+    }
+    (trouble,) = pod_troubles([crashing], "recs")
+    assert trouble.detail == (
+        "mlkube serve: model.storage_uri: NotAModel: /mnt/models/m.onnx is not an onnx "
+        "model: no graph"
+    )
+
+
+def test_a_missing_storage_secret_stands_until_a_full_pass_clears_it() -> None:
+    """A status-only refresh (a pod event) cannot know whether the Secret exists now; it
+    keeps the finding of the last full pass instead of flipping Degraded at every event."""
+    message = "model.storage.secretName: Secret s3 does not exist in namespace ml"
+    failed = compute_status(
+        META,
+        None,
+        Observed(deployment()),
+        replicas=2,
+        revision=REV,
+        problems=[message],
+        now="t0",
+        problem_reason="StorageSecretMissing",
+        applied=True,
+    )
+    refreshed = compute_status(
+        META, failed, Observed(deployment()), replicas=2, revision=REV, problems=[], now="t1"
+    )
+    degraded = {c.type: c for c in refreshed.conditions}["Degraded"]
+    assert (degraded.status, degraded.reason, degraded.message) == (
+        "True",
+        "StorageSecretMissing",
+        message,
+    )
+    cleared = compute_status(
+        META,
+        failed,
+        Observed(deployment()),
+        replicas=2,
+        revision=REV,
+        problems=[],
+        now="t2",
+        applied=True,
+    )
+    assert {c.type: c for c in cleared.conditions}["Degraded"].status == "False"

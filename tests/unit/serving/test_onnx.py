@@ -528,7 +528,43 @@ def test_serve_refuses_a_missing_model_file_before_any_worker(
     assert main(["--model-format", "onnx", "--model-path", str(missing)]) == 2
     assert capsys.readouterr().err.strip() == (f"mlkube serve: model.path: {missing}: no such file")
     assert main(["--model-format", "onnx"]) == 2
-    assert "model.path (the .onnx file) is required" in capsys.readouterr().err
+    assert "model.path (the .onnx file) or model.storage_uri is required" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_fetched_directory_stands_for_its_onnx_file(tmp_path: Path) -> None:
+    from mlkube.serving.onnxrt import onnx_file
+
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "mlp.onnx").write_bytes(b"x")
+    (lone / "README").write_text("about the model")
+    assert onnx_file(str(lone)) == str(lone / "mlp.onnx")
+    assert onnx_file(str(lone / "mlp.onnx")) == str(lone / "mlp.onnx")
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("model.onnx", "b.onnx"):
+        (two / name).write_bytes(b"x")
+    # ambiguous: the directory itself, which check_model_file refuses by name
+    assert onnx_file(str(two)) == str(two)
+    assert check_model_file(str(two)) == f"{two}: not a file"
+
+
+def test_serve_refuses_a_storage_directory_without_one_onnx_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlkube.serving.cli import main
+
+    two = tmp_path / "models"
+    two.mkdir()
+    for name in ("a.onnx", "b.onnx"):
+        onnx_models.mlp(two / name)
+    assert main(["--model-format", "onnx", "--storage-uri", str(two)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mlkube serve: model.storage_uri: NotAModel: {two} is a directory with 2 .onnx "
+        "files; name the model file itself"
+    )
 
 
 def test_string_inputs_take_text_and_refuse_other_bytes() -> None:
