@@ -666,6 +666,8 @@ def _clock(seconds: float, overdue: str) -> str:
 def status_line(view: JsonDict) -> str:
     """One line for logs (``status --watch`` when not on a terminal): only changes print."""
     parts = [f"{view['name']}: {view['phase']}"]
+    if not view["observed"]:
+        parts.append("the operator has not acted on the latest spec yet")
     if view["canaryRevision"]:
         parts.append(f"canary {short(view['canaryRevision'])} at {view['weight']}%")
     if view["paused"]:

@@ -462,6 +462,11 @@ class _Machine:
                 f"nothing to retry: the spec's revision {short(self.target.revision)} was not rolled back (phase {s.phase.value})",
                 "",
             )
+        if self.spec.strategy is RolloutStrategy.ROLLING:
+            self.deploy_directly(
+                "RollingUpdate", f"rolling update to revision {short(self.target.revision)} (retry)"
+            )
+            return "", f"revision {short(self.target.revision)} deployed again"
         self.start_canary()
         return "", f"canary {short(self.target.revision)} started again at {s.canary_weight}%"
 
@@ -590,6 +595,8 @@ def next_step(
         return machine.decision()
 
     if spec.rollout.strategy is RolloutStrategy.ROLLING:
+        if s.phase is RolloutPhase.ROLLED_BACK and wanted == s.rolled_back_revision:
+            return machine.decision()  # undone by hand: not redeployed until retry
         if wanted != s.stable_revision or _active_canary(s):
             machine.deploy_directly(
                 "RollingUpdate", f"rolling update to revision {short(wanted)} (no analysis)"

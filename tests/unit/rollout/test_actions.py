@@ -202,3 +202,20 @@ def test_annotation_round_trip_and_pending() -> None:
     body["status"] = {"rollout": {"lastAction": {"id": action.id}}}
     assert not action_pending(body)
     assert ActionOutcome.DONE.value == "Done"
+
+
+def test_undo_and_retry_with_the_rolling_strategy() -> None:
+    rolling = target(strategy="rolling")
+    s = next_step(target(OLD, strategy="rolling"), None, None, T0 - timedelta(hours=1)).status
+    s = next_step(rolling, s, None, T0, READY).status
+    assert (s.stable_revision, s.phase) == (NEW, RolloutPhase.SUCCEEDED)
+    d = run(s, Verb.UNDO, rolling)
+    assert d.stable_revision == OLD
+    # the next pass keeps OLD: an undo is not redeployed by the rolling update
+    kept = next_step(rolling, d.status, None, T0 + timedelta(minutes=1), READY)
+    assert kept.stable_revision == OLD
+    assert kept.events == ()
+    r = run(kept.status, Verb.RETRY, rolling)
+    assert (r.stable_revision, r.canary_revision) == (NEW, None)
+    assert r.status.phase is RolloutPhase.SUCCEEDED
+    assert outcome(r) == ("Done", "revision new0000000 deployed again")
