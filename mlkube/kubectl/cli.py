@@ -413,15 +413,20 @@ async def cmd_logs(client: Client, args: argparse.Namespace, out: TextIO) -> int
         for pod in names:
             await follow(pod)
         return OK
-    while True:
-        for pod in wanted(pods):
-            started.add(pod)
-            task = asyncio.create_task(follow(pod))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.sleep(2.0)
-        pods = await client.list("Pod", client.namespace, labels=selector)
-        started &= {p["metadata"]["name"] for p in pods}
+    try:
+        while True:
+            for pod in wanted(pods):
+                started.add(pod)
+                task = asyncio.create_task(follow(pod))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await asyncio.sleep(2.0)
+            pods = await client.list("Pod", client.namespace, labels=selector)
+            started &= {p["metadata"]["name"] for p in pods}
+    finally:  # stopped (Ctrl-C, a timeout): the streams end with it, quietly
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # ------------------------------------------------------------------------ completion
@@ -525,10 +530,18 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, TextIO], Awaitable[int
 }
 
 
-async def _run(args: argparse.Namespace, out: TextIO) -> int:
+def parse(words: Sequence[str], prog: str = "kubectl mlkube") -> argparse.Namespace:
+    """The parsed command line (argparse exits on bad arguments, with its usage)."""
+    return _parser(prog).parse_args(list(words))
+
+
+async def run(args: argparse.Namespace, out: TextIO) -> int:
+    """Run one parsed command, writing to ``out``; errors raise :class:`CliError`."""
     from mlkube.kubectl.client import Client
 
-    client = Client.from_kubeconfig(args.namespace, timeout=args.request_timeout)
+    client = Client.from_kubeconfig(
+        args.namespace, timeout=args.request_timeout, kubeconfig=args.kubeconfig
+    )
     try:
         return await COMMANDS[args.command](client, args, out)
     finally:
@@ -544,14 +557,12 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     name = prog or (
         "kubectl mlkube" if os.path.basename(sys.argv[0]) == "kubectl-mlkube" else "mlkube"
     )
-    args = _parser(name).parse_args(words)
+    args = parse(words, name)
     if args.command == "completion":
         sys.stdout.write(BASH if args.shell == "bash" else ZSH)
         return OK
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
     try:
-        return asyncio.run(_run(args, sys.stdout))
+        return asyncio.run(run(args, sys.stdout))
     except CliError as exc:
         sys.stdout.flush()
         sys.stderr.write(f"error: {exc}\n")

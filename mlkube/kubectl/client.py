@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -61,9 +63,14 @@ class Client:
         self.namespace = namespace
 
     @classmethod
-    def from_kubeconfig(cls, namespace: str | None, timeout: float = 30.0) -> Client:
+    def from_kubeconfig(
+        cls, namespace: str | None, timeout: float = 30.0, kubeconfig: str | None = None
+    ) -> Client:
+        """Log in as kubectl would; ``kubeconfig`` (``--kubeconfig``) wins over
+        ``KUBECONFIG`` for this login only (the process environment is left as it was)."""
         try:
-            info = login(settings=kopf.OperatorSettings())
+            with _kubeconfig_env(kubeconfig):
+                info = login(settings=kopf.OperatorSettings())
         except kopf.LoginError as exc:
             raise CliError(f"cannot log in with the kubeconfig: {exc}") from exc
         except (OSError, ValueError, KeyError) as exc:  # a missing or malformed file
@@ -177,3 +184,20 @@ class Client:
                     yield raw.decode(errors="replace").rstrip("\n")
         except (aiohttp.ClientError, OSError) as exc:
             raise CliError(f"the log of pod {pod} stopped: {exc or type(exc).__name__}") from exc
+
+
+@contextlib.contextmanager
+def _kubeconfig_env(path: str | None) -> Iterator[None]:
+    """``KUBECONFIG`` set to ``path`` while kopf's login reads it (its only input)."""
+    if path is None:
+        yield
+        return
+    before = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = path
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = before
