@@ -56,6 +56,21 @@ def parse_duration(text: str) -> int:
     return hours * 3600 + minutes * 60 + seconds
 
 
+def human_duration(seconds: float) -> str:
+    """``42s``, ``3m10s``, ``2h5m``, ``4d3h``: an age or a wait the way kubectl says it."""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs}s" if secs and minutes < 10 else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours}h" if hours else f"{days}d"
+
+
 def format_duration(seconds: int) -> str:
     """The duration string Prometheus range selectors accept (``[90s]``)."""
     return f"{int(seconds)}s"

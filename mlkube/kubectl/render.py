@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mlkube.api.rollout import parse_duration
+from mlkube.api.rollout import human_duration, parse_duration
 from mlkube.operator.builders import LABEL_MODELSERVICE, LABEL_REVISION, LABEL_TRACK
 from mlkube.operator.pytorchjob.pods import LABEL_JOB_NAME, LABEL_REPLICA_INDEX, LABEL_REPLICA_TYPE
 
@@ -62,21 +62,6 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def human_duration(seconds: float) -> str:
-    """``42s``, ``3m10s``, ``2h5m``, ``4d3h``: kubectl's way of saying an age."""
-    total = max(0, int(seconds))
-    if total < 60:
-        return f"{total}s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs}s" if secs and minutes < 10 else f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours}h" if hours else f"{days}d"
 
 
 def age(value: Any, now: datetime) -> str:

@@ -40,6 +40,7 @@ from mlkube.api.rollout import (
     RolloutStatus,
     RolloutStrategy,
     Verdict,
+    human_duration,
 )
 from mlkube.operator.analysis import AnalysisReport
 from mlkube.operator.events import Event
@@ -417,11 +418,13 @@ class _Machine:
         if s.phase in (RolloutPhase.PROMOTING, RolloutPhase.FAILED):
             return f"canary {short(s.canary_revision)} is already being promoted ({s.message})"
         last = s.history[-1] if s.history else None
-        told = (
-            f"; last revision {short(last.revision)} {last.outcome.lower()}"
-            if last is not None
-            else ""
-        )
+        told = ""
+        if last is not None:
+            when = last.finished or last.started
+            told = (
+                f"; last revision {short(last.revision)} {last.outcome.lower()} "
+                f"{human_duration(_elapsed(self.now, when))} ago"
+            )
         return f"no rollout in progress (phase {s.phase.value}{told})"
 
     def _promote_action(self, action: Action) -> tuple[str, str]:

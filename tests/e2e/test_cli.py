@@ -244,7 +244,8 @@ def test_release_story_through_kubectl_mlkube(
     assert "promote rejected: no rollout in progress (phase Succeeded; last revision" in (
         one_line_error(rejected)
     )
-    assert "promoted)" in rejected.stderr
+    assert "promoted " in rejected.stderr
+    assert " ago)" in rejected.stderr
     assert_in_sync(cluster, namespace, "v2")
 
     # ------------------------------------------------------------- rolled back by abort

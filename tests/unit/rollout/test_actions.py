@@ -136,10 +136,13 @@ def test_resume_cannot_lift_a_pause_written_in_git() -> None:
 
 @pytest.mark.parametrize("verb", [Verb.PROMOTE, Verb.ABORT, Verb.PAUSE])
 def test_actions_without_a_rollout_are_rejected_with_the_last_outcome(verb: Verb) -> None:
-    d = run(promoted(), verb)
+    later = T0 + timedelta(minutes=3, seconds=5)  # the promotion finished at T0 + 5s
+    d = next_step(target(), promoted(), None, later, READY, act(verb))
     kind, message = outcome(d)
     assert kind == "Rejected"
-    assert message == "no rollout in progress (phase Succeeded; last revision new0000000 promoted)"
+    assert message == (
+        "no rollout in progress (phase Succeeded; last revision new0000000 promoted 3m ago)"
+    )
     assert d.status.phase is RolloutPhase.SUCCEEDED
 
 
