@@ -35,7 +35,8 @@ class Verb(StrEnum):
 
 
 class Action(KubeModel):
-    """The annotation's value: what was asked, by whom, when."""
+    """The annotation's value: what was asked, and when (who: the field manager and the
+    audit log)."""
 
     verb: Verb
     id: Annotated[str, Field(min_length=1, max_length=64)]
@@ -44,7 +45,6 @@ class Action(KubeModel):
     to_revision: Annotated[str | None, Field(max_length=64)] = None
     """undo: a history number (1 = oldest) or a revision (prefix) to return to."""
     requested_at: datetime | None = None
-    requested_by: Annotated[str, Field(max_length=253)] = ""
 
 
 class ActionOutcome(StrEnum):
