@@ -35,8 +35,8 @@ class Verb(StrEnum):
 
 
 class Action(KubeModel):
-    """The annotation's value: what was asked, and when (who: the field manager and the
-    audit log)."""
+    """The annotation's value: what was asked, and when (who asked is the API server's
+    audit log's to say)."""
 
     verb: Verb
     id: Annotated[str, Field(min_length=1, max_length=64)]
