@@ -548,12 +548,33 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         await client.close()
 
 
+_GLOBAL_OPTIONS = ("-n", "--namespace", "--kubeconfig", "--request-timeout")
+
+
+def options_after_command(words: list[str]) -> list[str]:
+    """``kubectl mlkube -n ml get msvc`` as ``get msvc -n ml``: kubectl users put the
+    namespace first; argparse reads these options after the command."""
+    moved: list[str] = []
+    rest = list(words)
+    while rest and (
+        rest[0] in _GLOBAL_OPTIONS or rest[0].startswith(tuple(f"{o}=" for o in _GLOBAL_OPTIONS))
+    ):
+        option = rest.pop(0)
+        moved.append(option)
+        if "=" not in option and rest:
+            moved.append(rest.pop(0))
+    if not moved or not rest:
+        return words
+    return [rest[0], *moved, *rest[1:]]
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     if words[:1] == ["__complete"]:
         for word in asyncio.run(_complete(words[1:], _namespace_in(words))):
             print(word)
         return OK
+    words = options_after_command(words)
     name = prog or (
         "kubectl mlkube" if os.path.basename(sys.argv[0]) == "kubectl-mlkube" else "mlkube"
     )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from mlkube.kubectl import render
-from mlkube.kubectl.cli import candidates, main
+from mlkube.kubectl.cli import candidates, main, options_after_command
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 STABLE, CANARY = "aaaaaaaaaa1111", "bbbbbbbbbb2222"
@@ -349,3 +349,12 @@ def test_no_kubeconfig_is_one_line_and_exit_2(
     monkeypatch.delenv("KUBECONFIG")
     assert main(["status", "recs"]) == 2
     assert capsys.readouterr().err.startswith("error: no kubeconfig found")
+
+
+def test_namespace_and_kubeconfig_may_come_before_the_command() -> None:
+    assert options_after_command(["-n", "ml", "get", "msvc"]) == ["get", "-n", "ml", "msvc"]
+    assert options_after_command(["--kubeconfig=k", "-n", "ml", "status", "recs"]) == [
+        "status", "--kubeconfig=k", "-n", "ml", "recs",
+    ]  # fmt: skip
+    assert options_after_command(["status", "recs", "-n", "ml"]) == ["status", "recs", "-n", "ml"]
+    assert options_after_command(["-n"]) == ["-n"]
