@@ -26,6 +26,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("mlkube.migrate", "convert Kubeflow kubeflow.org/v1 PyTorchJobs into mlkube ones"),
 }
 
+RELEASE_COMMANDS: dict[str, str] = {
+    "get": "show ModelServices or PyTorchJobs as trees",
+    "status": "a canary's steps, weight, checks and Events (--watch: follow it)",
+    "history": "a ModelService's revisions and their outcomes",
+    "promote": "advance a canary now (--full: promote it now)",
+    "abort": "roll a canary back",
+    "retry": "start a rolled-back canary again",
+    "pause": "hold a canary at its weight",
+    "resume": "go on after pause",
+    "undo": "stable back to an earlier revision",
+    "logs": "logs of every model pod of a ModelService",
+    "completion": "print a bash or zsh completion script",
+}
+
 
 def _load(module: str) -> Callable[[list[str]], int] | None:
     try:
@@ -46,9 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
+    for name, help_text in RELEASE_COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     sub.add_parser("version", help="print the version and exit")
 
-    args, rest = parser.parse_known_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["__complete"] or (words[:1] and words[0] in RELEASE_COMMANDS):
+        from mlkube.kubectl.cli import main as release_main
+
+        return release_main(words, prog="mlkube")
+    args, rest = parser.parse_known_args(words)
     if args.command == "version":
         print(f"mlkube {__version__}")
         return 0

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from mlkube.api.actions import ActionResult
 from mlkube.api.schema import KubeModel, kube, rule
 
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -55,6 +56,21 @@ def parse_duration(text: str) -> int:
         raise ValueError(f"invalid duration {text!r}: use forms like 30s, 5m, 1h30m")
     hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
     return hours * 3600 + minutes * 60 + seconds
+
+
+def human_duration(seconds: float) -> str:
+    """``42s``, ``3m10s``, ``2h5m``, ``4d3h``: an age or a wait the way kubectl says it."""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs}s" if secs and minutes < 10 else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours}h" if hours else f"{days}d"
 
 
 def format_duration(seconds: int) -> str:
@@ -505,6 +521,13 @@ class HistoryEntry(_Status):
     started: datetime
     finished: datetime | None = None
     outcome: Literal["Progressing", "Promoted", "RolledBack", "Superseded", "Failed", "Deployed"]
+    image: str = ""
+    """Image of the model pods (empty: the operator's default runtime image)."""
+    spec: dict[str, Any] | None = Field(
+        default=None, json_schema_extra=kube(preserve_unknown_fields=True)
+    )
+    """The spec this revision was built from, once it served as stable: what
+    ``kubectl mlkube undo`` returns to."""
 
 
 class RolloutStatus(_Status):
@@ -527,7 +550,9 @@ class RolloutStatus(_Status):
     failed_checks: int = 0
     """Failed checks in this rollout (rolled back at failureThreshold)."""
     paused: bool = False
-    """Whether the rollout is held by spec.rollout.paused."""
+    """Whether the rollout is held (spec.rollout.paused, or kubectl mlkube pause)."""
+    manual_pause: bool = False
+    """Held by kubectl mlkube pause (until kubectl mlkube resume), not by the spec."""
     started_at: datetime | None = None
     """When the current canary started."""
     last_progress_time: datetime | None = None
@@ -542,6 +567,8 @@ class RolloutStatus(_Status):
     """Last result of each analysis metric."""
     history: list[HistoryEntry] = Field(default_factory=list)
     """Recent revisions and their outcomes, newest last."""
+    last_action: ActionResult | None = None
+    """The last action asked through the mlkube.dev/action annotation, and its outcome."""
     stable_spec: dict[str, Any] | None = Field(
         default=None, json_schema_extra=kube(preserve_unknown_fields=True)
     )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 import kopf
 from pydantic import ValidationError
 
+from mlkube.api.actions import parse_action
 from mlkube.api.modelservice import (
     GROUP,
     KIND,
@@ -346,6 +347,19 @@ def child_event_needs_apply(
     return not applied.matches(key, body)
 
 
+def action_pending(body: JsonDict) -> bool:
+    """Pure: does the object carry a ``mlkube.dev/action`` its status has not recorded?
+
+    Annotations do not move ``generation``; this is what makes ``kubectl mlkube promote``
+    (and the other actions) reach the rollout state machine at once.
+    """
+    action, _ = parse_action((body.get("metadata") or {}).get("annotations"))
+    if action is None:
+        return False
+    last = (((body.get("status") or {}).get("rollout") or {}).get("lastAction")) or {}
+    return bool(last.get("id") != action.id)
+
+
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     """The ModelService controller: its watch events and its children's feed the queue."""
     ctx.reconcilers[KIND] = lambda namespace, name, full: converge(ctx, namespace, name, apply=full)
@@ -378,6 +392,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         status = raw.get("status") or {}
         generation = (raw.get("metadata") or {}).get("generation")
         # A spec the operator has not acted on (new object, edit, operator restart: the
-        # watch's first listing) gets a full pass; its own status writes only a refresh.
-        full = type is None or status.get("observedGeneration") != generation
+        # watch's first listing) or an action not handled yet gets a full pass; its own
+        # status writes only a refresh.
+        full = type is None or status.get("observedGeneration") != generation or action_pending(raw)
         ctx.queue.add(key, full=full)

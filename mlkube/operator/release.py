@@ -22,6 +22,7 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from mlkube.api.actions import Action, parse_action
 from mlkube.api.modelservice import ModelService, ModelServiceStatus
 from mlkube.api.rollout import (
     AutoscalingMode,
@@ -198,6 +199,18 @@ async def _analyse(
     return evaluate(analysis, outcomes)
 
 
+def pending_action(ms: ModelService, rollout: RolloutStatus | None) -> Action | None:
+    """The ``mlkube.dev/action`` the operator has not handled yet (pure)."""
+    action, problem = parse_action(ms.metadata.annotations)
+    if problem:
+        log.warning("%s/%s: %s", ms.metadata.namespace, ms.metadata.name, problem)
+    if action is None or rollout is None:
+        return None
+    if rollout.last_action is not None and rollout.last_action.id == action.id:
+        return None
+    return action
+
+
 async def plan(
     ctx: OperatorContext,
     ms: ModelService,
@@ -236,16 +249,23 @@ async def plan(
         and old_rollout.stable_revision is not None
         and deployment_ready(stable_dep, old_rollout.stable_revision, expected_stable),
     )
-    target = RolloutTarget(rollout, desired.revision, ms.spec.model.version)
+    target = RolloutTarget(
+        rollout, desired.revision, ms.spec.model.version, desired.image, ms.spec.to_kube()
+    )
+    action = pending_action(ms, old_rollout)
     report = None
-    if old_rollout is not None and analysis_due(target, old_rollout, now, workload):
+    if (
+        action is None
+        and old_rollout is not None
+        and analysis_due(target, old_rollout, now, workload)
+    ):
         report = await _analyse(ctx, ms, rollout, old_rollout)
-    decision = next_step(target, old_rollout, report, now, workload)
+    decision = next_step(target, old_rollout, report, now, workload, action)
 
     stable_spec = (
         ms.spec.to_kube()
         if decision.stable_revision == desired.revision
-        else (old_rollout.stable_spec if old_rollout else None)
+        else decision.status.stable_spec
     )
     live_template = None
     if stable_spec is None and decision.stable_revision != desired.revision:

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
+from mlkube.api.actions import Action, ActionOutcome, ActionResult, Verb
 from mlkube.api.rollout import (
     HISTORY_LIMIT,
     HistoryEntry,
@@ -39,6 +40,7 @@ from mlkube.api.rollout import (
     RolloutStatus,
     RolloutStrategy,
     Verdict,
+    human_duration,
 )
 from mlkube.operator.analysis import AnalysisReport
 from mlkube.operator.events import Event
@@ -51,6 +53,9 @@ class RolloutTarget:
     rollout: RolloutSpec
     revision: str
     model_version: str = ""
+    image: str = ""
+    spec: dict[str, Any] | None = None
+    """The spec (as stored) that built ``revision``: kept in history for ``undo``."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,8 @@ def analysis_due(
     if status is None or status.phase is not RolloutPhase.PROGRESSING:
         return False
     if target.rollout.strategy is not RolloutStrategy.CANARY or target.rollout.paused:
+        return False
+    if status.manual_pause:
         return False
     if status.canary_revision != target.revision or status.stable_revision == target.revision:
         return False
@@ -185,6 +192,8 @@ class _Machine:
             add=HistoryEntry(
                 revision=self.target.revision,
                 model_version=self.target.model_version,
+                image=self.target.image,
+                spec=self.target.spec,
                 started=self.now,
                 finished=self.now,
                 outcome="Deployed",
@@ -205,6 +214,7 @@ class _Machine:
         s.canary_weight = 0
         s.failed_checks = 0
         s.paused = False
+        s.manual_pause = False
         s.last_check_time = None
         s.metrics = []
 
@@ -237,6 +247,8 @@ class _Machine:
             add=HistoryEntry(
                 revision=self.target.revision,
                 model_version=self.target.model_version,
+                image=self.target.image,
+                spec=self.target.spec,
                 started=self.now,
                 outcome="Progressing",
             ),
@@ -306,7 +318,7 @@ class _Machine:
 
     def progress(self, analysis: AnalysisReport | None, workload: Workload) -> None:
         s = self.status
-        if self.spec.paused:
+        if self.spec.paused or s.manual_pause:
             if not s.paused:
                 s.paused = True
                 s.message = f"paused at {s.canary_weight}%"
@@ -369,6 +381,192 @@ class _Machine:
         else:
             self.event("Normal", "AnalysisWaiting", analysis.message)
 
+    # ---------------------------------------------------------------- actions
+
+    def act(self, action: Action) -> None:
+        """One action of ``kubectl mlkube``, recorded in ``status.rollout.lastAction``."""
+        before = len(self.events)
+        handler = {
+            Verb.PROMOTE: self._promote_action,
+            Verb.ABORT: self._abort_action,
+            Verb.RETRY: self._retry_action,
+            Verb.PAUSE: self._pause_action,
+            Verb.RESUME: self._resume_action,
+            Verb.UNDO: self._undo_action,
+        }[action.verb]
+        problem, done = handler(action)
+        outcome = ActionOutcome.REJECTED if problem else ActionOutcome.DONE
+        message = problem or done
+        self.status.last_action = ActionResult(
+            id=action.id, verb=action.verb.value, outcome=outcome, message=message, time=self.now
+        )
+        if problem:
+            self.event("Warning", "ActionRejected", f"{action.verb.value}: {problem}")
+        elif len(self.events) == before:
+            self.event("Normal", "ActionDone", f"{action.verb.value}: {done}")
+
+    def _in_progress(self) -> str:
+        """Why there is no canary to act on ("" when there is one)."""
+        s = self.status
+        if s.phase is RolloutPhase.PROGRESSING and s.canary_revision == self.target.revision:
+            return ""
+        if s.phase is RolloutPhase.PROGRESSING and s.canary_revision is not None:
+            return (
+                f"the spec moved to revision {short(self.target.revision)} since canary "
+                f"{short(s.canary_revision)} started; its own canary starts on the next pass"
+            )
+        if s.phase in (RolloutPhase.PROMOTING, RolloutPhase.FAILED):
+            return f"canary {short(s.canary_revision)} is already being promoted ({s.message})"
+        last = s.history[-1] if s.history else None
+        told = ""
+        if last is not None:
+            when = last.finished or last.started
+            told = (
+                f"; last revision {short(last.revision)} {last.outcome.lower()} "
+                f"{human_duration(_elapsed(self.now, when))} ago"
+            )
+        return f"no rollout in progress (phase {s.phase.value}{told})"
+
+    def _promote_action(self, action: Action) -> tuple[str, str]:
+        problem = self._in_progress()
+        if problem:
+            return problem, ""
+        s = self.status
+        higher = [w for w in self.spec.weights() if w > s.canary_weight]
+        if action.full or not higher:
+            s.last_check_time = self.now
+            self.promote()
+            return "", f"promoting {short(s.canary_revision)} (skipped the remaining steps)"
+        s.canary_weight = higher[0]
+        s.last_progress_time = self.now
+        s.last_check_time = self.now
+        s.message = f"canary at {s.canary_weight}% (promoted by hand)"
+        self.event("Normal", "CanaryAdvanced", f"advancing canary to {s.canary_weight}% by hand")
+        return "", f"canary advanced to {s.canary_weight}%"
+
+    def _abort_action(self, action: Action) -> tuple[str, str]:
+        problem = self._in_progress()
+        if problem:
+            return problem, ""
+        failed = self.status.canary_revision
+        self.roll_back("aborted by hand")
+        return (
+            "",
+            f"canary {short(failed)} aborted; stable {short(self.status.stable_revision)} serves",
+        )
+
+    def _retry_action(self, action: Action) -> tuple[str, str]:
+        s = self.status
+        if (
+            s.phase is not RolloutPhase.ROLLED_BACK
+            or s.rolled_back_revision != self.target.revision
+        ):
+            return (
+                f"nothing to retry: the spec's revision {short(self.target.revision)} was not rolled back (phase {s.phase.value})",
+                "",
+            )
+        if self.spec.strategy is RolloutStrategy.ROLLING:
+            self.deploy_directly(
+                "RollingUpdate", f"rolling update to revision {short(self.target.revision)} (retry)"
+            )
+            return "", f"revision {short(self.target.revision)} deployed again"
+        self.start_canary()
+        return "", f"canary {short(self.target.revision)} started again at {s.canary_weight}%"
+
+    def _pause_action(self, action: Action) -> tuple[str, str]:
+        problem = self._in_progress()
+        if problem:
+            return problem, ""
+        s = self.status
+        if s.manual_pause:
+            return "", f"already paused at {s.canary_weight}%"
+        s.manual_pause = True
+        if not s.paused:
+            s.paused = True
+            s.message = f"paused at {s.canary_weight}% by hand"
+            self.event("Normal", "RolloutPaused", f"rollout paused at {s.canary_weight}% by hand")
+        return "", f"paused at {s.canary_weight}%"
+
+    def _resume_action(self, action: Action) -> tuple[str, str]:
+        s = self.status
+        if not s.manual_pause:
+            if self.spec.paused and s.paused:
+                return "paused by spec.rollout.paused: set it to false in Git", ""
+            return f"not paused ({self._in_progress() or f'canary at {s.canary_weight}%'})", ""
+        s.manual_pause = False
+        if self.spec.paused:
+            return "", "still held by spec.rollout.paused (set in Git)"
+        s.paused = False
+        s.last_progress_time = self.now
+        s.message = f"resumed at {s.canary_weight}%"
+        self.event("Normal", "RolloutResumed", f"rollout resumed at {s.canary_weight}% by hand")
+        return "", f"resumed at {s.canary_weight}%"
+
+    def _undo_action(self, action: Action) -> tuple[str, str]:
+        s = self.status
+        if not self._in_progress() and action.to_revision is None:
+            return self._abort_action(action)
+        if s.phase in (RolloutPhase.PROMOTING, RolloutPhase.FAILED) or _active_canary(s):
+            return f"a rollout is in progress ({s.message}): abort it first", ""
+        entry, problem = undo_target(s, action.to_revision)
+        if entry is None:
+            return problem, ""
+        wanted = self.target.revision
+        if entry.revision == wanted:
+            return f"revision {short(wanted)} is what the spec asks for: use retry", ""
+        previous = s.stable_revision
+        s.history = _with_history(
+            s.history,
+            add=entry.model_copy(
+                update={"started": self.now, "finished": self.now, "outcome": "Deployed"}
+            ),
+        )
+        s.stable_revision = entry.revision
+        s.stable_model_version = entry.model_version
+        s.stable_spec = entry.spec
+        s.phase = RolloutPhase.ROLLED_BACK
+        s.rolled_back_revision = wanted
+        s.metrics = []
+        s.message = (
+            f"undone by hand: stable back to {short(entry.revision)}; the spec's revision "
+            f"{short(wanted)} waits for a spec change or retry"
+        )
+        self.event(
+            "Warning",
+            "RolledBack",
+            f"rolled back to {short(entry.revision)} by hand (was {short(previous)})",
+        )
+        return "", f"stable back to {short(entry.revision)}"
+
+
+def undo_target(status: RolloutStatus, to_revision: str | None) -> tuple[HistoryEntry | None, str]:
+    """The history entry ``undo`` returns to, or why there is none.
+
+    ``to_revision`` is a history number (1 = the oldest entry kept) or a revision prefix;
+    without it, the newest revision before the current stable one that served as stable.
+    Only revisions whose spec status kept (they served as stable) qualify.
+    """
+    served = [
+        (i, e)
+        for i, e in enumerate(status.history, start=1)
+        if e.outcome in ("Promoted", "Deployed") and e.spec is not None
+    ]
+    if to_revision is None:
+        older = [e for _, e in served if e.revision != status.stable_revision]
+        if not older:
+            return None, "no earlier revision to go back to in status.rollout.history"
+        return older[-1], ""
+    if to_revision.isdigit():
+        number = int(to_revision)
+        for i, e in served:
+            if i == number:
+                return e, ""
+        return None, f"history entry {number} did not serve as stable (see kubectl mlkube history)"
+    found = [e for _, e in served if e.revision.startswith(to_revision)]
+    if not found:
+        return None, f"no revision {to_revision} that served as stable in the history"
+    return found[-1], ""
+
 
 def next_step(
     spec: RolloutTarget,
@@ -376,12 +574,15 @@ def next_step(
     analysis: AnalysisReport | None,
     now: datetime,
     workload: Workload | None = None,
+    action: Action | None = None,
 ) -> RolloutDecision:
     """One step of the rollout: the new status, the wanted workloads and the Events.
 
     ``analysis`` is the report of a check the shell ran because :func:`analysis_due` said
-    so, or ``None``.  Calling this again with the status it returned and no new input
-    changes nothing (the reconcile loop is level-based).
+    so, or ``None``.  ``action`` is what the ``mlkube.dev/action`` annotation asks for: one
+    not yet recorded in ``status.rollout.lastAction`` is handled instead of this step (the
+    next pass steps as usual).  Calling this again with the status it returned and no new
+    input changes nothing (the reconcile loop is level-based).
     """
     seen = workload or Workload()
     machine = _Machine(spec, status or RolloutStatus(), now)
@@ -392,7 +593,13 @@ def next_step(
         machine.deploy_directly("Deployed", f"deployed revision {short(wanted)}")
         return machine.decision()
 
+    if action is not None and (s.last_action is None or s.last_action.id != action.id):
+        machine.act(action)
+        return machine.decision()
+
     if spec.rollout.strategy is RolloutStrategy.ROLLING:
+        if s.phase is RolloutPhase.ROLLED_BACK and wanted == s.rolled_back_revision:
+            return machine.decision()  # undone by hand: not redeployed until retry
         if wanted != s.stable_revision or _active_canary(s):
             machine.deploy_directly(
                 "RollingUpdate", f"rolling update to revision {short(wanted)} (no analysis)"

@@ -7,12 +7,16 @@ duplicates."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
 import uuid
 from typing import Any
 
 import pytest
 
+from mlkube.kubectl import cli
 from tests.cluster.kit import (
     MS,
     OPERATOR_NS,
@@ -107,6 +111,35 @@ def test_bandit_example_serves_rest_and_grpc_through_its_service(
         answer_grpc = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
         assert [o.name for o in answer_grpc.outputs] == ["scores", "ranking"]
         assert len(answer_grpc.raw_output_contents[0]) == 8 * len(ITEMS)
+
+    # kubectl mlkube on real pods: the tree down to them, and every pod's log, prefixed.
+    code, out, err = kubectl_mlkube(cluster, "get", "msvc", name, "-n", namespace)
+    assert code == 0, err
+    running = [line for line in out.splitlines() if "Pod " in line and "Running  ready 1/1" in line]
+    assert len(running) == 2, out
+    assert "ReplicaSet " in out
+    assert "2/2 ready" in out
+    names = {p["metadata"]["name"] for p in pods(cluster, namespace, f"{MS}={name}")}
+    code, out, err = kubectl_mlkube(cluster, "logs", name, "-n", namespace, "--tail", "20")
+    assert code == 0, err
+    assert {line.split("]", 1)[0].removeprefix("[pod/") for line in out.splitlines()} == names
+    # -f streams until stopped (here after 5 s), every pod's lines still prefixed
+    args = cli.parse(["logs", name, "-n", namespace, "-f", "--tail", "5",
+                      "--kubeconfig", str(cluster.kubeconfig)])  # fmt: skip
+    followed = io.StringIO()
+    with contextlib.suppress(TimeoutError):
+        asyncio.run(asyncio.wait_for(cli.run(args, followed), 5))
+    assert {
+        line.split("]", 1)[0].removeprefix("[pod/") for line in followed.getvalue().splitlines()
+    } == names
+
+
+def kubectl_mlkube(cluster: Any, *args: str) -> tuple[int, str, str]:
+    """``kubectl mlkube ...`` in-process, as the cluster's admin."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main([*args, "--kubeconfig", str(cluster.kubeconfig)], prog="kubectl mlkube")
+    return code, out.getvalue(), err.getvalue()
 
 
 def redis_pod(cluster: Any, namespace: str) -> str:

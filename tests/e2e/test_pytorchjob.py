@@ -9,12 +9,16 @@ subresource read them, and an unscheduled pod is deleted at once, as on a cluste
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from mlkube.kubectl.cli import main
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -109,6 +113,11 @@ def test_example_job_runs_scales_and_succeeds(
     table = cluster.kubectl("-n", namespace, "get", "ptj", JOB).stdout
     assert "STATE" in table
     assert "Running" in table
+    tree = mlkube_get_ptj(cluster, namespace)
+    assert tree[0].startswith(f"PyTorchJob {JOB}  Running  restarts 0")
+    assert tree[1] == "├─ Master x1  active 1, succeeded 0, failed 0"
+    assert tree[2].startswith(f"│  └─ Pod {JOB}-master-0  Running  ready 1/1  restarts 0")
+    assert tree[3] == "└─ Worker x2  active 2, succeeded 0, failed 0"
 
     # The scale subresource moves the Worker replicas; the new worker gets its pod.
     cluster.kubectl("-n", namespace, "scale", "ptj", JOB, "--replicas=3")
@@ -132,6 +141,18 @@ def test_example_job_runs_scales_and_succeeds(
     assert status["completionTime"]
     # cleanPodPolicy Running: the finished master stays for its logs, the rest are gone.
     assert set(pods(cluster, namespace)) == {f"{JOB}-master-0"}
+    tree = mlkube_get_ptj(cluster, namespace)
+    assert tree[0].startswith(f"PyTorchJob {JOB}  Succeeded")
+    assert f"Pod {JOB}-master-0  Completed  ready 0/1  restarts 0  exit 0" in tree[2]
+
+
+def mlkube_get_ptj(cluster: Any, namespace: str) -> list[str]:
+    """``kubectl mlkube get ptj`` (in-process): the job -> replicas -> pods tree."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["get", "ptj", JOB, "-n", namespace, "--kubeconfig", str(cluster.kubeconfig)])
+    assert code == 0, err.getvalue()
+    return out.getvalue().splitlines()
 
 
 def test_no_finalizer_so_delete_completes_while_the_operator_is_stopped(

@@ -215,6 +215,7 @@ def test_default_render(render: Render, package_version: str) -> None:
     assert kinds(manifests) == [
         "ClusterRole",
         "ClusterRole",
+        "ClusterRole",
         "ClusterRoleBinding",
         "ClusterRoleBinding",
         "Deployment",

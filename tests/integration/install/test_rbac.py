@@ -489,9 +489,17 @@ def forbidden_calls(calls: Iterable[Call], manifests: list[dict[str, Any]]) -> l
 
 
 def granted_by(manifests: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """What the roles bound to the operator's ServiceAccount grant (the chart's
+    release-manager ClusterRole is for people, bound by the user: tests/e2e/test_cli.py)."""
+    bound = {
+        (b["roleRef"]["kind"], b["roleRef"]["name"])
+        for b in manifests
+        if b["kind"] in ("ClusterRoleBinding", "RoleBinding")
+        and any(s["name"] == "mlkube" for s in b["subjects"])
+    }
     out: set[tuple[str, str, str]] = set()
     for m in manifests:
-        if m["kind"] in ("ClusterRole", "Role"):
+        if m["kind"] in ("ClusterRole", "Role") and (m["kind"], m["metadata"]["name"]) in bound:
             out |= grants(m["rules"])
     return out
 

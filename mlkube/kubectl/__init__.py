@@ -1,0 +1,1 @@
+"""``kubectl mlkube``: the command line for people running releases (see docs/cli.md)."""
