@@ -22,6 +22,14 @@ import orjson
 from aiohttp import web
 
 from mlkube import __version__
+from mlkube.serving.attribution import (
+    REVISION_PARAMETER,
+    TICKET_HEADER,
+    TICKET_PARAMETER,
+    TicketIssuer,
+    Unattributed,
+    read_ticket,
+)
 from mlkube.serving.batcher import DynamicBatcher
 from mlkube.serving.config import ServeConfig
 from mlkube.serving.context import RuntimeContext
@@ -72,8 +80,14 @@ class ServerState:
     # Set by the shutdown: set again whenever ``active`` drops to 0.
     quiet: asyncio.Event | None = None
     load_error: BaseException | None = None
+    # The revision and ticket every scoring answer carries (None: made in __post_init__).
+    issuer: TicketIssuer | None = None
     load_task: asyncio.Task[None] | None = None
     on_fatal: Callable[[BaseException], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.issuer is None:
+            self.issuer = TicketIssuer(self.config.model.name, self.config.revision)
 
     @property
     def ready(self) -> bool:
@@ -261,11 +275,22 @@ async def run_infer(
 
 
 def _answer(
-    state: ServerState, body: bytes, degraded: str | None, json_length: int | None = None
+    state: ServerState,
+    body: bytes,
+    degraded: str | None,
+    json_length: int | None = None,
+    *,
+    raw_v2: bool = False,
 ) -> web.Response:
-    if degraded is None and json_length is None:
-        return web.Response(body=body, content_type=JSON)
-    headers: dict[str, str] = {}
+    """A scoring answer: the body with the revision and ticket headers (and, for a raw OIP
+    v2 answer, the same two as response parameters spliced in after its opening brace)."""
+    assert state.issuer is not None
+    stamp = state.issuer.stamp()
+    headers = dict(stamp.headers)
+    if raw_v2:
+        body = b"{" + stamp.json_prefix + body[1:]
+        if json_length is not None:
+            json_length += len(stamp.json_prefix)
     if degraded is not None:
         state.metrics.mark_degraded(degraded)
         headers[DEGRADED_HEADER] = degraded
@@ -273,6 +298,17 @@ def _answer(
         return web.Response(body=body, content_type=JSON, headers=headers)
     headers[BINARY_HEADER] = str(json_length)
     return web.Response(body=body, content_type=OCTETS, headers=headers)
+
+
+def stamp_parameters(state: ServerState, response: InferenceResponse) -> None:
+    """Add the revision and ticket to an OIP v2 answer's parameters (REST and gRPC)."""
+    assert state.issuer is not None
+    stamp = state.issuer.stamp()
+    response.parameters = {
+        **(response.parameters or {}),
+        REVISION_PARAMETER: state.config.revision,
+        TICKET_PARAMETER: stamp.ticket,
+    }
 
 
 def _check_body_model(parsed: InferenceRequest, name: str, version: str) -> None:
@@ -299,6 +335,7 @@ def _routes(app: web.Application, state: ServerState) -> None:
     body_timeout = config.server.body_timeout
     max_items = element_limit(config)
     model_name, model_version = config.model.name, config.model.version
+    feedback_window = config.feedback_window
 
     async def live(request: web.Request) -> web.Response:
         return _json(200, b'{"live":true}')
@@ -361,19 +398,23 @@ def _routes(app: web.Application, state: ServerState) -> None:
             else:
                 answer = None  # the Python path says what is wrong with the header
             if answer is not None:
-                return _answer(state, answer.body, answer.degraded, answer.json_length)
+                return _answer(state, answer.body, answer.degraded, answer.json_length, raw_v2=True)
         parsed = parse_v2_infer(body, max_items, binary_header)
         _check_body_model(parsed, model_name, model_version)
         response = await run_infer(state, model, parsed)
+        # The revision and ticket go first, as on the raw path (same bytes for the same
+        # answer); a model's own response parameters get them merged in instead.
+        splice = not response.parameters
+        if not splice:
+            stamp_parameters(state, response)
         binary = parsed.binary_outputs([t.name for t in response.outputs])
         if binary:
             body, json_length = render_v2_binary(
                 response, model_name, model_version, parsed.id, binary
             )
-            return _answer(state, body, response.degraded, json_length)
-        return _answer(
-            state, render_v2(response, model_name, model_version, parsed.id), response.degraded
-        )
+            return _answer(state, body, response.degraded, json_length, raw_v2=splice)
+        rendered = render_v2(response, model_name, model_version, parsed.id)
+        return _answer(state, rendered, response.degraded, raw_v2=splice)
 
     async def predict(request: web.Request) -> web.Response:
         model = _check_model(state, request)
@@ -398,11 +439,22 @@ def _routes(app: web.Application, state: ServerState) -> None:
             max_items,
             config.bandit.max_item_id_length,
             request.headers.get("Idempotency-Key"),
+            request.headers.get(TICKET_HEADER),
         )
         result = await model.feedback(parsed)
-        return _json(
-            200, orjson.dumps({"accepted": result.accepted, "duplicate": result.duplicate})
-        )
+        credited = read_ticket(parsed.ticket, model_name, time.time(), feedback_window)
+        if not result.duplicate:
+            n = len(parsed.items)
+            if isinstance(credited, Unattributed):
+                state.metrics.count_unattributed(credited.value, n)
+            else:
+                state.metrics.count_rewards(credited, n, float(parsed.rewards.sum()))
+        answer: dict[str, object] = {"accepted": result.accepted, "duplicate": result.duplicate}
+        if isinstance(credited, Unattributed):
+            answer["unattributed"] = credited.value
+        else:
+            answer["revision"] = credited
+        return _json(200, orjson.dumps(answer))
 
     async def metrics(request: web.Request) -> web.Response:
         state.metrics.flush()

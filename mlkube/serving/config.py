@@ -188,6 +188,9 @@ class ServeConfig(_Strict):
     batching: BatchingConfig = BatchingConfig()
     # Revision hash the operator stamps on the pod; a constant label on every metric.
     revision: str = ""
+    # Seconds after scoring within which feedback is credited to the revision that scored
+    # (the ticket's age); later feedback is still learned from but counted as expired.
+    feedback_window: float = Field(default=3600.0, gt=0, le=7 * 86_400)
 
 
 # environment variable -> path in the configuration tree
@@ -213,6 +216,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "MLKUBE_MODEL_CLASS": ("model", "class"),
     "MLKUBE_MODEL_URI": ("model", "uri"),
     "MLKUBE_REVISION": ("revision",),
+    "MLKUBE_FEEDBACK_WINDOW": ("feedback_window",),
     "MLKUBE_FEATURE_STORE": ("feature_store", "kind"),
     "MLKUBE_REDIS_URL": ("feature_store", "redis_url"),
     "MLKUBE_REDIS_KEY_PREFIX": ("feature_store", "key_prefix"),

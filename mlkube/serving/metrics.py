@@ -121,6 +121,26 @@ class Metrics:
             base,
             registry=reg,
         )
+        # Rewards by the revision that scored the items (the feedback's ticket), whichever pod
+        # received the feedback: the canary analysis' rewardRate reads these two.
+        self.reward_items = Counter(
+            "mlkube_reward_items_total",
+            "Scored items with feedback, by the revision that scored them.",
+            ["model", "revision"],
+            registry=reg,
+        )
+        self.rewards = Counter(
+            "mlkube_rewards_total",
+            "Sum of the rewards of scored items, by the revision that scored them.",
+            ["model", "revision"],
+            registry=reg,
+        )
+        self.unattributed = Counter(
+            "mlkube_feedback_unattributed_items_total",
+            "Feedback items credited to no revision: ticket missing, unknown or expired.",
+            ["model", "reason"],
+            registry=reg,
+        )
         self.degraded = Counter(
             "mlkube_degraded_responses_total",
             "Predictions answered in degraded mode (stale snapshot or open circuit).",
@@ -240,6 +260,14 @@ class Metrics:
             self.store_errors.labels(self.model, self.revision, operation).inc()
         else:
             self.store_duration.labels(self.model, self.revision, operation).observe(seconds)
+
+    def count_rewards(self, revision: str, items: int, rewards: float) -> None:
+        """Credit one applied feedback request to the revision that scored its items."""
+        self.reward_items.labels(self.model, revision).inc(items)
+        self.rewards.labels(self.model, revision).inc(rewards)
+
+    def count_unattributed(self, reason: str, items: int) -> None:
+        self.unattributed.labels(self.model, reason).inc(items)
 
     def mark_degraded(self, reason: str) -> None:
         self.degraded.labels(self.model, self.version, self.revision, reason).inc()
