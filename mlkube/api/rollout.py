@@ -28,7 +28,9 @@ DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 Duration = Annotated[str, Field(min_length=2, max_length=16, pattern=DURATION_PATTERN)]
 """A Kubernetes-style duration in whole seconds or more: ``30s``, ``5m``, ``1h30m``."""
 
-BUILTIN_METRICS = ("successRate", "latencyP99")
+BUILTIN_METRICS = ("successRate", "latencyP99", "rewardRate")
+#: Built-in metrics judged by a rule of their own, not by min/max/compare.
+RULE_METRICS = ("rewardRate",)
 #: Placeholders a custom PromQL query may use, written ``{{ name }}``.
 QUERY_PLACEHOLDERS = (
     "revision",
@@ -148,7 +150,7 @@ class AnalysisMetric(KubeModel):
     """One check: a built-in metric of the serving runtime or a custom PromQL query."""
 
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")]
-    """successRate or latencyP99 for a built-in metric, any name for a custom query."""
+    """successRate, latencyP99 or rewardRate for a built-in metric, any name for a custom query."""
     query: Annotated[str | None, Field(min_length=1, max_length=4096)] = None
     """PromQL returning one value; may use {{ revision }}, {{ namespace }}, {{ name }}, {{ window }}..."""
     min: float | None = None
@@ -159,17 +161,29 @@ class AnalysisMetric(KubeModel):
     """What an empty or NaN result means: wait (default), fail or pass. Never read as zero."""
     compare: StableComparison | None = None
     """Judge the canary relative to the stable revision over the same window."""
+    margin: Annotated[float | None, Field(ge=0, le=0.5)] = None
+    """rewardRate only: relative shortfall tolerated, 0.02 = the canary may earn 2% less than stable (default 0.02)."""
+    confidence: Annotated[float | None, Field(gt=0.5, le=0.9999)] = None
+    """rewardRate only: posterior probability needed to pass (or to fail), default 0.95."""
 
     model_config = ConfigDict(
         json_schema_extra=kube(
             validations=[
                 rule(
-                    "has(self.query) || self.name in ['successRate', 'latencyP99']",
-                    "a metric without a query must be successRate or latencyP99",
+                    "has(self.query) || self.name in ['successRate', 'latencyP99', 'rewardRate']",
+                    "a metric without a query must be successRate, latencyP99 or rewardRate",
                 ),
                 rule(
-                    "has(self.min) || has(self.max) || has(self.compare)",
+                    "has(self.min) || has(self.max) || has(self.compare) || (!has(self.query) && self.name == 'rewardRate')",
                     "a metric needs min, max or compare",
+                ),
+                rule(
+                    "has(self.query) || self.name != 'rewardRate' || (!has(self.min) && !has(self.max) && !has(self.compare))",
+                    "rewardRate is judged by margin and confidence, not min, max or compare",
+                ),
+                rule(
+                    "(!has(self.margin) && !has(self.confidence)) || (!has(self.query) && self.name == 'rewardRate')",
+                    "margin and confidence apply to the built-in rewardRate only",
                 ),
                 rule(
                     "has(self.query) || self.name != 'successRate' || ((!has(self.min) || double(self.min) <= 1.0) && (!has(self.max) || double(self.max) <= 1.0))",
@@ -183,12 +197,25 @@ class AnalysisMetric(KubeModel):
     def builtin(self) -> bool:
         return self.query is None
 
+    @property
+    def reward(self) -> bool:
+        """The built-in rewardRate, judged by its own rule."""
+        return self.query is None and self.name == "rewardRate"
+
     @model_validator(mode="after")
     def _check(self) -> AnalysisMetric:
         if self.query is None and self.name not in BUILTIN_METRICS:
             raise ValueError(
                 f"metric {self.name!r} has no query; built-in metrics are {', '.join(BUILTIN_METRICS)}"
             )
+        if self.reward:
+            if self.min is not None or self.max is not None or self.compare is not None:
+                raise ValueError(
+                    "rewardRate is judged by margin and confidence, not min, max or compare"
+                )
+            return self
+        if self.margin is not None or self.confidence is not None:
+            raise ValueError("margin and confidence apply to the built-in rewardRate only")
         if self.min is None and self.max is None and self.compare is None:
             raise ValueError(f"metric {self.name!r} needs min, max or compare")
         if self.query is None and self.name == "successRate":
@@ -444,10 +471,12 @@ class MetricResult(_Status):
     """The bounds the value was judged against."""
     samples: int | None = None
     """Requests the canary served in the window."""
+    probability: float | None = None
+    """rewardRate: posterior P(canary rate >= stable rate x (1 - margin)); value and stableValue are the posterior means."""
     message: str = ""
     """Why this verdict, as the Event said it."""
 
-    @field_validator("value", "stable_value")
+    @field_validator("value", "stable_value", "probability")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
         # NaN and infinities are not JSON; status keeps them as "no value".

@@ -205,6 +205,10 @@ class Metrics:
         self.snapshot_items_child = self.snapshot_items.labels(model, revision)
         self.circuit_child.set(0)
         self.staleness_child.set(0)
+        # This revision's reward series exist from the start (at 0), so that Prometheus'
+        # increase() counts the first feedback credited to it on this pod.
+        self.reward_items.labels(model, revision)
+        self.rewards.labels(model, revision)
         # Fail at worker start, not at the first flush, on a prometheus-client whose Histogram
         # no longer has the layout the flusher relies on (the batch histogram's cells are as
         # good a probe as any: same class).

@@ -45,7 +45,12 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     (
         "unknown-metric",
         {"analysis": {"metrics": [{"name": "errors", "max": 1}]}},
-        "a metric without a query must be successRate or latencyP99",
+        "a metric without a query must be successRate, latencyP99 or rewardRate",
+    ),
+    (
+        "reward-bounds",
+        {"analysis": {"metrics": [{"name": "rewardRate", "min": 0.05}]}},
+        "rewardRate is judged by margin and confidence",
     ),
 ]
 

@@ -138,6 +138,14 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
         [{"name": "x"}],
     ),
     "a metric needs min, max or compare": ([{"name": "a", "max": 1}], [{"name": "a"}]),
+    "rewardRate is judged by margin and confidence": (
+        [{"name": "rewardRate", "confidence": 0.99}],
+        [{"name": "rewardRate", "min": 0.05}],
+    ),
+    "margin and confidence apply to the built-in rewardRate only": (
+        [{"name": "rewardRate", "margin": 0.05}],
+        [{"name": "latencyP99", "max": 200, "margin": 0.05}],
+    ),
     "successRate is a share": (
         [{"name": "successRate", "min": 0.99}],
         [{"name": "successRate", "min": 99}],

@@ -135,12 +135,41 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
     ),
     "compare needs min or max": ([{"mode": "ratio", "max": 1.2}, {"min": 0}], [{"mode": "ratio"}]),
     "a metric without a query": (
-        [{"name": "successRate"}, {"name": "latencyP99"}, {"name": "x", "query": "q"}],
+        [
+            {"name": "successRate"},
+            {"name": "latencyP99"},
+            {"name": "rewardRate"},
+            {"name": "x", "query": "q"},
+        ],
         [{"name": "errors"}],
     ),
     "a metric needs min, max or compare": (
-        [{"name": "a", "min": 1}, {"name": "a", "max": 1}, {"name": "a", "compare": {"max": 1}}],
-        [{"name": "a"}],
+        [
+            {"name": "a", "min": 1},
+            {"name": "a", "max": 1},
+            {"name": "a", "compare": {"max": 1}},
+            {"name": "rewardRate"},
+        ],
+        [{"name": "a"}, {"name": "rewardRate", "query": "q"}],
+    ),
+    "rewardRate is judged by margin and confidence": (
+        [
+            {"name": "rewardRate", "margin": 0.01},
+            {"name": "rewardRate", "query": "q", "min": 0.05},
+            {"name": "successRate", "min": 0.9},
+        ],
+        [
+            {"name": "rewardRate", "min": 0.05},
+            {"name": "rewardRate", "max": 0.05},
+            {"name": "rewardRate", "compare": {"min": 0.9}},
+        ],
+    ),
+    "margin and confidence apply to the built-in rewardRate only": (
+        [{"name": "rewardRate", "margin": 0.05, "confidence": 0.99}, {"name": "a", "min": 1}],
+        [
+            {"name": "successRate", "min": 0.9, "margin": 0.02},
+            {"name": "rewardRate", "query": "q", "min": 1, "confidence": 0.9},
+        ],
     ),
     "successRate is a share": (
         [
