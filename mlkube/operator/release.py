@@ -18,6 +18,7 @@ the built-in autoscaler asks for its next pass after ``TICK_SECONDS``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -183,6 +184,9 @@ async def _analyse(
         return evaluate(analysis, {})
     querier = PrometheusQuerier(url or "", timeout_seconds=analysis.timeout_seconds)
     outcomes = await querier.run(plan_queries(analysis, query_ctx))
+    if any(metric.reward for metric in analysis.metrics):
+        # rewardRate's Monte Carlo takes milliseconds of CPU: off the event loop.
+        return await asyncio.to_thread(evaluate, analysis, outcomes)
     return evaluate(analysis, outcomes)
 
 
