@@ -51,6 +51,7 @@ from mlkube.serving.protocol import (
     select_outputs,
     unknown_output,
 )
+from mlkube.serving.shadow import Shadow
 from mlkube.serving.store import StoreUnavailable
 
 log = logging.getLogger("mlkube.serving")
@@ -80,6 +81,8 @@ class ServerState:
     # Set by the shutdown: set again whenever ``active`` drops to 0.
     quiet: asyncio.Event | None = None
     load_error: BaseException | None = None
+    # Copies of requests to the canary (stable pods with shadow traffic on), else None.
+    shadow: Shadow | None = None
     # The revision and ticket every scoring answer carries (None: made in __post_init__).
     issuer: TicketIssuer | None = None
     load_task: asyncio.Task[None] | None = None
@@ -398,6 +401,8 @@ def _routes(app: web.Application, state: ServerState) -> None:
             else:
                 answer = None  # the Python path says what is wrong with the header
             if answer is not None:
+                if state.shadow is not None and answer.json_length is None:
+                    state.shadow.offer(request.path, body, answer.body)
                 return _answer(state, answer.body, answer.degraded, answer.json_length, raw_v2=True)
         parsed = parse_v2_infer(body, max_items, binary_header)
         _check_body_model(parsed, model_name, model_version)
@@ -414,6 +419,8 @@ def _routes(app: web.Application, state: ServerState) -> None:
             )
             return _answer(state, body, response.degraded, json_length, raw_v2=splice)
         rendered = render_v2(response, model_name, model_version, parsed.id)
+        if state.shadow is not None:
+            state.shadow.offer(request.path, body, rendered)
         return _answer(state, rendered, response.degraded, raw_v2=splice)
 
     async def predict(request: web.Request) -> web.Response:
@@ -546,6 +553,18 @@ async def _lifecycle(app: web.Application) -> Any:
                 log.exception("writing the per-request metrics failed; they stop here")
                 return
 
+    shadow = config.shadow
+    if shadow.url and shadow.fraction > 0:
+        state.shadow = Shadow(
+            shadow.url,
+            shadow.fraction,
+            shadow.queue_size,
+            shadow.concurrency,
+            shadow.timeout,
+            shadow.top_k,
+            state.metrics,
+        )
+        await state.shadow.start()
     state.load_task = asyncio.create_task(load(), name="mlkube-model-load")
     flusher = asyncio.create_task(flush_metrics(), name="mlkube-metrics-flush")
     yield
@@ -555,6 +574,8 @@ async def _lifecycle(app: web.Application) -> Any:
         state.load_task.cancel()
     await asyncio.gather(state.load_task, return_exceptions=True)
     await model.close()
+    if state.shadow is not None:
+        await state.shadow.stop()
     flusher.cancel()
     await asyncio.gather(flusher, return_exceptions=True)
     state.metrics.flush()  # the last requests' counts
