@@ -253,6 +253,13 @@ class Analysis(KubeModel):
         return metrics
 
 
+class ShadowSpec(KubeModel):
+    """Copies of real requests to the canary, answered and compared but never returned."""
+
+    fraction: Annotated[float, Field(gt=0, le=1)]
+    """Share of the stable pods' OIP v2 JSON inference requests copied to the canary (0.1 = 10%)."""
+
+
 class RolloutSpec(KubeModel):
     """``spec.rollout``: how a changed ModelService reaches users."""
 
@@ -264,8 +271,8 @@ class RolloutSpec(KubeModel):
     """Where the HTTPRoute attaches when trafficRouting is gatewayAPI."""
     step_weight: Annotated[int | None, Field(ge=1, le=100)] = None
     """Canary weight added after each passed check (default 10); exclusive with steps."""
-    steps: Annotated[list[Annotated[int, Field(ge=1, le=100)]] | None, Field(max_length=20)] = None
-    """Explicit, strictly increasing canary weights; the last one is judged before promotion."""
+    steps: Annotated[list[Annotated[int, Field(ge=0, le=100)]] | None, Field(max_length=20)] = None
+    """Explicit, strictly increasing canary weights; the last one is judged before promotion. A first step of 0 needs shadow."""
     max_weight: Annotated[int, Field(ge=1, le=100)] = 50
     """Last canary weight with stepWeight; promotion follows a passed check at it."""
     interval: Duration = "60s"
@@ -278,6 +285,8 @@ class RolloutSpec(KubeModel):
     """Hold the canary at its current weight; no checks, no deadline."""
     analysis: Analysis = Field(default_factory=Analysis)
     """How each step is judged."""
+    shadow: ShadowSpec | None = None
+    """While a canary runs, stable pods copy this share of real requests to it (its answers are compared, then discarded)."""
 
     model_config = ConfigDict(
         json_schema_extra=kube(
@@ -297,6 +306,14 @@ class RolloutSpec(KubeModel):
                 rule(
                     "!has(self.interval) || duration(self.interval) >= duration('10s')",
                     "interval must be at least 10s",
+                ),
+                rule(
+                    "!has(self.steps) || self.steps.all(x, x > 0) || has(self.shadow)",
+                    "a step of 0 needs shadow (the canary gets no user traffic there)",
+                ),
+                rule(
+                    "!has(self.steps) || size(self.steps) == 0 || self.steps[size(self.steps) - 1] > 0",
+                    "the last step must be above 0: promotion needs a check on user traffic",
                 ),
             ]
         )
@@ -318,6 +335,12 @@ class RolloutSpec(KubeModel):
                 raise ValueError("steps must not be empty")
             if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
                 raise ValueError("steps must be strictly increasing")
+            if 0 in self.steps and self.shadow is None:
+                raise ValueError("a step of 0 needs shadow (the canary gets no user traffic there)")
+            if self.steps[-1] == 0:
+                raise ValueError(
+                    "the last step must be above 0: promotion needs a check on user traffic"
+                )
         if self.traffic_routing is TrafficRouting.GATEWAY_API and self.gateway_api is None:
             raise ValueError("trafficRouting gatewayAPI needs gatewayAPI.parentRefs")
         return self

@@ -424,11 +424,24 @@ def judge_reward_metric(
     outcomes: tuple[QueryOutcome, ...],
     samples: int | None,
     min_samples: int,
+    canary_weight: int | None = None,
 ) -> MetricResult:
     """rewardRate: the Beta-Binomial rule of :mod:`mlkube.operator.reward` on the window's
-    feedback counts (``outcomes`` in :data:`REWARD_PARTS` order)."""
+    feedback counts (``outcomes`` in :data:`REWARD_PARTS` order).
+
+    At weight 0 (a shadowed canary) nobody sees the canary's answers, so nothing can be
+    rewarded: the metric is not judged there (the last step is above 0, so it is judged
+    before any promotion)."""
     threshold = threshold_text(metric)
     margin, confidence = reward_rule(metric)
+    if canary_weight == 0:
+        return MetricResult(
+            name=metric.name,
+            verdict=Verdict.PASS,
+            threshold=threshold,
+            samples=samples,
+            message=f"metric {metric.name}: not judged at 0% (shadow copies earn no rewards)",
+        )
 
     def result(verdict: Verdict, message: str, **values: float | None) -> MetricResult:
         return MetricResult(
@@ -481,7 +494,11 @@ def judge_reward_metric(
     )
 
 
-def evaluate(analysis: Analysis, outcomes: Mapping[str, QueryOutcome]) -> AnalysisReport:
+def evaluate(
+    analysis: Analysis,
+    outcomes: Mapping[str, QueryOutcome],
+    canary_weight: int | None = None,
+) -> AnalysisReport:
     """Judge one analysis run from the outcomes of :func:`plan_queries`' queries.
 
     Missing keys mean the shell did not run that query (it stops after Prometheus is found
@@ -518,6 +535,7 @@ def evaluate(analysis: Analysis, outcomes: Mapping[str, QueryOutcome]) -> Analys
             tuple(outcomes.get(key, unavailable) for key in reward_keys(metric)),
             samples,
             analysis.min_sample_count,
+            canary_weight,
         )
         if metric.reward
         else judge_metric(

@@ -53,13 +53,13 @@ from mlkube.operator.progressive import (
     initial_replicas,
     replicas_handover,
     rollout_spec,
+    track_replicas,
 )
 from mlkube.operator.rollout import (
     RolloutTarget,
     Workload,
     analysis_due,
     next_step,
-    split_replicas,
 )
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ async def _analyse(
     outcomes = await querier.run(plan_queries(analysis, query_ctx))
     if any(metric.reward for metric in analysis.metrics):
         # rewardRate's Monte Carlo takes milliseconds of CPU: off the event loop.
-        return await asyncio.to_thread(evaluate, analysis, outcomes)
+        return await asyncio.to_thread(evaluate, analysis, outcomes, status.canary_weight)
     return evaluate(analysis, outcomes)
 
 
@@ -215,7 +215,9 @@ async def plan(
 
     # What the Deployments should look like under the current status, to judge readiness.
     if old_rollout is not None and old_rollout.canary_revision is not None:
-        expected_stable, expected_canary = split_replicas(total, old_rollout.canary_weight)
+        expected_stable, expected_canary = track_replicas(
+            total, old_rollout.canary_weight, rollout.shadow is not None
+        )
         if old_rollout.phase in (RolloutPhase.PROMOTING, RolloutPhase.FAILED):
             expected_stable = total
     else:

@@ -118,6 +118,14 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
         [{"steps": [10, 50]}, {"stepWeight": 5}, {}],
         [{"steps": [10], "stepWeight": 10}],
     ),
+    "a step of 0 needs shadow": (
+        [{"steps": [0, 50], "shadow": {"fraction": 0.1}}, {"steps": [5, 50]}, {}],
+        [{"steps": [0, 50]}],
+    ),
+    "the last step must be above 0": (
+        [{"steps": [0, 10], "shadow": {"fraction": 0.1}}, {"steps": [10]}, {}],
+        [{"steps": [0], "shadow": {"fraction": 0.1}}],
+    ),
     "steps must be strictly increasing": (
         [{}, {"steps": [5]}, {"steps": [5, 10, 100]}],
         [{"steps": [10, 10]}, {"steps": [50, 20]}, {"steps": [1, 3, 2]}],

@@ -217,3 +217,14 @@ def test_bad_reward_fields_are_refused(fields: dict[str, float], message: str) -
         AnalysisMetric(name="rewardRate", **fields)
     with pytest.raises(ValueError, match="apply to the built-in rewardRate only"):
         AnalysisMetric(name="successRate", min=0.9, margin=0.1)
+
+
+def test_a_shadowed_canary_at_0_is_not_judged_on_reward() -> None:
+    # At 0% nobody sees its answers: no feedback can be credited to it, and that is no
+    # reason to wait (or to roll back at the deadline); the later steps judge it.
+    report = evaluate(reward_analysis(), outcomes(None, None, 5000, 250), canary_weight=0)
+    assert report.verdict is Verdict.PASS
+    assert "not judged at 0%" in report.results[0].message
+    assert evaluate(reward_analysis(), outcomes(None, None, 5000, 250), 10).verdict is (
+        Verdict.WAIT
+    )
