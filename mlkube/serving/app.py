@@ -401,7 +401,7 @@ def _routes(app: web.Application, state: ServerState) -> None:
             else:
                 answer = None  # the Python path says what is wrong with the header
             if answer is not None:
-                if state.shadow is not None and answer.json_length is None:
+                if state.shadow is not None and binary_header is None:
                     state.shadow.offer(request.path, body, answer.body)
                 return _answer(state, answer.body, answer.degraded, answer.json_length, raw_v2=True)
         parsed = parse_v2_infer(body, max_items, binary_header)
@@ -419,7 +419,7 @@ def _routes(app: web.Application, state: ServerState) -> None:
             )
             return _answer(state, body, response.degraded, json_length, raw_v2=splice)
         rendered = render_v2(response, model_name, model_version, parsed.id)
-        if state.shadow is not None:
+        if state.shadow is not None and binary_header is None:
             state.shadow.offer(request.path, body, rendered)
         return _answer(state, rendered, response.degraded, raw_v2=splice)
 

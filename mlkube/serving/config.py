@@ -194,8 +194,8 @@ class ShadowConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+        if value and not value.startswith("http://"):
+            raise ValueError("must start with http:// (copies go to a cluster Service, no TLS)")
         return value
 
 

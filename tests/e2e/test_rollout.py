@@ -47,6 +47,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         {"analysis": {"metrics": [{"name": "errors", "max": 1}]}},
         "a metric without a query must be successRate, latencyP99 or rewardRate",
     ),
+    ("step-zero", {"steps": [0, 50]}, "a step of 0 needs shadow"),
     (
         "reward-bounds",
         {"analysis": {"metrics": [{"name": "rewardRate", "min": 0.05}]}},
