@@ -31,7 +31,9 @@ Duration = Annotated[str, Field(min_length=2, max_length=16, pattern=DURATION_PA
 
 GPU_METRICS = ("gpuUtilization", "gpuMemoryUsed", "gpuPowerUsage")
 """Built-in metrics read from NVIDIA's dcgm-exporter (see :mod:`mlkube.operator.gpu`)."""
-BUILTIN_METRICS = ("successRate", "latencyP99", *GPU_METRICS)
+BUILTIN_METRICS = ("successRate", "latencyP99", "rewardRate", *GPU_METRICS)
+#: Built-in metrics judged by a rule of their own, not by min/max/compare.
+RULE_METRICS = ("rewardRate",)
 #: Placeholders a custom PromQL query may use, written ``{{ name }}``.
 QUERY_PLACEHOLDERS = (
     "revision",
@@ -166,7 +168,8 @@ class AnalysisMetric(KubeModel):
     """One check: a built-in metric of the serving runtime or a custom PromQL query."""
 
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")]
-    """successRate, latencyP99, gpuUtilization, gpuMemoryUsed or gpuPowerUsage for a built-in metric, any name for a custom query."""
+    """successRate, latencyP99, rewardRate, gpuUtilization, gpuMemoryUsed or gpuPowerUsage for a
+    built-in metric, any name for a custom query."""
     query: Annotated[str | None, Field(min_length=1, max_length=4096)] = None
     """PromQL returning one value; may use {{ revision }}, {{ namespace }}, {{ name }}, {{ window }}..."""
     min: float | None = None
@@ -177,17 +180,31 @@ class AnalysisMetric(KubeModel):
     """What an empty or NaN result means: wait (default), fail or pass. Never read as zero."""
     compare: StableComparison | None = None
     """Judge the canary relative to the stable revision over the same window."""
+    margin: Annotated[float | None, Field(ge=0, le=0.5)] = None
+    """rewardRate only: relative shortfall tolerated, 0.02 = the canary may earn 2% less than stable (default 0.02)."""
+    confidence: Annotated[float | None, Field(gt=0.5, le=0.9999)] = None
+    """rewardRate only: posterior probability needed to pass (or to fail), default 0.95."""
 
     model_config = ConfigDict(
         json_schema_extra=kube(
             validations=[
                 rule(
-                    "has(self.query) || self.name in ['successRate', 'latencyP99', 'gpuUtilization', 'gpuMemoryUsed', 'gpuPowerUsage']",
-                    "a metric without a query must be successRate, latencyP99, gpuUtilization, gpuMemoryUsed or gpuPowerUsage",
+                    "has(self.query) || self.name in ['successRate', 'latencyP99', 'rewardRate', "
+                    "'gpuUtilization', 'gpuMemoryUsed', 'gpuPowerUsage']",
+                    "a metric without a query must be successRate, latencyP99, rewardRate, "
+                    "gpuUtilization, gpuMemoryUsed or gpuPowerUsage",
                 ),
                 rule(
-                    "has(self.min) || has(self.max) || has(self.compare)",
+                    "has(self.min) || has(self.max) || has(self.compare) || (!has(self.query) && self.name == 'rewardRate')",
                     "a metric needs min, max or compare",
+                ),
+                rule(
+                    "has(self.query) || self.name != 'rewardRate' || (!has(self.min) && !has(self.max) && !has(self.compare))",
+                    "rewardRate is judged by margin and confidence, not min, max or compare",
+                ),
+                rule(
+                    "(!has(self.margin) && !has(self.confidence)) || (!has(self.query) && self.name == 'rewardRate')",
+                    "margin and confidence apply to the built-in rewardRate only",
                 ),
                 rule(
                     "has(self.query) || self.name != 'successRate' || ((!has(self.min) || double(self.min) <= 1.0) && (!has(self.max) || double(self.max) <= 1.0))",
@@ -201,12 +218,25 @@ class AnalysisMetric(KubeModel):
     def builtin(self) -> bool:
         return self.query is None
 
+    @property
+    def reward(self) -> bool:
+        """The built-in rewardRate, judged by its own rule."""
+        return self.query is None and self.name == "rewardRate"
+
     @model_validator(mode="after")
     def _check(self) -> AnalysisMetric:
         if self.query is None and self.name not in BUILTIN_METRICS:
             raise ValueError(
                 f"metric {self.name!r} has no query; built-in metrics are {', '.join(BUILTIN_METRICS)}"
             )
+        if self.reward:
+            if self.min is not None or self.max is not None or self.compare is not None:
+                raise ValueError(
+                    "rewardRate is judged by margin and confidence, not min, max or compare"
+                )
+            return self
+        if self.margin is not None or self.confidence is not None:
+            raise ValueError("margin and confidence apply to the built-in rewardRate only")
         if self.min is None and self.max is None and self.compare is None:
             raise ValueError(f"metric {self.name!r} needs min, max or compare")
         if self.query is None and self.name == "successRate":
@@ -244,6 +274,13 @@ class Analysis(KubeModel):
         return metrics
 
 
+class ShadowSpec(KubeModel):
+    """Copies of real requests to the canary, answered and compared but never returned."""
+
+    fraction: Annotated[float, Field(gt=0, le=1)]
+    """Share of the stable pods' OIP v2 JSON inference requests copied to the canary (0.1 = 10%)."""
+
+
 class RolloutSpec(KubeModel):
     """``spec.rollout``: how a changed ModelService reaches users."""
 
@@ -255,8 +292,8 @@ class RolloutSpec(KubeModel):
     """Where the HTTPRoute attaches when trafficRouting is gatewayAPI."""
     step_weight: Annotated[int | None, Field(ge=1, le=100)] = None
     """Canary weight added after each passed check (default 10); exclusive with steps."""
-    steps: Annotated[list[Annotated[int, Field(ge=1, le=100)]] | None, Field(max_length=20)] = None
-    """Explicit, strictly increasing canary weights; the last one is judged before promotion."""
+    steps: Annotated[list[Annotated[int, Field(ge=0, le=100)]] | None, Field(max_length=20)] = None
+    """Explicit, strictly increasing canary weights; the last one is judged before promotion. A first step of 0 needs shadow."""
     max_weight: Annotated[int, Field(ge=1, le=100)] = 50
     """Last canary weight with stepWeight; promotion follows a passed check at it."""
     interval: Duration = "60s"
@@ -269,6 +306,8 @@ class RolloutSpec(KubeModel):
     """Hold the canary at its current weight; no checks, no deadline."""
     analysis: Analysis = Field(default_factory=Analysis)
     """How each step is judged."""
+    shadow: ShadowSpec | None = None
+    """While a canary runs, stable pods copy this share of real requests to it (its answers are compared, then discarded)."""
 
     model_config = ConfigDict(
         json_schema_extra=kube(
@@ -288,6 +327,14 @@ class RolloutSpec(KubeModel):
                 rule(
                     "!has(self.interval) || duration(self.interval) >= duration('10s')",
                     "interval must be at least 10s",
+                ),
+                rule(
+                    "!has(self.steps) || self.steps.all(x, x > 0) || has(self.shadow)",
+                    "a step of 0 needs shadow (the canary gets no user traffic there)",
+                ),
+                rule(
+                    "!has(self.steps) || size(self.steps) == 0 || self.steps[size(self.steps) - 1] > 0",
+                    "the last step must be above 0: promotion needs a check on user traffic",
                 ),
             ]
         )
@@ -309,6 +356,12 @@ class RolloutSpec(KubeModel):
                 raise ValueError("steps must not be empty")
             if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
                 raise ValueError("steps must be strictly increasing")
+            if 0 in self.steps and self.shadow is None:
+                raise ValueError("a step of 0 needs shadow (the canary gets no user traffic there)")
+            if self.steps[-1] == 0:
+                raise ValueError(
+                    "the last step must be above 0: promotion needs a check on user traffic"
+                )
         if self.traffic_routing is TrafficRouting.GATEWAY_API and self.gateway_api is None:
             raise ValueError("trafficRouting gatewayAPI needs gatewayAPI.parentRefs")
         return self
@@ -501,10 +554,12 @@ class MetricResult(_Status):
     """The bounds the value was judged against."""
     samples: int | None = None
     """Requests the canary served in the window."""
+    probability: float | None = None
+    """rewardRate: posterior P(canary rate >= stable rate x (1 - margin)); value and stableValue are the posterior means."""
     message: str = ""
     """Why this verdict, as the Event said it."""
 
-    @field_validator("value", "stable_value")
+    @field_validator("value", "stable_value", "probability")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
         # NaN and infinities are not JSON; status keeps them as "no value".

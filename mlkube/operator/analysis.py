@@ -35,10 +35,18 @@ from mlkube.api.rollout import (
     format_duration,
 )
 from mlkube.operator import gpu
+from mlkube.operator.reward import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_MARGIN,
+    RewardCounts,
+    judge_reward,
+)
 
 REQUESTS_TOTAL = "mlkube_requests_total"
 REQUEST_DURATION = "mlkube_request_duration_seconds"
 INFLIGHT = "mlkube_inflight_requests"
+REWARD_ITEMS = "mlkube_reward_items_total"
+REWARDS = "mlkube_rewards_total"
 
 SAMPLES_KEY = "samples"
 #: Endpoints that carry user traffic (REST, and OIP v2 inference over gRPC); health probes,
@@ -159,6 +167,21 @@ def gpu_query(name: str, ctx: QueryContext, pods: tuple[str, ...], *, total: boo
     return build(gpu.SIGNALS[name], ctx.namespace, pods, ctx.window_seconds, ctx.gpu_labels)
 
 
+def reward_queries(revision: str, window_seconds: int) -> tuple[str, str]:
+    """PromQL for a revision's (items with feedback, sum of their rewards) in the window.
+
+    Summed over every pod: a feedback request may reach any pod, which counts it under the
+    revision that scored the items (the runtime's ticket), so one revision's counts are
+    spread over the pods of both tracks.
+    """
+    window = format_duration(window_seconds)
+    selector = revision_selector(revision)
+    return (
+        f"sum(increase({REWARD_ITEMS}{selector}[{window}]))",
+        f"sum(increase({REWARDS}{selector}[{window}]))",
+    )
+
+
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z]+)\s*\}\}")
 
 
@@ -194,6 +217,8 @@ def metric_query(metric: AnalysisMetric, ctx: QueryContext, revision: str) -> st
         return success_rate_query(revision, ctx.window_seconds)
     if metric.name == "latencyP99":
         return latency_p99_query(revision, ctx.window_seconds)
+    if metric.reward:
+        raise ValueError("rewardRate is four queries: see plan_queries")
     if metric.name in gpu.SIGNALS:
         return gpu_query(metric.name, ctx, tuple(ctx.pods.get(revision, ())), total=False)
     raise ValueError(f"metric {metric.name!r} is not built in and has no query")
@@ -207,6 +232,14 @@ def stable_key(metric: AnalysisMetric) -> str:
     return f"{metric.name}/stable"
 
 
+REWARD_PARTS = ("canary/items", "canary/rewards", "stable/items", "stable/rewards")
+
+
+def reward_keys(metric: AnalysisMetric) -> tuple[str, ...]:
+    """The four counts rewardRate needs, in :data:`REWARD_PARTS` order."""
+    return tuple(f"{metric.name}/{part}" for part in REWARD_PARTS)
+
+
 def plan_queries(analysis: Analysis, ctx: QueryContext) -> dict[str, str]:
     """Every PromQL query one analysis run needs, keyed for :func:`evaluate`.
 
@@ -214,6 +247,13 @@ def plan_queries(analysis: Analysis, ctx: QueryContext) -> dict[str, str]:
     """
     plan = {SAMPLES_KEY: samples_query(ctx.canary_revision, ctx.window_seconds)}
     for metric in analysis.metrics:
+        if metric.reward:
+            queries = (
+                *reward_queries(ctx.canary_revision, ctx.window_seconds),
+                *reward_queries(ctx.stable_revision, ctx.window_seconds),
+            )
+            plan.update(zip(reward_keys(metric), queries, strict=True))
+            continue
         plan[canary_key(metric)] = metric_query(metric, ctx, ctx.canary_revision)
         if metric.compare is not None:
             plan[stable_key(metric)] = metric_query(metric, ctx, ctx.stable_revision)
@@ -266,6 +306,8 @@ def format_value(metric: AnalysisMetric, value: float) -> str:
     if metric.builtin and metric.name in gpu.SIGNALS:
         unit = gpu.SIGNALS[metric.name].unit
         return f"{value:.1f}{unit}" if unit == "%" else f"{value:.4g}{unit}"
+    if metric.reward:
+        return f"{value * 100:.3f}%"
     return f"{value:.4g}"
 
 
@@ -278,7 +320,17 @@ def _bounds_text(metric: AnalysisMetric, low: float | None, high: float | None) 
     return " and ".join(parts)
 
 
+def reward_rule(metric: AnalysisMetric) -> tuple[float, float]:
+    """rewardRate's (margin, confidence), defaults filled in."""
+    margin = DEFAULT_MARGIN if metric.margin is None else metric.margin
+    confidence = DEFAULT_CONFIDENCE if metric.confidence is None else metric.confidence
+    return margin, confidence
+
+
 def threshold_text(metric: AnalysisMetric) -> str:
+    if metric.reward:
+        margin, confidence = reward_rule(metric)
+        return f"P(canary >= stable x {1 - margin:g}) >= {confidence:g} to pass, <= {1 - confidence:.4g} to fail"
     parts = []
     absolute = _bounds_text(metric, metric.min, metric.max)
     if absolute:
@@ -392,7 +444,86 @@ def judge_metric(
     )
 
 
-def evaluate(analysis: Analysis, outcomes: Mapping[str, QueryOutcome]) -> AnalysisReport:
+def judge_reward_metric(
+    metric: AnalysisMetric,
+    outcomes: tuple[QueryOutcome, ...],
+    samples: int | None,
+    min_samples: int,
+    canary_weight: int | None = None,
+) -> MetricResult:
+    """rewardRate: the Beta-Binomial rule of :mod:`mlkube.operator.reward` on the window's
+    feedback counts (``outcomes`` in :data:`REWARD_PARTS` order).
+
+    At weight 0 (a shadowed canary) nobody sees the canary's answers, so nothing can be
+    rewarded: the metric is not judged there (the last step is above 0, so it is judged
+    before any promotion)."""
+    threshold = threshold_text(metric)
+    margin, confidence = reward_rule(metric)
+    if canary_weight == 0:
+        return MetricResult(
+            name=metric.name,
+            verdict=Verdict.PASS,
+            threshold=threshold,
+            samples=samples,
+            message=f"metric {metric.name}: not judged at 0% (shadow copies earn no rewards)",
+        )
+
+    def result(verdict: Verdict, message: str, **values: float | None) -> MetricResult:
+        return MetricResult(
+            name=metric.name,
+            verdict=verdict,
+            threshold=threshold,
+            samples=samples,
+            message=message,
+            **values,
+        )
+
+    for part, outcome in zip(REWARD_PARTS, outcomes, strict=True):
+        if outcome.status is QueryStatus.UNAVAILABLE:
+            return result(Verdict.WAIT, f"Prometheus unavailable: {outcome.error}")
+        if outcome.status is QueryStatus.REJECTED:
+            return result(
+                Verdict.FAIL, f"metric {metric.name}: {part} query failed: {outcome.error}"
+            )
+    if samples is not None and samples < min_samples:
+        return result(
+            Verdict.WAIT, f"canary served {samples} requests in the window, needs {min_samples}"
+        )
+    # A counter with no series in the window had no feedback: zero is what it counted.
+    n_c, s_c, n_s, s_s = (o.value or 0.0 for o in outcomes)
+    canary, stable = RewardCounts(n_c, s_c).clamped(), RewardCounts(n_s, s_s).clamped()
+    if canary.items < 1 or stable.items < 1:
+        which = "canary" if canary.items < 1 else "stable"
+        return result(
+            _NO_DATA_VERDICT[metric.on_no_data],
+            f"metric {metric.name}: no feedback credited to the {which} revision in the "
+            f"window: no data (onNoData {metric.on_no_data.value})",
+        )
+    judged = judge_reward(canary, stable, margin, confidence)
+    verdict = judged.verdict
+    p = judged.probability
+    if verdict is Verdict.PASS:
+        outcome_text = f">= {confidence:g}: pass"
+    elif verdict is Verdict.FAIL:
+        outcome_text = f"<= {1 - confidence:.4g}: fail (canary worse by more than {margin:.0%})"
+    else:
+        outcome_text = f"between {1 - confidence:.4g} and {confidence:g}: wait for more feedback"
+    return result(
+        verdict,
+        f"metric {metric.name}: canary {judged.canary_mean:.3%} ({canary.items:.0f} items) vs "
+        f"stable {judged.stable_mean:.3%} ({stable.items:.0f}), posterior means; "
+        f"P(canary >= stable x {1 - margin:g}) = {p:.3f} {outcome_text}",
+        value=judged.canary_mean,
+        stable_value=judged.stable_mean,
+        probability=p,
+    )
+
+
+def evaluate(
+    analysis: Analysis,
+    outcomes: Mapping[str, QueryOutcome],
+    canary_weight: int | None = None,
+) -> AnalysisReport:
     """Judge one analysis run from the outcomes of :func:`plan_queries`' queries.
 
     Missing keys mean the shell did not run that query (it stops after Prometheus is found
@@ -424,7 +555,15 @@ def evaluate(analysis: Analysis, outcomes: Mapping[str, QueryOutcome]) -> Analys
         samples = round(samples_outcome.value) if samples_outcome.value is not None else 0
 
     results = tuple(
-        judge_metric(
+        judge_reward_metric(
+            metric,
+            tuple(outcomes.get(key, unavailable) for key in reward_keys(metric)),
+            samples,
+            analysis.min_sample_count,
+            canary_weight,
+        )
+        if metric.reward
+        else judge_metric(
             metric,
             outcomes.get(canary_key(metric), unavailable),
             outcomes.get(stable_key(metric), unavailable) if metric.compare else None,

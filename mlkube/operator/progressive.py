@@ -12,6 +12,7 @@ Nothing here does I/O or reads the clock.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,6 +35,7 @@ from mlkube.operator.autoscaler import (
     build_hpa,
 )
 from mlkube.operator.builders import (
+    CONTAINER_NAME,
     LABEL_REVISION,
     LABEL_TRACK,
     SERVICE_PORT,
@@ -56,6 +58,7 @@ from mlkube.operator.rollout import (
     progressing_condition,
     split_replicas,
 )
+from mlkube.serving.config import env_name
 
 JsonDict = dict[str, Any]
 
@@ -164,6 +167,36 @@ def build_httproute(ms: ModelService, rollout: RolloutSpec, canary_weight: int) 
     }
 
 
+def track_replicas(total: int, weight: int, shadowed: bool) -> tuple[int, int]:
+    """Stable and canary pods for ``weight``: :func:`split_replicas`, except that a shadowed
+    canary at 0% runs one pod, which answers only the copies (Service ``N`` does not select
+    it then)."""
+    stable, canary = split_replicas(total, weight)
+    if shadowed and weight == 0 and total > 0:
+        canary = 1
+    return stable, canary
+
+
+def shadow_url(ms: ModelService) -> str:
+    """Where stable pods send shadow copies: the canary track's Service ``N-canary``."""
+    return f"http://{ms.metadata.name}-canary.{ms.metadata.namespace}.svc.cluster.local"
+
+
+def add_shadow_env(deployment: JsonDict, ms: ModelService, fraction: float) -> None:
+    """Point the stable Deployment's runtime at the canary (its pods restart once: the
+    env is part of the pod template)."""
+    container = next(
+        c
+        for c in deployment["spec"]["template"]["spec"]["containers"]
+        if c["name"] == CONTAINER_NAME
+    )
+    names = (env_name(("shadow", "url")), env_name(("shadow", "fraction")))
+    container["env"] = [e for e in container["env"] if e["name"] not in names] + [
+        {"name": names[0], "value": shadow_url(ms)},
+        {"name": names[1], "value": repr(fraction)},
+    ]
+
+
 def build_children(
     ms: ModelService,
     settings: BuildSettings,
@@ -187,8 +220,10 @@ def build_children(
     canary = decision.canary_revision
     weight = decision.canary_weight
     promoting = decision.status.phase in (RolloutPhase.PROMOTING, RolloutPhase.FAILED)
+    # No copies while promoting: the stable Deployment runs the canary's revision by then.
+    shadow = rollout.shadow if canary is not None and not promoting else None
     if canary is not None:
-        stable_n, canary_n = split_replicas(total, weight)
+        stable_n, canary_n = track_replicas(total, weight, shadow is not None)
         if promoting:
             stable_n = total
     else:
@@ -210,8 +245,15 @@ def build_children(
     if hpa:
         # The HPA owns the count: leaving the field out of our apply hands it over.
         stable_dep["spec"].pop("replicas", None)
+    service = desired.service
+    if shadow is not None:
+        add_shadow_env(stable_dep, ms, shadow.fraction)
+        if weight == 0:
+            # At 0% the canary must get no user traffic: Service N selects stable pods only.
+            service = copy.deepcopy(service)
+            service["spec"]["selector"] = selector_labels(name, "stable")
 
-    objects: list[JsonDict] = [desired.service, stable_dep]
+    objects: list[JsonDict] = [service, stable_dep]
     deletions: list[tuple[str, str]] = []
     if canary is not None:
         objects.append(
@@ -228,8 +270,17 @@ def build_children(
             build_httproute(ms, rollout, weight if canary is not None else 0),
         ]
         split = f"canary {weight if canary else 0}% (HTTPRoute weights, exact)"
+    elif shadow is not None:
+        # The stable pods address the canary by its own Service.
+        routing = [build_track_service(ms, "canary")]
+        split = describe_split(stable_n, canary_n if weight else 0, weight)
     else:
         split = describe_split(stable_n, canary_n, weight if canary else 0)
+        if canary is None:  # a shadowed canary's Service goes with the canary
+            deletions.append(("Service", f"{name}-canary"))
+
+    if shadow is not None:
+        split += f"; shadow: {shadow.fraction:.0%} of stable's requests copied to the canary"
 
     pdb = build_pdb(ms, replicas=stable_n + canary_n)
     if pdb is not None:

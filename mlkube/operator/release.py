@@ -18,6 +18,7 @@ the built-in autoscaler asks for its next pass after ``TICK_SECONDS``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -53,13 +54,13 @@ from mlkube.operator.progressive import (
     initial_replicas,
     replicas_handover,
     rollout_spec,
+    track_replicas,
 )
 from mlkube.operator.rollout import (
     RolloutTarget,
     Workload,
     analysis_due,
     next_step,
-    split_replicas,
 )
 
 if TYPE_CHECKING:
@@ -196,6 +197,9 @@ async def _analyse(
         return evaluate(analysis, {})
     querier = PrometheusQuerier(url or "", timeout_seconds=analysis.timeout_seconds)
     outcomes = await querier.run(plan_queries(analysis, query_ctx))
+    if any(metric.reward for metric in analysis.metrics):
+        # rewardRate's Monte Carlo takes milliseconds of CPU: off the event loop.
+        return await asyncio.to_thread(evaluate, analysis, outcomes, status.canary_weight)
     return evaluate(analysis, outcomes)
 
 
@@ -236,7 +240,9 @@ async def plan(
 
     # What the Deployments should look like under the current status, to judge readiness.
     if old_rollout is not None and old_rollout.canary_revision is not None:
-        expected_stable, expected_canary = split_replicas(total, old_rollout.canary_weight)
+        expected_stable, expected_canary = track_replicas(
+            total, old_rollout.canary_weight, rollout.shadow is not None
+        )
         if old_rollout.phase in (RolloutPhase.PROMOTING, RolloutPhase.FAILED):
             expected_stable = total
     else:

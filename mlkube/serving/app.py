@@ -22,6 +22,14 @@ import orjson
 from aiohttp import web
 
 from mlkube import __version__
+from mlkube.serving.attribution import (
+    REVISION_PARAMETER,
+    TICKET_HEADER,
+    TICKET_PARAMETER,
+    TicketIssuer,
+    Unattributed,
+    read_ticket,
+)
 from mlkube.serving.batcher import DynamicBatcher
 from mlkube.serving.config import ServeConfig
 from mlkube.serving.context import RuntimeContext
@@ -49,6 +57,7 @@ from mlkube.serving.protocol import (
     select_outputs,
     unknown_output,
 )
+from mlkube.serving.shadow import Shadow
 from mlkube.serving.store import StoreUnavailable
 
 log = logging.getLogger("mlkube.serving")
@@ -78,8 +87,16 @@ class ServerState:
     # Set by the shutdown: set again whenever ``active`` drops to 0.
     quiet: asyncio.Event | None = None
     load_error: BaseException | None = None
+    # Copies of requests to the canary (stable pods with shadow traffic on), else None.
+    shadow: Shadow | None = None
+    # The revision and ticket every scoring answer carries (None: made in __post_init__).
+    issuer: TicketIssuer | None = None
     load_task: asyncio.Task[None] | None = None
     on_fatal: Callable[[BaseException], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.issuer is None:
+            self.issuer = TicketIssuer(self.config.model.name, self.config.revision)
 
     @property
     def ready(self) -> bool:
@@ -269,11 +286,22 @@ async def run_infer(
 
 
 def _answer(
-    state: ServerState, body: bytes, degraded: str | None, json_length: int | None = None
+    state: ServerState,
+    body: bytes,
+    degraded: str | None,
+    json_length: int | None = None,
+    *,
+    raw_v2: bool = False,
 ) -> web.Response:
-    if degraded is None and json_length is None:
-        return web.Response(body=body, content_type=JSON)
-    headers: dict[str, str] = {}
+    """A scoring answer: the body with the revision and ticket headers (and, for a raw OIP
+    v2 answer, the same two as response parameters spliced in after its opening brace)."""
+    assert state.issuer is not None
+    stamp = state.issuer.stamp()
+    headers = dict(stamp.headers)
+    if raw_v2:
+        body = b"{" + stamp.json_prefix + body[1:]
+        if json_length is not None:
+            json_length += len(stamp.json_prefix)
     if degraded is not None:
         state.metrics.mark_degraded(degraded)
         headers[DEGRADED_HEADER] = degraded
@@ -281,6 +309,17 @@ def _answer(
         return web.Response(body=body, content_type=JSON, headers=headers)
     headers[BINARY_HEADER] = str(json_length)
     return web.Response(body=body, content_type=OCTETS, headers=headers)
+
+
+def stamp_parameters(state: ServerState, response: InferenceResponse) -> None:
+    """Add the revision and ticket to an OIP v2 answer's parameters (REST and gRPC)."""
+    assert state.issuer is not None
+    stamp = state.issuer.stamp()
+    response.parameters = {
+        **(response.parameters or {}),
+        REVISION_PARAMETER: state.config.revision,
+        TICKET_PARAMETER: stamp.ticket,
+    }
 
 
 def _check_body_model(parsed: InferenceRequest, name: str, version: str) -> None:
@@ -307,6 +346,7 @@ def _routes(app: web.Application, state: ServerState) -> None:
     body_timeout = config.server.body_timeout
     max_items = element_limit(config)
     model_name, model_version = config.model.name, config.model.version
+    feedback_window = config.feedback_window
 
     async def live(request: web.Request) -> web.Response:
         return _json(200, b'{"live":true}')
@@ -369,19 +409,27 @@ def _routes(app: web.Application, state: ServerState) -> None:
             else:
                 answer = None  # the Python path says what is wrong with the header
             if answer is not None:
-                return _answer(state, answer.body, answer.degraded, answer.json_length)
+                if state.shadow is not None and binary_header is None:
+                    state.shadow.offer(request.path, body, answer.body)
+                return _answer(state, answer.body, answer.degraded, answer.json_length, raw_v2=True)
         parsed = parse_v2_infer(body, max_items, binary_header)
         _check_body_model(parsed, model_name, model_version)
         response = await run_infer(state, model, parsed)
+        # The revision and ticket go first, as on the raw path (same bytes for the same
+        # answer); a model's own response parameters get them merged in instead.
+        splice = not response.parameters
+        if not splice:
+            stamp_parameters(state, response)
         binary = parsed.binary_outputs([t.name for t in response.outputs])
         if binary:
             body, json_length = render_v2_binary(
                 response, model_name, model_version, parsed.id, binary
             )
-            return _answer(state, body, response.degraded, json_length)
-        return _answer(
-            state, render_v2(response, model_name, model_version, parsed.id), response.degraded
-        )
+            return _answer(state, body, response.degraded, json_length, raw_v2=splice)
+        rendered = render_v2(response, model_name, model_version, parsed.id)
+        if state.shadow is not None and binary_header is None:
+            state.shadow.offer(request.path, body, rendered)
+        return _answer(state, rendered, response.degraded, raw_v2=splice)
 
     async def predict(request: web.Request) -> web.Response:
         model = _check_model(state, request)
@@ -406,11 +454,22 @@ def _routes(app: web.Application, state: ServerState) -> None:
             max_items,
             config.bandit.max_item_id_length,
             request.headers.get("Idempotency-Key"),
+            request.headers.get(TICKET_HEADER),
         )
         result = await model.feedback(parsed)
-        return _json(
-            200, orjson.dumps({"accepted": result.accepted, "duplicate": result.duplicate})
-        )
+        credited = read_ticket(parsed.ticket, model_name, time.time(), feedback_window)
+        if not result.duplicate:
+            n = len(parsed.items)
+            if isinstance(credited, Unattributed):
+                state.metrics.count_unattributed(credited.value, n)
+            else:
+                state.metrics.count_rewards(credited, n, float(parsed.rewards.sum()))
+        answer: dict[str, object] = {"accepted": result.accepted, "duplicate": result.duplicate}
+        if isinstance(credited, Unattributed):
+            answer["unattributed"] = credited.value
+        else:
+            answer["revision"] = credited
+        return _json(200, orjson.dumps(answer))
 
     async def metrics(request: web.Request) -> web.Response:
         state.metrics.flush()
@@ -509,6 +568,18 @@ async def _lifecycle(app: web.Application) -> Any:
                 log.exception("writing the per-request metrics failed; they stop here")
                 return
 
+    shadow = config.shadow
+    if shadow.url and shadow.fraction > 0:
+        state.shadow = Shadow(
+            shadow.url,
+            shadow.fraction,
+            shadow.queue_size,
+            shadow.concurrency,
+            shadow.timeout,
+            shadow.top_k,
+            state.metrics,
+        )
+        await state.shadow.start()
     state.load_task = asyncio.create_task(load(), name="mlkube-model-load")
     flusher = asyncio.create_task(flush_metrics(), name="mlkube-metrics-flush")
     yield
@@ -518,6 +589,8 @@ async def _lifecycle(app: web.Application) -> Any:
         state.load_task.cancel()
     await asyncio.gather(state.load_task, return_exceptions=True)
     await model.close()
+    if state.shadow is not None:
+        await state.shadow.stop()
     flusher.cancel()
     await asyncio.gather(flusher, return_exceptions=True)
     state.metrics.flush()  # the last requests' counts

@@ -218,6 +218,27 @@ class BatchingConfig(_Strict):
     max_delay: float = Field(default=0.001, ge=0, le=1)
 
 
+class ShadowConfig(_Strict):
+    """Copies of real requests to the canary (set on stable pods by the operator)."""
+
+    # Base URL of the canary revision's Service; empty: no shadow traffic.
+    url: str = ""
+    fraction: float = Field(default=0.0, ge=0, le=1)
+    # Copies waiting to be sent, per worker; more are dropped (and counted), never waited for.
+    queue_size: int = Field(default=256, ge=1, le=65536)
+    concurrency: int = Field(default=4, ge=1, le=256)
+    timeout: float = Field(default=2.0, gt=0, le=60)
+    # The ranking overlap compares the top k of both answers.
+    top_k: int = Field(default=10, ge=1, le=10_000)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if value and not value.startswith("http://"):
+            raise ValueError("must start with http:// (copies go to a cluster Service, no TLS)")
+        return value
+
+
 class ServeConfig(_Strict):
     """Everything `mlkube serve` needs."""
 
@@ -227,8 +248,12 @@ class ServeConfig(_Strict):
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
     batching: BatchingConfig = BatchingConfig()
     onnx: OnnxConfig = OnnxConfig()
+    shadow: ShadowConfig = ShadowConfig()
     # Revision hash the operator stamps on the pod; a constant label on every metric.
     revision: str = ""
+    # Seconds after scoring within which feedback is credited to the revision that scored
+    # (the ticket's age); later feedback is still learned from but counted as expired.
+    feedback_window: float = Field(default=3600.0, gt=0, le=7 * 86_400)
 
 
 # environment variable -> path in the configuration tree
@@ -260,6 +285,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "MLKUBE_ONNX_PROVIDER": ("onnx", "provider"),
     "MLKUBE_STORAGE_URI": ("model", "storage_uri"),
     "MLKUBE_REVISION": ("revision",),
+    "MLKUBE_FEEDBACK_WINDOW": ("feedback_window",),
     "MLKUBE_FEATURE_STORE": ("feature_store", "kind"),
     "MLKUBE_REDIS_URL": ("feature_store", "redis_url"),
     "MLKUBE_REDIS_KEY_PREFIX": ("feature_store", "key_prefix"),
@@ -274,6 +300,9 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "MLKUBE_BATCHING": ("batching", "enabled"),
     "MLKUBE_BATCH_MAX_SIZE": ("batching", "max_batch_size"),
     "MLKUBE_BATCH_MAX_DELAY": ("batching", "max_delay"),
+    "MLKUBE_SHADOW_URL": ("shadow", "url"),
+    "MLKUBE_SHADOW_FRACTION": ("shadow", "fraction"),
+    "MLKUBE_SHADOW_QUEUE_SIZE": ("shadow", "queue_size"),
 }
 
 _ENV_BY_PATH = {path: var for var, path in ENV_VARS.items()}

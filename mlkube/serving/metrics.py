@@ -57,6 +57,7 @@ LATENCY_BUCKETS = (
     2.5,
     5.0,
 )
+SHARE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
@@ -119,6 +120,62 @@ class Metrics:
             "mlkube_feedback_items_total",
             "Feedback (item, reward) pairs applied to the feature store.",
             base,
+            registry=reg,
+        )
+        # Rewards by the revision that scored the items (the feedback's ticket), whichever pod
+        # received the feedback: the canary analysis' rewardRate reads these two.
+        self.reward_items = Counter(
+            "mlkube_reward_items_total",
+            "Scored items with feedback, by the revision that scored them.",
+            ["model", "revision"],
+            registry=reg,
+        )
+        self.rewards = Counter(
+            "mlkube_rewards_total",
+            "Sum of the rewards of scored items, by the revision that scored them.",
+            ["model", "revision"],
+            registry=reg,
+        )
+        self.unattributed = Counter(
+            "mlkube_feedback_unattributed_items_total",
+            "Feedback items credited to no revision: ticket missing, unknown or expired.",
+            ["model", "reason"],
+            registry=reg,
+        )
+        # Shadow copies this (stable) pod sent to the canary: ``target`` is the revision the
+        # canary's answer named.
+        shadow_labels = ["model", "revision", "target"]
+        self.shadow_requests = Counter(
+            "mlkube_shadow_requests_total",
+            "Shadow copies answered by the target revision, by outcome (ok or error).",
+            [*shadow_labels, "outcome"],
+            registry=reg,
+        )
+        self.shadow_dropped = Counter(
+            "mlkube_shadow_dropped_total",
+            "Shadow copies dropped because the queue was full.",
+            ["model", "revision"],
+            registry=reg,
+        )
+        self.shadow_duration = Histogram(
+            "mlkube_shadow_duration_seconds",
+            "Latency of the target revision's answers to shadow copies.",
+            shadow_labels,
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.shadow_overlap = Histogram(
+            "mlkube_shadow_ranking_overlap",
+            "Share of our top-k ranking that the target's top-k ranking also holds.",
+            shadow_labels,
+            buckets=SHARE_BUCKETS,
+            registry=reg,
+        )
+        self.shadow_drift = Histogram(
+            "mlkube_shadow_score_drift",
+            "Mean absolute difference of our scores and the target's, per copy.",
+            shadow_labels,
+            buckets=SHARE_BUCKETS,
             registry=reg,
         )
         self.degraded = Counter(
@@ -191,8 +248,13 @@ class Metrics:
         self.circuit_child = self.circuit.labels(model, revision)
         self.batch_child = self.batch_size.labels(model, revision)
         self.snapshot_items_child = self.snapshot_items.labels(model, revision)
+        self.shadow_dropped_child = self.shadow_dropped.labels(model, revision)
         self.circuit_child.set(0)
         self.staleness_child.set(0)
+        # This revision's reward series exist from the start (at 0), so that Prometheus'
+        # increase() counts the first feedback credited to it on this pod.
+        self.reward_items.labels(model, revision)
+        self.rewards.labels(model, revision)
         # Fail at worker start, not at the first flush, on a prometheus-client whose Histogram
         # no longer has the layout the flusher relies on (the batch histogram's cells are as
         # good a probe as any: same class).
@@ -248,6 +310,25 @@ class Metrics:
             self.store_errors.labels(self.model, self.revision, operation).inc()
         else:
             self.store_duration.labels(self.model, self.revision, operation).observe(seconds)
+
+    def count_rewards(self, revision: str, items: int, rewards: float) -> None:
+        """Credit one applied feedback request to the revision that scored its items."""
+        self.reward_items.labels(self.model, revision).inc(items)
+        self.rewards.labels(self.model, revision).inc(rewards)
+
+    def count_unattributed(self, reason: str, items: int) -> None:
+        self.unattributed.labels(self.model, reason).inc(items)
+
+    def observe_shadow(self, target: str, ok: bool, seconds: float, comparison: Any) -> None:
+        """One shadow copy's outcome, latency and comparison (None when it failed)."""
+        labels = (self.model, self.revision, target)
+        self.shadow_requests.labels(*labels, "ok" if ok else "error").inc()
+        self.shadow_duration.labels(*labels).observe(seconds)
+        if comparison is not None:
+            if comparison.overlap is not None:
+                self.shadow_overlap.labels(*labels).observe(comparison.overlap)
+            if comparison.drift is not None:
+                self.shadow_drift.labels(*labels).observe(comparison.drift)
 
     def mark_degraded(self, reason: str) -> None:
         self.degraded.labels(self.model, self.version, self.revision, reason).inc()

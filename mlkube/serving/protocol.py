@@ -41,7 +41,8 @@ DATATYPES: dict[str, np.dtype[Any] | None] = {
 _REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs", "model_name", "model_version"})
 _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 _V1_KEYS = frozenset({"instances", "inputs", "parameters"})
-_FEEDBACK_KEYS = frozenset({"feedback", "segment", "idempotency_key", "parameters"})
+_FEEDBACK_KEYS = frozenset({"feedback", "segment", "idempotency_key", "ticket", "parameters"})
+_MAX_TICKET = 256
 _MAX_DIMS = 8
 MAX_TENSORS = 64
 
@@ -134,6 +135,8 @@ class FeedbackRequest:
     rewards: np.ndarray[Any, np.dtype[np.float64]]
     segment: str | None
     idempotency_key: str | None
+    # The scoring answer's ticket: which revision scored these items (see attribution.py).
+    ticket: str | None = None
 
 
 #: Bytes per element of each fixed-size datatype in raw (binary) form, little-endian.
@@ -472,7 +475,11 @@ def parse_v1_predict(
 
 
 def parse_feedback(
-    body: bytes, max_items: int, max_id_length: int, header_key: str | None
+    body: bytes,
+    max_items: int,
+    max_id_length: int,
+    header_key: str | None,
+    header_ticket: str | None = None,
 ) -> FeedbackRequest:
     """Decode a ``:feedback`` body: ``{"feedback": [{"item": ..., "reward": ...}], ...}``."""
     obj = _object(decode_json(body), "body")
@@ -514,7 +521,14 @@ def parse_feedback(
         raise bad_request("Idempotency-Key: header must be 1-256 characters")
     if header_key is not None and body_key is not None and header_key != body_key:
         raise bad_request("idempotency_key: differs from the Idempotency-Key header")
-    return FeedbackRequest(items, rewards, segment, body_key or header_key)
+    ticket = obj.get("ticket")
+    if ticket is not None and (not isinstance(ticket, str) or not 0 < len(ticket) <= _MAX_TICKET):
+        raise bad_request(f"ticket: expected a string of 1-{_MAX_TICKET} characters")
+    if header_ticket is not None and not 0 < len(header_ticket) <= _MAX_TICKET:
+        raise bad_request(f"Mlkube-Ticket: header must be 1-{_MAX_TICKET} characters")
+    if header_ticket is not None and ticket is not None and header_ticket != ticket:
+        raise bad_request("ticket: differs from the Mlkube-Ticket header")
+    return FeedbackRequest(items, rewards, segment, body_key or header_key, ticket or header_ticket)
 
 
 def _tensor_json(tensor: Tensor) -> dict[str, Any]:

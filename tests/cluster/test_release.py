@@ -10,9 +10,12 @@ ModelService's status, Events and pods."""
 from __future__ import annotations
 
 import json
+import random
 import signal
 import sys
+import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -469,3 +472,185 @@ def test_the_autoscaler_follows_load_and_holds_without_metrics(
         f"{failed[-1].sent - load_began:.1f} s, first {failed[:2]}; "
         f"timeline {timeline}; endpoints {behind}"
     )
+
+
+class RewardingUsers:
+    """A simulated population behind the Service: each asks for a ranking of 20 items, is
+    shown the top 5, and rewards each shown item at the rate of the model version that
+    ranked it (``rates``), sending the answer's ticket back with the feedback. Bounded:
+    ``threads`` users, ``rate`` rankings a second each, ``limit`` seconds at most."""
+
+    def __init__(
+        self, ip: str, rates: dict[str, float], threads: int = 4, rate: float = 8.0
+    ) -> None:
+        self.infer = f"http://{ip}/v2/models/ranker/infer"
+        self.feedback = f"http://{ip}/v1/models/ranker:feedback"
+        self.rates, self.threads, self.period = rates, threads, 1.0 / rate
+        self.body = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "items",
+                        "datatype": "BYTES",
+                        "shape": [20],
+                        "data": [f"item-{i}" for i in range(20)],
+                    }
+                ],
+                "parameters": {"top_k": 5},
+            }
+        ).encode()
+        self.seen: list[tuple[float, int, str | None]] = []  # (time, status, model_version)
+        self.credited: list[str] = []  # revisions the feedback answers named
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+
+    def __enter__(self) -> RewardingUsers:
+        deadline = time.monotonic() + 400
+        for index in range(self.threads):
+            rng = random.Random(index)
+            t = threading.Thread(target=self._run, args=(deadline, rng), daemon=True)
+            t.start()
+            self._workers.append(t)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._workers:
+            t.join(timeout=15)
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any, Any]:
+        req = urllib.request.Request(url, data=body, method="POST")
+        req.add_header("Content-Type", "application/json")
+        req.add_header("Connection", "close")
+        for key, value in headers.items():
+            req.add_header(key, value)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, resp.headers, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers, None
+        except (OSError, ValueError):
+            return 0, None, None
+
+    def _run(self, deadline: float, rng: random.Random) -> None:
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            began = time.monotonic()
+            status, headers, answer = self._post(self.infer, self.body, {})
+            version = answer.get("model_version") if answer else None
+            with self._lock:
+                self.seen.append((time.time(), status, version))
+            if status == 200 and version in self.rates:
+                shown = next(o for o in answer["outputs"] if o["name"] == "ranking")["data"]
+                pairs = [
+                    {"item": item, "reward": int(rng.random() < self.rates[version])}
+                    for item in shown
+                ]
+                ticket = {"Mlkube-Ticket": headers["Mlkube-Ticket"]}
+                code, _, credit = self._post(
+                    self.feedback, json.dumps({"feedback": pairs}).encode(), ticket
+                )
+                if code == 200 and credit is not None:
+                    with self._lock:
+                        self.credited.append(str(credit.get("revision")))
+            self._stop.wait(max(0.0, self.period - (time.monotonic() - began)))
+
+    def snapshot(self) -> list[tuple[float, int, str | None]]:
+        with self._lock:
+            return list(self.seen)
+
+
+def bandit_service(cluster: Any, name: str, version: str) -> dict[str, Any]:
+    """The bandit as ``ranker``: 2 replicas; a canary shadowed at 0%, then at 50%, judged
+    every 10 s on its reward rate against stable's (and on its success rate)."""
+    return {
+        "apiVersion": "mlkube.dev/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": "ranker", "version": version, "format": "bandit"},
+            "replicas": 2,
+            "runtime": {
+                "image": cluster.refs["mlkube-ref"],
+                "imagePullPolicy": "IfNotPresent",
+                "workers": 1,
+                "resources": {
+                    "requests": {"cpu": "50m", "memory": "128Mi"},
+                    "limits": {"cpu": "1", "memory": "512Mi"},
+                },
+            },
+            "rollout": {
+                "steps": [0, 50],
+                "shadow": {"fraction": 0.5},
+                "interval": f"{INTERVAL}s",
+                "progressDeadlineSeconds": 300,
+                "analysis": {
+                    "minSampleCount": 20,
+                    "metrics": [
+                        {"name": "rewardRate"},
+                        {"name": "successRate", "min": 0.95},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def test_a_shadowed_canary_is_promoted_on_reward(cluster: Any, namespace: str) -> None:
+    """v2 first answers shadow copies only (no user sees it), then half the users; it earns
+    20% where v1 earns 5%, and is promoted on that, with the feedback of every user
+    credited to the revision that ranked for them."""
+    name = "rewarded"
+    apply_docs(cluster, namespace, [bandit_service(cluster, name, "v1")])
+    serving(cluster, namespace, name, 2)
+    ip = service_ip(cluster, namespace, name)
+    weights: list[int] = []
+    at_zero: list[float] = []  # times the status said: canary running at 0%
+    judged: list[dict[str, Any]] = []  # rewardRate results of checks at 50%
+    with RewardingUsers(ip, {"v1": 0.05, "v2": 0.20}) as users:
+        wait_until(lambda: len(users.snapshot()) >= 20, timeout=30, what="users being served")
+        apply_docs(cluster, namespace, [bandit_service(cluster, name, "v2")])
+
+        def promoted() -> bool:
+            r = rollout(cluster, namespace, name)
+            if r.get("canaryRevision"):
+                if r.get("canaryWeight", 0) not in weights:
+                    weights.append(r.get("canaryWeight", 0))
+                if not r.get("canaryWeight"):
+                    at_zero.append(time.time())
+                else:
+                    judged.extend(m for m in r.get("metrics", []) if m["name"] == "rewardRate")
+            return bool(
+                r.get("phase") == "Succeeded"
+                and r.get("stableModelVersion") == "v2"
+                and not r.get("canaryRevision")
+            )
+
+        wait_until(promoted, timeout=300, interval=0.5, what="v2 promoted on reward")
+    status = rollout(cluster, namespace, name)
+    seen = users.snapshot()
+    report("shadowed canary promoted on reward", [Answer(t, 0, s, v, None) for t, s, v in seen])
+    assert weights == [0, 50], weights
+    assert status["history"][-1]["outcome"] == "Promoted", status["history"]
+    # While the canary ran at 0% (a few seconds inside what the status said, for the
+    # status polls and kube-proxy), no user was answered by it.
+    if at_zero:
+        window = [v for t, _, v in seen if at_zero[0] + 3 <= t <= at_zero[-1] - 3]
+        assert window, "no request while the canary was at 0%"
+        assert set(window) == {"v1"}, set(window)
+    # ... but it answered the stable pods' copies, and they were compared.
+    canary_revision = status["history"][-1]["revision"]
+    query = f'sum(mlkube_shadow_requests_total{{target="{canary_revision}",outcome="ok"}})'
+    result = prometheus("/api/v1/query", query=query)["result"]
+    assert result, "no shadow copy reached the canary"
+    assert float(result[0]["value"][1]) > 0
+    # The check that promoted it: rewardRate passed, canary's posterior mean above stable's.
+    assert judged, "no rewardRate result seen at 50%"
+    reward = judged[-1]
+    assert reward["verdict"] == "pass", reward
+    assert reward["value"] > reward["stableValue"], reward
+    assert reward["probability"] >= 0.95, reward
+    # Every user's feedback was credited to a revision (no ticket lost on the way).
+    assert users.credited
+    assert "None" not in users.credited
+    assert [s for _, s, _ in seen if s != 200] == []

@@ -45,7 +45,13 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     (
         "unknown-metric",
         {"analysis": {"metrics": [{"name": "errors", "max": 1}]}},
-        "a metric without a query must be successRate, latencyP99, gpuUtilization",
+        "a metric without a query must be successRate, latencyP99, rewardRate, gpuUtilization",
+    ),
+    ("step-zero", {"steps": [0, 50]}, "a step of 0 needs shadow"),
+    (
+        "reward-bounds",
+        {"analysis": {"metrics": [{"name": "rewardRate", "min": 0.05}]}},
+        "rewardRate is judged by margin and confidence",
     ),
 ]
 

@@ -40,7 +40,9 @@ from mlkube.serving.app import (
     check_model,
     element_limit,
     run_infer,
+    stamp_parameters,
 )
+from mlkube.serving.attribution import REVISION_PARAMETER, TICKET_PARAMETER
 from mlkube.serving.grpc import inference_pb2 as pb
 from mlkube.serving.grpc.codec import (
     binary_rest_body,
@@ -166,9 +168,15 @@ def inference_handler(state: ServerState) -> grpc.GenericRpcHandler:
             answer = state.raw.infer_raw(rest[0], "v2", rest[1]) if rest is not None else None
             if answer is not None and answer.json_length is not None:
                 await _mark_degraded(answer.degraded, context)
-                return response_from_binary(answer.body, answer.json_length)
+                message = response_from_binary(answer.body, answer.json_length)
+                assert state.issuer is not None
+                ticket = state.issuer.stamp().ticket
+                message.parameters[REVISION_PARAMETER].string_param = state.config.revision
+                message.parameters[TICKET_PARAMETER].string_param = ticket
+                return message
         parsed = decode_infer_request(request, max_items)
         response = await run_infer(state, model, parsed)
+        stamp_parameters(state, response)
         await _mark_degraded(response.degraded, context)
         return encode_infer_response(response, model_name, model_version, parsed.id)
 

@@ -194,6 +194,22 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
         [{"name": "x"}],
     ),
     "a metric needs min, max or compare": ([{"name": "a", "max": 1}], [{"name": "a"}]),
+    "a step of 0 needs shadow": (
+        [{"steps": [0, 50], "shadow": {"fraction": 0.1}}],
+        [{"steps": [0, 50]}],
+    ),
+    "the last step must be above 0": (
+        [{"steps": [10]}],
+        [{"steps": [0], "shadow": {"fraction": 0.1}}],
+    ),
+    "rewardRate is judged by margin and confidence": (
+        [{"name": "rewardRate", "confidence": 0.99}],
+        [{"name": "rewardRate", "min": 0.05}],
+    ),
+    "margin and confidence apply to the built-in rewardRate only": (
+        [{"name": "rewardRate", "margin": 0.05}],
+        [{"name": "latencyP99", "max": 200, "margin": 0.05}],
+    ),
     "successRate is a share": (
         [{"name": "successRate", "min": 0.99}],
         [{"name": "successRate", "min": 99}],

@@ -123,6 +123,14 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
         [{"steps": [10, 50]}, {"stepWeight": 5}, {}],
         [{"steps": [10], "stepWeight": 10}],
     ),
+    "a step of 0 needs shadow": (
+        [{"steps": [0, 50], "shadow": {"fraction": 0.1}}, {"steps": [5, 50]}, {}],
+        [{"steps": [0, 50]}],
+    ),
+    "the last step must be above 0": (
+        [{"steps": [0, 10], "shadow": {"fraction": 0.1}}, {"steps": [10]}, {}],
+        [{"steps": [0], "shadow": {"fraction": 0.1}}],
+    ),
     "steps must be strictly increasing": (
         [{}, {"steps": [5]}, {"steps": [5, 10, 100]}],
         [{"steps": [10, 10]}, {"steps": [50, 20]}, {"steps": [1, 3, 2]}],
@@ -143,6 +151,7 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
         [
             {"name": "successRate"},
             {"name": "latencyP99"},
+            {"name": "rewardRate"},
             {"name": "gpuUtilization"},
             {"name": "gpuMemoryUsed"},
             {"name": "gpuPowerUsage"},
@@ -151,8 +160,32 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
         [{"name": "errors"}, {"name": "gpuTemperature"}],
     ),
     "a metric needs min, max or compare": (
-        [{"name": "a", "min": 1}, {"name": "a", "max": 1}, {"name": "a", "compare": {"max": 1}}],
-        [{"name": "a"}],
+        [
+            {"name": "a", "min": 1},
+            {"name": "a", "max": 1},
+            {"name": "a", "compare": {"max": 1}},
+            {"name": "rewardRate"},
+        ],
+        [{"name": "a"}, {"name": "rewardRate", "query": "q"}],
+    ),
+    "rewardRate is judged by margin and confidence": (
+        [
+            {"name": "rewardRate", "margin": 0.01},
+            {"name": "rewardRate", "query": "q", "min": 0.05},
+            {"name": "successRate", "min": 0.9},
+        ],
+        [
+            {"name": "rewardRate", "min": 0.05},
+            {"name": "rewardRate", "max": 0.05},
+            {"name": "rewardRate", "compare": {"min": 0.9}},
+        ],
+    ),
+    "margin and confidence apply to the built-in rewardRate only": (
+        [{"name": "rewardRate", "margin": 0.05, "confidence": 0.99}, {"name": "a", "min": 1}],
+        [
+            {"name": "successRate", "min": 0.9, "margin": 0.02},
+            {"name": "rewardRate", "query": "q", "min": 1, "confidence": 0.9},
+        ],
     ),
     "successRate is a share": (
         [

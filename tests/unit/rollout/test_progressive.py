@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
 from mlkube.api.modelservice import Condition, ModelService, ModelServiceStatus
-from mlkube.api.rollout import RolloutStatus
+from mlkube.api.rollout import RolloutPhase, RolloutStatus
 from mlkube.operator.builders import BuildSettings, desired_state
 from mlkube.operator.progressive import (
     Plan,
@@ -274,3 +275,88 @@ def test_replicas_handover_only_while_mlkube_holds_the_field() -> None:
     handed = {**owned, "metadata": {**owned["metadata"], "managedFields": []}}
     assert replicas_handover(handed) == []
     assert replicas_handover(None) == []
+
+
+def _env(dep: dict[str, Any]) -> dict[str, str]:
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", "") for e in container["env"]}
+
+
+def test_a_shadowed_canary_at_0_gets_copies_and_no_user_traffic() -> None:
+    shadowed = {"steps": [0, 25], "shadow": {"fraction": 0.1}}
+    v1 = modelservice("v1", rollout=shadowed)
+    first = next_step(
+        RolloutTarget(rollout_spec(v1.spec), desired_state(v1, SETTINGS).revision, "v1"),
+        None,
+        None,
+        T0,
+    )
+    v2 = modelservice("v2", rollout=shadowed)
+    desired = desired_state(v2, SETTINGS)
+    decision = next_step(
+        RolloutTarget(rollout_spec(v2.spec), desired.revision, "v2"),
+        first.status,
+        None,
+        T0,
+        Workload(),
+    )
+    assert decision.canary_weight == 0
+    children = build_children(
+        v2, SETTINGS, desired, decision, total=4, stable_spec=v1.spec.to_kube(), hpa=False
+    )
+    assert kinds(children.objects) == [
+        ("Service", "recs"),
+        ("Deployment", "recs"),
+        ("Deployment", "recs-canary"),
+        ("PodDisruptionBudget", "recs"),
+        ("Service", "recs-canary"),
+    ]
+    service, stable, canary, _, canary_service = children.objects
+    # Users reach the stable pods only; the canary's one pod answers the copies.
+    assert service["spec"]["selector"] == {
+        "mlkube.dev/modelservice": "recs",
+        "mlkube.dev/track": "stable",
+    }
+    assert stable["spec"]["replicas"] == 4
+    assert canary["spec"]["replicas"] == 1
+    assert canary_service["spec"]["selector"]["mlkube.dev/track"] == "canary"
+    env = _env(stable)
+    assert env["MLKUBE_SHADOW_URL"] == "http://recs-canary.ml.svc.cluster.local"
+    assert env["MLKUBE_SHADOW_FRACTION"] == "0.1"
+    assert "MLKUBE_SHADOW_URL" not in _env(canary)
+    assert children.traffic_split == (
+        "stable 100% (4 pods); shadow: 10% of stable's requests copied to the canary"
+    )
+
+    # At 25% the Service selects both tracks again; the copies go on.
+    at_25 = dataclasses.replace(
+        decision, canary_weight=25, status=decision.status.model_copy(update={"canary_weight": 25})
+    )
+    children = build_children(
+        v2, SETTINGS, desired, at_25, total=4, stable_spec=v1.spec.to_kube(), hpa=False
+    )
+    assert children.objects[0]["spec"]["selector"] == {"mlkube.dev/modelservice": "recs"}
+    assert _env(children.objects[1])["MLKUBE_SHADOW_FRACTION"] == "0.1"
+    assert children.traffic_split.startswith("canary ~25% by pods (1/4; target 25%); shadow")
+
+    # Promoting: the stable Deployment takes the new revision, without copies.
+    promoting = dataclasses.replace(
+        at_25, status=at_25.status.model_copy(update={"phase": RolloutPhase.PROMOTING})
+    )
+    children = build_children(
+        v2, SETTINGS, desired, promoting, total=4, stable_spec=v1.spec.to_kube(), hpa=False
+    )
+    assert "MLKUBE_SHADOW_URL" not in _env(children.objects[1])
+
+    # Without a canary the copies stop and the canary's Service goes.
+    done = build_children(
+        v2,
+        SETTINGS,
+        desired,
+        next_step(RolloutTarget(rollout_spec(v2.spec), desired.revision), None, None, T0),
+        total=4,
+        stable_spec=None,
+        hpa=False,
+    )
+    assert "MLKUBE_SHADOW_URL" not in _env(done.objects[1])
+    assert ("Service", "recs-canary") in done.deletions

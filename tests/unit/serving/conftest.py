@@ -35,6 +35,18 @@ async def wait_ready(client: TestClient[Any, Any]) -> None:
     raise AssertionError("server never became ready")
 
 
+@pytest.fixture(autouse=True)
+def pinned_ticket_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tickets dated by one fixed second per test: tests compare the answers of apps made
+    moments apart (C path vs Python path), which must not differ by a second boundary."""
+    import time
+
+    from mlkube.serving import attribution
+
+    now = time.time()
+    monkeypatch.setattr(attribution, "clock", lambda: now)
+
+
 @pytest.fixture(params=[True, False], ids=["native-path", "python-path"])
 def native_path(request: pytest.FixtureRequest) -> bool:
     """Every app test runs twice: plain requests through the C request path, then with it

@@ -105,7 +105,7 @@ async def test_feedback_changes_the_ranking(client: Any) -> None:
     ]
     resp = await client.post(FEEDBACK, data=orjson.dumps({"feedback": fb}))
     assert resp.status == 200
-    assert await resp.json() == {"accepted": len(fb), "duplicate": False}
+    assert await resp.json() == {"accepted": len(fb), "duplicate": False, "unattributed": "missing"}
     for _ in range(100):  # the memory store refreshes the snapshot right after a write
         body = await (await client.post(PREDICT, data=orjson.dumps({"instances": items}))).json()
         if body["ranking"][0] == "good":
@@ -135,8 +135,8 @@ async def test_idempotent_feedback_counts_once(client: Any, state_of: Any) -> No
     fb = orjson.dumps({"feedback": [{"item": "k", "reward": 1}], "idempotency_key": "abc"})
     first = await (await client.post(FEEDBACK, data=fb)).json()
     second = await (await client.post(FEEDBACK, data=fb)).json()
-    assert first == {"accepted": 1, "duplicate": False}
-    assert second == {"accepted": 1, "duplicate": True}
+    assert first == {"accepted": 1, "duplicate": False, "unattributed": "missing"}
+    assert second == {"accepted": 1, "duplicate": True, "unattributed": "missing"}
     header = await client.post(
         FEEDBACK,
         data=orjson.dumps({"feedback": [{"item": "k", "reward": 1}]}),

@@ -426,6 +426,10 @@ async def test_plain_raw_requests_take_the_c_path_with_the_python_paths_answer(
     assert decoded == ["python"]  # only the app with the C path off decoded it in Python
     assert answers[0] == answers[1]
     assert answers[0].id == "r9"
+    # Both paths carry the revision and the feedback ticket as response parameters.
+    params = answers[0].parameters
+    assert params["mlkube_revision"].string_param == ""
+    assert params["mlkube_ticket"].string_param.startswith(".")
     assert [o.name for o in answers[0].outputs] == ["scores", "ranking"]
     assert len(outputs(answers[0])["ranking"]) == 2
     # Typed contents and requested outputs: the Python path.
