@@ -194,8 +194,8 @@ class RunPolicy(KubeModel):
     fields: ``restartPolicy`` and ``terminatingTimeoutSeconds``)."""
 
     clean_pod_policy: CleanPodPolicy = CleanPodPolicy.NONE
-    """Pods to delete when the job finishes: All, Running or None (default). Pods still
-    running when a job fails or completes are always stopped, whatever this says."""
+    """Pods to delete when the job finishes: All, Running (Running and Pending pods) or
+    None (default: every pod is kept, running ones too, as in Kubeflow)."""
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     """Delete the whole job this long after it finished."""
     active_deadline_seconds: int | None = Field(default=None, ge=1)

@@ -125,7 +125,8 @@ def test_example_job_runs_scales_and_succeeds(
         f"training.kubeflow.org/job-name={JOB},training.kubeflow.org/replica-type=worker"
     )
 
-    # The master finishes: the workers still running are stopped, then the job succeeds.
+    # The master finishes: the job succeeds at once; the workers still running go with
+    # cleanPodPolicy Running.
     kubelet(cluster, namespace, f"{JOB}-master-0", "Succeeded", exit_code=0)
     wait_until(lambda: state(cluster, namespace) == "Succeeded", what="Succeeded")
     status = job(cluster, namespace)["status"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mlkube.api.pytorchjob import CleanPodPolicy, PyTorchJob, PyTorchJobStatus
+from mlkube.api.pytorchjob import PyTorchJob, PyTorchJobStatus
 from mlkube.operator.events import Event
 from mlkube.operator.pytorchjob.env import replica_name
 from mlkube.operator.pytorchjob.pods import build_pod, build_service
@@ -92,21 +92,15 @@ def plan(
     slot_names = {replica_name(job.name, rtype, index): (rtype, index) for rtype, index in slots}
 
     if verdict.finished or verdict.suspended:
-        policy = job.spec.run_policy.clean_pod_policy
         kept_pods = {
             v.name
             for v in verdict.views
             if v.name not in going and v.state is not PodState.TERMINATING
         }
         for name in service_names:
-            # A headless service is only useful while its pod runs: it goes with its pod,
-            # or with every pod under cleanPodPolicy All/Running and while suspended.
-            if (
-                verdict.suspended
-                or policy is not CleanPodPolicy.NONE
-                or name in going
-                or name not in kept_pods
-            ):
+            # A replica's headless service goes with its pod (cleanPodPolicy, Kubeflow's
+            # rule), and every one while suspended.
+            if verdict.suspended or name in going or name not in kept_pods:
                 out.delete_services.append(name)
         return out
 

@@ -6,8 +6,11 @@ into API calls (pods to restart, stop or force-delete). :func:`job_status` is it
 
 Kubeflow training-operator v1 semantics, in the order they are applied:
 
-1. A finished job (``Succeeded`` or ``Failed`` true) only gets cleaned up (``cleanPodPolicy``)
-   and, ``ttlSecondsAfterFinished`` after ``completionTime``, deleted.
+1. A finished job (``Succeeded`` or ``Failed`` true) only gets cleaned up and, after
+   ``ttlSecondsAfterFinished`` past ``completionTime``, deleted. ``cleanPodPolicy`` is
+   Kubeflow's: ``None`` keeps every pod (running ones too), ``Running`` deletes the Running
+   and Pending pods, ``All`` deletes all; a job failed by ``backoffLimit`` or
+   ``activeDeadlineSeconds`` also stops its running pods.
 2. ``runPolicy.suspend`` deletes every pod, sets ``Suspended`` and ``Running=False``;
    resuming sets ``Suspended=False`` and restarts the ``activeDeadlineSeconds`` clock.
 3. ``activeDeadlineSeconds`` past ``startTime`` fails the job.
@@ -15,16 +18,14 @@ Kubeflow training-operator v1 semantics, in the order they are applied:
    fails; ExitCode: exit codes >= 128 are retried, 1-127 fail the job; OnFailure/Always:
    retried), each retry counting towards ``backoffLimit`` together with in-place container
    restarts; more restarts than ``backoffLimit`` fail the job.
-5. With a Master, the job succeeds when the Master succeeds; without one, when every Worker
+5. With a Master, the job succeeds as soon as the Master succeeds (Workers still running
+   count as succeeded, as in Kubeflow's replica statuses); without one, when every Worker
    has (or, for an elastic job, any Worker has).
 
 Where Kubeflow leaves users stuck (kubeflow/trainer issue numbers), mlkube differs:
 
-* #3419 — every failure path (backoffLimit and deadline included) finishes the job the same
-  way, so ``cleanPodPolicy`` is honoured on all of them (Kubeflow deletes everything there);
-* #1579 / #1982 — pods still running when the job fails or succeeds are stopped whatever
-  ``cleanPodPolicy`` says, and a job with a Master is called Succeeded only once no Worker
-  is running any more;
+* #3419 — a job failed by ``backoffLimit`` or the deadline keeps its finished pods (their
+  logs) under ``cleanPodPolicy`` None/Running; Kubeflow deletes every pod there;
 * #2269 / #2000 — ``runPolicy.restartPolicy: RestartAll`` restarts all pods together;
 * #2072 — a pod Terminating longer than ``terminatingTimeoutSeconds`` past its deletion
   deadline (its node is lost) is force-deleted and counted as a failure of that replica.
@@ -326,21 +327,47 @@ def _finish(p: _Pass, ctype: ConditionType, message: str) -> None:
             rstatus.active = 0
 
 
+def _stops_running_pods(status: PyTorchJobStatus, job: PyTorchJob) -> bool:
+    """Whether the job ended on a limit (backoffLimit, activeDeadlineSeconds): its running
+    pods are then stopped whatever ``cleanPodPolicy`` says, as in Kubeflow (a deadline that
+    left the training running would mean nothing)."""
+    failed = condition(status.conditions, ConditionType.FAILED)
+    return (
+        failed is not None
+        and failed.status == "True"
+        and failed.message in (_backoff_limit_message(job), _deadline_message(job))
+    )
+
+
+def _cleaned_up(policy: CleanPodPolicy, view: PodView, limit_reached: bool) -> bool:
+    """Whether a finished job's pod is deleted (Kubeflow's ``cleanPodPolicy``): All deletes
+    every pod, Running the Running and Pending ones (a Pending pod would run later), None
+    none; a limit that failed the job stops the pods that still run."""
+    if policy is CleanPodPolicy.ALL:
+        return True
+    if view.state is not PodState.ACTIVE:
+        return False
+    return limit_reached or (
+        policy is CleanPodPolicy.RUNNING and view.phase in ("Running", "Pending")
+    )
+
+
 def _cleanup_finished(p: _Pass, views: Sequence[PodView]) -> None:
-    """Mark the pass finished, stop what still runs (always), delete finished pods if
-    ``cleanPodPolicy: All``, honour ``ttlSecondsAfterFinished``."""
+    """Mark the pass finished, delete the pods ``cleanPodPolicy`` names (None: keep them
+    all, running ones included, as Kubeflow does), honour ``ttlSecondsAfterFinished``."""
     p.out.finished = True
     policy = p.job.spec.run_policy
+    limit_reached = _stops_running_pods(p.status, p.job)
     for view in views:
         if view.state is PodState.STUCK:
-            p.out.force_delete.append(view.name)
+            p.out.force_delete.append(view.name)  # finish a deletion already under way
         elif view.state is PodState.TERMINATING:
             assert view.deletion_deadline is not None
             p.out.wake_in(
                 (view.deletion_deadline - p.now).total_seconds()
                 + policy.terminating_timeout_seconds
             )
-        elif view.state is PodState.ACTIVE or policy.clean_pod_policy is CleanPodPolicy.ALL:
+        elif _cleaned_up(policy.clean_pod_policy, view, limit_reached):
             p.out.delete.append(view.name)
     ttl = policy.ttl_seconds_after_finished
     if ttl is not None and p.status.completion_time is not None:
@@ -359,6 +386,10 @@ def _end(p: _Pass, ctype: ConditionType, message: str, views: Sequence[PodView])
 
 def _backoff_limit_message(job: PyTorchJob) -> str:
     return f"Job {job.name} has failed because it has reached the specified backoff limit"
+
+
+def _deadline_message(job: PyTorchJob) -> str:
+    return f"Job {job.name} has failed because it was active longer than specified deadline"
 
 
 def assess(job: PyTorchJob, pods: Sequence[Mapping[str, Any]], now: datetime) -> Assessment:
@@ -421,12 +452,7 @@ def _assess(job: PyTorchJob, pods: Sequence[Mapping[str, Any]], now: datetime) -
     if deadline is not None:
         expires = status.start_time + timedelta(seconds=deadline)
         if p.now >= expires:
-            _end(
-                p,
-                ConditionType.FAILED,
-                f"Job {job.name} has failed because it was active longer than specified deadline",
-                views,
-            )
+            _end(p, ConditionType.FAILED, _deadline_message(job), views)
             return p.out
         p.out.wake_in((expires - p.now).total_seconds())
 
@@ -465,30 +491,7 @@ def _running(p: _Pass, views: Sequence[PodView]) -> None:
             v.replica_type == MASTER and v.state is PodState.SUCCEEDED for v in in_range
         )
         if master_done:
-            still = [
-                v
-                for v in in_range
-                if v.replica_type == WORKER
-                and v.state in (PodState.ACTIVE, PodState.TERMINATING, PodState.STUCK)
-            ]
-            for view in still:
-                if view.state is PodState.ACTIVE:
-                    p.out.delete.append(view.name)
-                elif view.state is PodState.STUCK:
-                    p.out.force_delete.append(view.name)
-            if still:
-                # #1982: not Succeeded while a Worker still runs; it is being stopped.
-                stopping = [v for v in still if v.state is PodState.ACTIVE]
-                if stopping:
-                    _event(
-                        p,
-                        "Normal",
-                        "StoppingWorkers",
-                        f"Master of {KIND} {job.name} succeeded; stopping {len(stopping)} "
-                        "Worker(s) still running",
-                    )
-                p.out.wake_in(5)
-                return
+            # Kubeflow: the Master decides. Workers still running are left to cleanPodPolicy.
             _end(p, ConditionType.SUCCEEDED, f"{KIND} {job.name} is successfully completed.", views)
             return
     else:

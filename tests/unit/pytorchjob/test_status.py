@@ -39,6 +39,9 @@ def running_status(**extra: Any) -> dict[str, Any]:
     }
 
 
+ALL_PODS = ["mnist-master-0", "mnist-worker-0", "mnist-worker-1"]
+
+
 def all_running(job: str = "mnist", workers: int = 2) -> list[dict[str, Any]]:
     return [pod(job, "Master", 0)] + [pod(job, "Worker", i) for i in range(workers)]
 
@@ -99,21 +102,33 @@ def test_succeeded_when_master_and_workers_succeeded() -> None:
     assert [e.reason for e in out.events] == ["PyTorchJobSucceeded"]
 
 
-def test_master_success_stops_running_workers_before_succeeding() -> None:
-    """kubeflow/trainer #1982: not Succeeded while workers still run; they are stopped."""
-    job = make_job(status=running_status())
+@pytest.mark.parametrize(
+    ("policy", "deleted"),
+    [("None", []), ("Running", ["mnist-worker-1"]), ("All", ALL_PODS)],
+)
+def test_master_success_succeeds_the_job_at_once(policy: str, deleted: list[str]) -> None:
+    """Kubeflow: the job is Succeeded as soon as the Master is; the Workers still running
+    count as succeeded (``kubectl get`` shows Worker succeeded 2, active 0) and are kept
+    or deleted as cleanPodPolicy says."""
+    job = make_job(runPolicy={"cleanPodPolicy": policy}, status=running_status())
     pods = [
         pod("mnist", "Master", 0, "Succeeded", exit_code=0),
         pod("mnist", "Worker", 0, "Succeeded", exit_code=0),
         pod("mnist", "Worker", 1, "Running"),
     ]
     out = assess(job, pods, at(100))
-    assert "Succeeded" not in conds(out.status)
-    assert out.delete == ["mnist-worker-1"]
-    assert not out.create_pods
-    # Once the worker is gone, the job succeeds.
-    out = assess(job, pods[:2], at(110))
     assert latest(out.status) == "Succeeded"
+    assert out.status.completion_time == at(100)
+    worker = out.status.replica_statuses["Worker"]
+    assert (worker.active, worker.succeeded, worker.failed) == (0, 2, 0)
+    assert out.status.replica_statuses["Master"].succeeded == 1
+    assert sorted(out.delete) == deleted
+    assert not out.create_pods
+    # The next pass (the Worker still running under None) changes nothing in the status.
+    again = assess(make_job(runPolicy={"cleanPodPolicy": policy}, status=out.status.to_kube()),
+                   pods, at(130))  # fmt: skip
+    assert again.status.replica_statuses == out.status.replica_statuses
+    assert again.events == []
 
 
 def test_worker_only_job_succeeds_when_all_workers_do() -> None:
@@ -127,9 +142,14 @@ def test_worker_only_job_succeeds_when_all_workers_do() -> None:
     assert latest(job_status(job, done, at(60))) == "Succeeded"
 
 
-def test_elastic_job_succeeds_when_any_worker_does_and_stops_the_rest() -> None:
+def test_elastic_job_succeeds_when_any_worker_does() -> None:
+    """Kubeflow: an elastic job is done when any Worker is; the others are cleanPodPolicy's."""
     job = make_job(
-        master=None, workers=3, elasticPolicy={"minReplicas": 1}, status=running_status()
+        master=None,
+        workers=3,
+        elasticPolicy={"minReplicas": 1},
+        runPolicy={"cleanPodPolicy": "Running"},
+        status=running_status(),
     )
     pods = [
         pod("mnist", "Worker", 0, "Succeeded", exit_code=0),
@@ -203,8 +223,8 @@ def test_a_failed_worker_is_restarted_or_fails_the_job(
             == "PyTorchJob mnist is failed because 1 Worker replica(s) failed."
         )
         assert out.status.completion_time == at(30)
-        # #1579: the pods still running are stopped; the failed one stays for its logs.
-        assert out.delete == ["mnist-master-0", "mnist-worker-0"]
+        # Kubeflow: cleanPodPolicy None (the default) keeps every pod, running ones too.
+        assert out.delete == []
 
 
 def test_exit_code_events_name_the_pod() -> None:
@@ -387,7 +407,7 @@ FINISHED_PODS = [
 @pytest.mark.parametrize(
     ("policy", "deleted"),
     [
-        ("None", ["mnist-worker-1"]),
+        ("None", []),
         ("Running", ["mnist-worker-1"]),
         ("All", ["mnist-master-0", "mnist-worker-0", "mnist-worker-1"]),
     ],
