@@ -201,7 +201,8 @@ class RunPolicy(KubeModel):
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     """Fail the job when it has been running (since start or resume) this long."""
     backoff_limit: int | None = Field(default=None, ge=0)
-    """Restarts allowed (pod recreations plus container restarts) before the job fails."""
+    """The job fails when its restarts (pod recreations plus in-place container restarts)
+    reach this number: at the N-th failure, as in Kubeflow (0 and 1: the first)."""
     suspend: bool = False
     """True deletes the pods and holds the job; false again resumes it from scratch."""
     scheduling_policy: SchedulingPolicy | None = None

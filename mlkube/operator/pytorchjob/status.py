@@ -16,8 +16,7 @@ Kubeflow training-operator v1 semantics, in the order they are applied:
 3. ``activeDeadlineSeconds`` past ``startTime`` fails the job.
 4. A failed pod is retried according to its replica's ``restartPolicy`` (Never: the job
    fails; ExitCode: exit codes >= 128 are retried, 1-127 fail the job; OnFailure/Always:
-   retried), each retry counting towards ``backoffLimit`` together with in-place container
-   restarts; more restarts than ``backoffLimit`` fail the job.
+   retried); ``backoffLimit`` bounds the restarts (see :func:`restarts_exhausted`).
 5. With a Master, the job succeeds as soon as the Master succeeds (Workers still running
    count as succeeded, as in Kubeflow's replica statuses); without one, when every Worker
    has (or, for an elastic job, any Worker has).
@@ -384,6 +383,23 @@ def _end(p: _Pass, ctype: ConditionType, message: str, views: Sequence[PodView])
     _cleanup_finished(p, views)
 
 
+def restarts_exhausted(backoff_limit: int | None, restarts: int) -> bool:
+    """Whether ``restarts`` reach ``backoffLimit``, so that the job fails.
+
+    ``restarts`` counts the pods the operator recreated (``status.restartCount``: one per
+    retried pod, one per RestartAll cycle), including the recreation a failure now asks
+    for, plus the in-place container restarts of the job's Pending and Running pods of
+    replicas that are not ``Never``. Kubeflow v1 (``PastBackoffLimit``) fails the job when
+    the container restarts reach the limit (``>=``; more than 0 when it is 0), so
+    ``backoffLimit: N`` fails the job at its N-th failure, and 0 and 1 both at the first.
+    The same holds here for recreations, which Kubeflow counts only when the limit is 0
+    (an ``ExitCode`` job retrying exit code 137 never reached its limit there).
+    """
+    if backoff_limit is None:
+        return False
+    return restarts > 0 and restarts >= backoff_limit
+
+
 def _backoff_limit_message(job: PyTorchJob) -> str:
     return f"Job {job.name} has failed because it has reached the specified backoff limit"
 
@@ -535,10 +551,12 @@ def _running(p: _Pass, views: Sequence[PodView]) -> None:
         if view.state is PodState.STUCK:
             p.out.force_delete.append(view.name)
 
+    # Kubeflow counts the container restarts of pods still running; so do we (Pending pods
+    # too: an init container in a restart loop keeps its pod Pending).
     counted = [
         v
         for v in in_range
-        if v.state is not PodState.TERMINATING
+        if v.state is PodState.ACTIVE
         and specs[v.replica_type or WORKER].restart_policy is not RestartPolicy.NEVER
     ]
     container_restarts = sum(v.container_restarts for v in counted)
@@ -558,8 +576,9 @@ def _running(p: _Pass, views: Sequence[PodView]) -> None:
     restart_all = run.restart_policy is JobRestartPolicy.RESTART_ALL
     if retry:
         needed = 1 if restart_all else len(retry)
-        limit = run.backoff_limit
-        if limit is not None and status.restart_count + needed + container_restarts > limit:
+        if restarts_exhausted(
+            run.backoff_limit, status.restart_count + needed + container_restarts
+        ):
             _end(
                 p,
                 ConditionType.FAILED,
@@ -586,8 +605,7 @@ def _running(p: _Pass, views: Sequence[PodView]) -> None:
         # Replacement pods are created once the old ones are gone (next pass).
         return
 
-    limit = run.backoff_limit
-    if limit is not None and status.restart_count + container_restarts > limit:
+    if restarts_exhausted(run.backoff_limit, status.restart_count + container_restarts):
         _end(
             p,
             ConditionType.FAILED,

@@ -106,7 +106,7 @@ async def test_running_then_succeeded_with_cleanup(operator: Any, cluster: Any) 
 async def test_restart_all_then_backoff_failure(operator: Any, cluster: Any) -> None:
     await operator()
     body = example_job()
-    body["spec"]["runPolicy"]["backoffLimit"] = 1
+    body["spec"]["runPolicy"]["backoffLimit"] = 2
     body["spec"]["runPolicy"]["cleanPodPolicy"] = "None"
     await cluster.create_job(body)
     await cluster.eventually(lambda: set(cluster.pods()) == ALL)
@@ -256,7 +256,7 @@ async def test_a_restarted_operator_carries_on_without_double_counting(
 ) -> None:
     """Level-based: the restart count lives in the status, the pods have fixed names."""
     first = await operator()
-    await cluster.create_job(job_body(name="rs", workers=1, runPolicy={"backoffLimit": 1}))
+    await cluster.create_job(job_body(name="rs", workers=1, runPolicy={"backoffLimit": 2}))
     names = {"rs-master-0", "rs-worker-0"}
     await cluster.eventually(lambda: set(cluster.pods()) == names)
     for pod in names:

@@ -189,7 +189,7 @@ class Cluster:
 
 
 def test_restart_all_cycle_converges() -> None:
-    cluster = Cluster(make_job(runPolicy={"restartPolicy": "RestartAll", "backoffLimit": 1}))
+    cluster = Cluster(make_job(runPolicy={"restartPolicy": "RestartAll", "backoffLimit": 2}))
     cluster.reconcile(at(0))
     for name in ALL:
         cluster.set_phase(name, "Running")
@@ -211,7 +211,8 @@ def test_restart_all_cycle_converges() -> None:
     assert cluster.state() == "Running"
     assert cluster.job.status.restart_count == 1
 
-    # A second failure exceeds backoffLimit 1: Failed, running pods stopped, failed kept.
+    # The second failure would be the second restart, reaching backoffLimit 2: Failed,
+    # running pods stopped, the failed one kept.
     cluster.set_phase("mnist-master-0", "Failed", exit_code=1)
     out = cluster.reconcile(at(6))
     assert cluster.state() == "Failed"
