@@ -102,6 +102,8 @@ class ConditionType(StrEnum):
     SUCCEEDED = "Succeeded"
     SUSPENDED = "Suspended"
     FAILED = "Failed"
+    GANG_SCHEDULING = "GangScheduling"
+    """mlkube: False while the gang scheduler the job asks for is not installed."""
 
 
 # ----------------------------------------------------------------------------- pod template
@@ -178,9 +180,10 @@ class ReplicaSpec(KubeModel):
 
 
 class SchedulingPolicy(KubeModel):
-    """Gang-scheduling hints (Kubeflow's). mlkube schedules pods directly: ``priorityClass``
-    becomes the pods' ``priorityClassName`` when the template sets none; the others are kept
-    for compatibility and for schedulers that read them."""
+    """Gang scheduling (Kubeflow's): ``minAvailable``, ``queue``, ``minResources`` or
+    ``scheduleTimeoutSeconds`` make a scheduler-plugins or Volcano PodGroup, whichever the
+    cluster serves; ``priorityClass`` becomes the pods' ``priorityClassName`` when the
+    template sets none."""
 
     min_available: int | None = Field(default=None, ge=0)
     queue: str | None = None
@@ -257,7 +260,8 @@ class ElasticPolicy(KubeModel):
     """Deprecated (Kubeflow): use ``spec.nprocPerNode``."""
     max_restarts: int | None = Field(default=None, ge=0)
     metrics: list[dict[str, Any]] | None = None
-    """Kept for compatibility with Kubeflow manifests (autoscaling metrics); not acted on."""
+    """autoscaling/v2 metrics: a HorizontalPodAutoscaler scales the Worker replicas between
+    minReplicas and maxReplicas on them."""
 
     @model_validator(mode="after")
     def _bounds(self) -> ElasticPolicy:
