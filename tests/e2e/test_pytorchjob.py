@@ -131,6 +131,10 @@ def test_example_job_runs_scales_and_succeeds(
     wait_until(lambda: state(cluster, namespace) == "Succeeded", what="Succeeded")
     status = job(cluster, namespace)["status"]
     assert status["completionTime"]
+    # As Kubeflow reports it: the two Workers running then count as succeeded (worker-2,
+    # still Pending, as nothing).
+    worker = status["replicaStatuses"]["Worker"]
+    assert (worker.get("active", 0), worker.get("succeeded")) == (0, 2), worker
     # cleanPodPolicy Running: the finished master stays for its logs, the rest are gone.
     assert set(pods(cluster, namespace)) == {f"{JOB}-master-0"}
 
