@@ -116,6 +116,8 @@ class ConditionType(StrEnum):
     SUCCEEDED = "Succeeded"
     SUSPENDED = "Suspended"
     FAILED = "Failed"
+    GANG_SCHEDULING = "GangScheduling"
+    """mlkube: False while the gang scheduler the job asks for is not installed."""
 
 
 # ----------------------------------------------------------------------------- pod template
@@ -184,9 +186,10 @@ class ReplicaSpec(KubeModel):
 
 
 class SchedulingPolicy(KubeModel):
-    """Gang-scheduling hints (Kubeflow's). mlkube schedules pods directly: ``priorityClass``
-    becomes the pods' ``priorityClassName`` when the template sets none; the others are kept
-    for compatibility and for schedulers that read them."""
+    """Gang scheduling (Kubeflow's): ``minAvailable``, ``queue``, ``minResources`` or
+    ``scheduleTimeoutSeconds`` make a scheduler-plugins or Volcano PodGroup, whichever the
+    cluster serves; ``priorityClass`` becomes the pods' ``priorityClassName`` when the
+    template sets none."""
 
     min_available: int | None = Field(default=None, ge=0)
     queue: str | None = None
@@ -200,15 +203,16 @@ class RunPolicy(KubeModel):
     fields: ``restartPolicy`` and ``terminatingTimeoutSeconds``)."""
 
     clean_pod_policy: CleanPodPolicy = CleanPodPolicy.NONE
-    """Pods to delete when the job finishes: All, Running or None (default). Pods still
-    running when a job fails or completes are always stopped, whatever this says."""
+    """Pods to delete when the job finishes: All, Running (Running and Pending pods) or
+    None (default: every pod is kept, running ones too, as in Kubeflow)."""
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     """Delete the whole job this long after it finished."""
     active_deadline_seconds: int | None = Field(default=None, ge=0)
     """Fail the job when it has been running (since start or resume) this long (0: at once,
     as Kubeflow does)."""
     backoff_limit: int | None = Field(default=None, ge=0)
-    """Restarts allowed (pod recreations plus container restarts) before the job fails."""
+    """The job fails when its restarts (pod recreations plus in-place container restarts)
+    reach this number: at the N-th failure, as in Kubeflow (0 and 1: the first)."""
     suspend: bool = False
     """True deletes the pods and holds the job; false (default) again resumes it from
     scratch."""
@@ -279,7 +283,8 @@ class ElasticPolicy(KubeModel):
     """Deprecated (Kubeflow): use ``spec.nprocPerNode``."""
     max_restarts: int | None = Field(default=None, ge=0)
     metrics: list[dict[str, Any]] | None = None
-    """Kept for compatibility with Kubeflow manifests (autoscaling metrics); not acted on."""
+    """autoscaling/v2 metrics: a HorizontalPodAutoscaler scales the Worker replicas between
+    minReplicas and maxReplicas on them."""
 
     @model_validator(mode="after")
     def _bounds(self) -> ElasticPolicy:

@@ -36,7 +36,7 @@ import kopf
 
 from mlkube.operator import kube, peering
 from mlkube.operator.builders import LABEL_MANAGED_BY, BuildSettings
-from mlkube.operator.cache import AppliedMemory, ObjectCache
+from mlkube.operator.cache import AppliedMemory, ObjectCache, UnwatchedChildren
 from mlkube.operator.config import OperatorConfig
 from mlkube.operator.kube import KubeAPI
 from mlkube.operator.metrics import OperatorMetrics, start_server
@@ -77,6 +77,9 @@ class OperatorContext:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     cache: ObjectCache = field(default_factory=ObjectCache)
     applied: AppliedMemory = field(default_factory=AppliedMemory)
+    unwatched: UnwatchedChildren = field(default_factory=UnwatchedChildren)
+    served: dict[str, tuple[bool, float]] = field(default_factory=dict)
+    """API discovery answers: RESOURCES key -> (served, monotonic time of the answer)."""
     reconcilers: dict[str, ControllerReconcile] = field(default_factory=dict)
     routes: dict[str, list[ChildRoute]] = field(default_factory=dict)
     standby: peering.Standby | None = None

@@ -19,6 +19,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 JsonDict = dict[str, Any]
@@ -228,3 +229,46 @@ class AppliedMemory:
 
     def __len__(self) -> int:
         return len(self._applied)
+
+
+@dataclass
+class UnwatchedChildren:
+    """What this process last applied or deleted of children it does not watch.
+
+    A PyTorchJob's HorizontalPodAutoscaler and PodGroup are optional (most jobs have
+    neither) and a PodGroup's API may not even be served, so no watch feeds them. Instead
+    a pass re-applies such a child only when its manifest changed or ``interval`` has
+    passed since the last apply (drift: a deleted child comes back then), and deletes one
+    only when this process applied it, or, once after a restart, when it may exist. The
+    idle pass of a job costs no request.
+    """
+
+    _state: dict[ObjectKey, tuple[str | None, datetime]] = field(default_factory=dict)
+
+    def apply_due(self, key: ObjectKey, manifest: JsonDict, now: datetime, interval: float) -> bool:
+        known = self._state.get(key)
+        if known is None or known[0] != digest(manifest):
+            return True
+        return (now - known[1]).total_seconds() >= interval
+
+    def delete_due(self, key: ObjectKey, probe_unknown: bool) -> bool:
+        known = self._state.get(key)
+        if known is None:
+            return probe_unknown
+        return known[0] is not None
+
+    def applied(self, key: ObjectKey, manifest: JsonDict, now: datetime) -> None:
+        self._state[key] = (digest(manifest), now)
+
+    def absent(self, key: ObjectKey, now: datetime) -> None:
+        self._state[key] = (None, now)
+
+    def present(self, namespace: str, name: str) -> list[ObjectKey]:
+        """The children named ``name`` this process applied and has not deleted."""
+        return [
+            k for k, (d, _) in self._state.items() if k[1:] == (namespace, name) and d is not None
+        ]
+
+    def forget(self, namespace: str, name: str) -> None:
+        for key in [k for k in self._state if k[1:] == (namespace, name)]:
+            del self._state[key]

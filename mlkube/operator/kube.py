@@ -55,6 +55,9 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "Secret": ("v1", "secrets"),
     "ModelService": ("mlkube.dev/v1alpha1", "modelservices"),
     "PyTorchJob": ("mlkube.dev/v1alpha1", "pytorchjobs"),
+    # Gang schedulers' PodGroups (kind PodGroup in two groups: keyed by kind.group).
+    "PodGroup.scheduling.x-k8s.io": ("scheduling.x-k8s.io/v1alpha1", "podgroups"),
+    "PodGroup.scheduling.volcano.sh": ("scheduling.volcano.sh/v1beta1", "podgroups"),
 }
 
 
@@ -303,14 +306,17 @@ class KubeAPI:
 
     # ------------------------------------------------------------------ operations
 
-    async def apply(self, obj: JsonDict, field_manager: str = FIELD_MANAGER) -> JsonDict:
+    async def apply(
+        self, obj: JsonDict, field_manager: str = FIELD_MANAGER, resource: str | None = None
+    ) -> JsonDict:
         """Server-side apply ``obj`` as field manager ``mlkube``, taking over conflicts.
 
         Another ``field_manager`` is used only to hand a field over (the replica count to
         an HPA), never for the children themselves. The API server creates the object if
-        it does not exist (201).
+        it does not exist (201). ``resource`` is the :data:`RESOURCES` key where the kind
+        alone is ambiguous (PodGroup).
         """
-        api_version, plural = RESOURCES[obj["kind"]]
+        api_version, plural = RESOURCES[resource or obj["kind"]]
         meta = obj["metadata"]
         return await self.request(
             "PATCH",
@@ -332,6 +338,19 @@ class KubeAPI:
             body=ops,
             content_type="application/json-patch+json",
         )
+
+    async def serves(self, kind: str) -> bool:
+        """Whether the API server serves ``kind`` (a :data:`RESOURCES` key): API discovery,
+        which every authenticated client may read (a CRD that is not installed: False)."""
+        api_version, plural = RESOURCES[kind]
+        root = "api" if "/" not in api_version else "apis"
+        try:
+            found = await self.request("GET", f"/{root}/{api_version}")
+        except ApiError as exc:
+            if exc.status in (403, 404, 503):
+                return False
+            raise
+        return any(r.get("name") == plural for r in found.get("resources") or [])
 
     async def get(self, kind: str, namespace: str | None, name: str) -> JsonDict | None:
         api_version, plural = RESOURCES[kind]

@@ -104,3 +104,41 @@ def test_a_worker_that_exits_1_fails_the_job_and_none_keeps_its_pods(
     assert terminated["exitCode"] == 1, terminated
     log = cluster.kubectl("-n", namespace, "logs", "broken-worker-1").stdout
     assert "rank 2 of 3: failing on purpose" in log
+
+
+def test_the_hpa_of_elastic_metrics_scales_the_workers(cluster: Any, namespace: str) -> None:
+    """The real HPA controller finds the job through its scale subresource and raises the
+    Worker replicas to ``elasticPolicy.minReplicas`` (it does so before reading any metric:
+    this cluster has no metrics server); the operator then creates the new Worker."""
+    job, _ = example("grow")
+    worker = job["spec"]["pytorchReplicaSpecs"]["Worker"]
+    del job["spec"]["pytorchReplicaSpecs"]["Master"]
+    worker["replicas"] = 1
+    main = worker["template"]["spec"]["containers"][0]
+    main["command"] = ["python", "-c", "import time; time.sleep(600)"]
+    del main["volumeMounts"]
+    del worker["template"]["spec"]["volumes"]
+    job["spec"]["elasticPolicy"] = {
+        "minReplicas": 2,
+        "maxReplicas": 3,
+        "metrics": [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}],
+    }  # fmt: skip
+    apply_docs(cluster, namespace, [job])
+    wait_until(
+        lambda: (
+            {p["metadata"]["name"] for p in pods(cluster, namespace, f"{JOB_LABEL}=grow")}
+            == {"grow-worker-0", "grow-worker-1"}
+        ),
+        timeout=120,
+        what="the HPA to scale the job to 2 Workers and the operator to create worker-1",
+    )
+    assert ptj(cluster, namespace, "grow")["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 2
+
+    def able_to_scale() -> dict[str, Any] | None:
+        hpa = get_json(cluster, "-n", namespace, "get", "hpa", "grow")
+        found = [c for c in (hpa.get("status") or {}).get("conditions") or []]
+        return next((c for c in found if c["type"] == "AbleToScale"), None)
+
+    able = wait_until(able_to_scale, timeout=60, what="the HPA's AbleToScale condition")
+    assert able["status"] == "True", able

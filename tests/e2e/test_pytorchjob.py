@@ -134,11 +134,16 @@ def test_example_job_runs_scales_and_succeeds(
         f"training.kubeflow.org/job-name={JOB},training.kubeflow.org/replica-type=worker"
     )
 
-    # The master finishes: the workers still running are stopped, then the job succeeds.
+    # The master finishes: the job succeeds at once; the workers still running go with
+    # cleanPodPolicy Running.
     kubelet(cluster, namespace, f"{JOB}-master-0", "Succeeded", exit_code=0)
     wait_until(lambda: state(cluster, namespace) == "Succeeded", what="Succeeded")
     status = job(cluster, namespace)["status"]
     assert status["completionTime"]
+    # As Kubeflow reports it: the two Workers running then count as succeeded (worker-2,
+    # still Pending, as nothing).
+    worker = status["replicaStatuses"]["Worker"]
+    assert (worker.get("active", 0), worker.get("succeeded")) == (0, 2), worker
     # cleanPodPolicy Running: the finished master stays for its logs, the rest are gone.
     assert set(pods(cluster, namespace)) == {f"{JOB}-master-0"}
     tree = mlkube_get_ptj(cluster, namespace)
@@ -223,3 +228,208 @@ def test_long_names_kubeflow_labels_and_jobs_managed_elsewhere(
     assert children("pods", remote) == []
     assert children("services", remote) == []
     assert "status" not in cluster.kubectl_json("-n", namespace, "get", "ptj", remote)
+
+
+# ------------------------------------------------------------ gang scheduling and the HPA
+
+# Minimal PodGroup CRDs of the two gang schedulers: only the spec fields the operator sets,
+# typed as upstream types them, so the API server prunes a misspelt field (the stored
+# PodGroup then lacks it) and refuses a wrongly typed one.
+_QUANTITIES = {
+    "type": "object",
+    "additionalProperties": {"x-kubernetes-int-or-string": True, "anyOf": [
+        {"type": "integer"}, {"type": "string"}]},
+}  # fmt: skip
+POD_GROUP_SPECS = {
+    "scheduling.x-k8s.io": ("v1alpha1", {
+        "minMember": {"type": "integer", "format": "int32"},
+        "minResources": _QUANTITIES,
+        "scheduleTimeoutSeconds": {"type": "integer", "format": "int32"},
+    }),
+    "scheduling.volcano.sh": ("v1beta1", {
+        "minMember": {"type": "integer", "format": "int32"},
+        "minResources": _QUANTITIES,
+        "queue": {"type": "string"},
+        "priorityClassName": {"type": "string"},
+    }),
+}  # fmt: skip
+
+
+def install_pod_group_crd(cluster: Any, group: str) -> None:
+    version, spec = POD_GROUP_SPECS[group]
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"podgroups.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "podgroups", "singular": "podgroup", "kind": "PodGroup"},
+            "versions": [{
+                "name": version, "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": spec},
+                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                }}},
+            }],
+        },
+    }  # fmt: skip
+    cluster.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(crd))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", f"crd/podgroups.{group}"
+    )
+
+
+def small_job(name: str, replicas: dict[str, int], **spec: Any) -> dict[str, Any]:
+    template = {"spec": {"containers": [{"name": "pytorch", "image": "pytorch/pytorch:2.4.1"}]}}
+    return {
+        "apiVersion": "mlkube.dev/v1alpha1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": name},
+        "spec": {
+            "pytorchReplicaSpecs": {
+                rtype: {"replicas": n, "template": json.loads(json.dumps(template))}
+                for rtype, n in replicas.items()
+            },
+            **spec,
+        },
+    }
+
+
+def get(cluster: Any, namespace: str, *what: str) -> dict[str, Any] | None:
+    found = cluster.kubectl("-n", namespace, "get", *what, "-o", "json", check=False)
+    return json.loads(found.stdout) if found.returncode == 0 else None
+
+
+def job_pods(cluster: Any, namespace: str, name: str) -> dict[str, dict[str, Any]]:
+    listed = cluster.kubectl_json(
+        "-n", namespace, "get", "pods", "-l", f"training.kubeflow.org/job-name={name}"
+    )
+    return {p["metadata"]["name"]: p for p in listed["items"]}
+
+
+def gang_condition(cluster: Any, namespace: str, name: str) -> dict[str, Any] | None:
+    body = get(cluster, namespace, "ptj", name) or {}
+    for cond in (body.get("status") or {}).get("conditions") or []:
+        if cond["type"] == "GangScheduling":
+            return dict(cond)
+    return None
+
+
+def test_gang_scheduling_waits_for_its_scheduler_then_creates_the_pod_group(
+    cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any
+) -> None:
+    for group in POD_GROUP_SPECS:  # a session that ran this before left them behind
+        cluster.kubectl("delete", "crd", f"podgroups.{group}", "--ignore-not-found", "--wait")
+    start_operator(namespaces=[namespace], reconcile_interval=2.0)
+    gang = small_job(
+        "gang", {"Master": 1, "Worker": 2},
+        runPolicy={"cleanPodPolicy": "All", "schedulingPolicy": {
+            "minAvailable": 2, "scheduleTimeoutSeconds": 300, "minResources": {"cpu": "2"}}},
+    )  # fmt: skip
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps(gang))
+
+    # No gang scheduler installed: the job says so, and not one pod starts.
+    blocked = wait_until(
+        lambda: gang_condition(cluster, namespace, "gang"), what="the GangScheduling condition"
+    )
+    assert blocked["status"] == "False", blocked
+    assert blocked["reason"] == "PyTorchJobPodGroupUnavailable"
+    assert "podgroups.scheduling.x-k8s.io" in blocked["message"]
+    table = cluster.kubectl("-n", namespace, "get", "ptj", "gang").stdout
+    assert "GangScheduling" in table  # the State column
+    assert job_pods(cluster, namespace, "gang") == {}
+
+    # scheduler-plugins is installed: the PodGroup comes first, then every pod joins it.
+    install_pod_group_crd(cluster, "scheduling.x-k8s.io")
+    found = wait_until(
+        lambda: len(p := job_pods(cluster, namespace, "gang")) == 3 and p,
+        timeout=30,
+        what="the pods, once the PodGroup API is served",
+    )
+    group = get(cluster, namespace, "podgroups.scheduling.x-k8s.io", "gang")
+    assert group is not None
+    assert group["spec"] == {"minMember": 2, "minResources": {"cpu": "2"},
+                             "scheduleTimeoutSeconds": 300}  # fmt: skip
+    owner = group["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("PyTorchJob", "gang", True)
+    for pod in found.values():
+        assert pod["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "gang"
+        assert pod["spec"]["schedulerName"] == "scheduler-plugins-scheduler"
+    created = wait_until(
+        lambda: (c := gang_condition(cluster, namespace, "gang")) and c["status"] == "True" and c,
+        what="GangScheduling True",
+    )
+    assert created["reason"] == "PyTorchJobPodGroupCreated"
+
+    # Volcano, asked for by the pod template's schedulerName.
+    install_pod_group_crd(cluster, "scheduling.volcano.sh")
+    vgang = small_job("vgang", {"Worker": 2},
+                      runPolicy={"schedulingPolicy": {"queue": "research"}})  # fmt: skip
+    for spec in vgang["spec"]["pytorchReplicaSpecs"].values():
+        spec["template"]["spec"]["schedulerName"] = "volcano"
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps(vgang))
+    vpods = wait_until(
+        lambda: len(p := job_pods(cluster, namespace, "vgang")) == 2 and p, what="vgang pods"
+    )
+    vgroup = get(cluster, namespace, "podgroups.scheduling.volcano.sh", "vgang")
+    assert vgroup is not None
+    assert vgroup["spec"] == {"minMember": 2, "queue": "research"}
+    for pod in vpods.values():
+        assert pod["spec"]["schedulerName"] == "volcano"
+        assert pod["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == "vgang"
+        assert pod["metadata"]["annotations"]["volcano.sh/task-spec"] == "worker"
+    assert get(cluster, namespace, "podgroups.scheduling.x-k8s.io", "vgang") is None
+
+    # The job ends: its PodGroup goes (and, cleanPodPolicy All, its pods).
+    kubelet(cluster, namespace, "gang-master-0", "Succeeded", exit_code=0)
+    wait_until(
+        lambda: get(cluster, namespace, "podgroups.scheduling.x-k8s.io", "gang") is None,
+        what="the finished job's PodGroup deleted",
+    )
+    wait_until(lambda: not job_pods(cluster, namespace, "gang"), what="cleanPodPolicy All")
+
+
+def test_elastic_metrics_get_an_hpa_on_the_scale_subresource(
+    cluster: Any, crds_installed: list[str], namespace: str, start_operator: Any
+) -> None:
+    start_operator(namespaces=[namespace], reconcile_interval=2.0)
+    metrics = [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]  # fmt: skip
+    body = small_job(
+        "elastic", {"Worker": 2},
+        elasticPolicy={"minReplicas": 1, "maxReplicas": 3, "metrics": metrics},
+    )  # fmt: skip
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps(body))
+    hpa = wait_until(lambda: get(cluster, namespace, "hpa", "elastic"), what="the HPA")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "mlkube.dev/v1alpha1", "kind": "PyTorchJob", "name": "elastic"}  # fmt: skip
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+    assert hpa["spec"]["metrics"] == metrics
+    assert hpa["metadata"]["ownerReferences"][0]["name"] == "elastic"
+    # What the HPA controller reads and writes: the job's scale subresource.
+    scale = json.loads(cluster.kubectl(
+        "get", "--raw",
+        f"/apis/mlkube.dev/v1alpha1/namespaces/{namespace}/pytorchjobs/elastic/scale",
+    ).stdout)  # fmt: skip
+    assert scale["spec"]["replicas"] == 2
+
+    # A metric the API server refuses becomes a Warning Event, not a crash loop.
+    cluster.kubectl(
+        "-n", namespace, "patch", "ptj", "elastic", "--type=json", "-p",
+        json.dumps([{"op": "replace", "path": "/spec/elasticPolicy/metrics",
+                     "value": [{"type": "Resource"}]}]),
+    )  # fmt: skip
+    wait_until(
+        lambda: (
+            "PyTorchJobInvalidAutoscaler"
+            in cluster.kubectl("-n", namespace, "get", "events").stdout
+        ),
+        what="the InvalidAutoscaler event",
+    )
+    # Metrics removed: the HPA goes.
+    cluster.kubectl(
+        "-n", namespace, "patch", "ptj", "elastic", "--type=json", "-p",
+        json.dumps([{"op": "remove", "path": "/spec/elasticPolicy/metrics"}]),
+    )  # fmt: skip
+    wait_until(lambda: get(cluster, namespace, "hpa", "elastic") is None, what="HPA deleted")

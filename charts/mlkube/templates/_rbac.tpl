@@ -50,6 +50,12 @@ Rules inside the watched namespaces. Arguments: peering (non-empty when on), nam
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+# A PyTorchJob's optional children, not watched: the HPA of elasticPolicy.metrics (above)
+# and the gang schedulers' PodGroups (scheduler-plugins, Volcano), server-side applied,
+# read before an owner-checked delete when the job finishes or no longer asks for one.
+- apiGroups: ["scheduling.x-k8s.io", "scheduling.volcano.sh"]
+  resources: ["podgroups"]
+  verbs: ["get", "create", "patch", "delete"]
 # Kubernetes Events for every transition.
 - apiGroups: [""]
   resources: ["events"]

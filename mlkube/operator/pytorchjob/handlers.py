@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -39,7 +40,8 @@ from mlkube.api.pytorchjob import (
 from mlkube.operator import clock, metrics
 from mlkube.operator.events import Event, record
 from mlkube.operator.kube import ApiError
-from mlkube.operator.pytorchjob.planner import Plan, plan
+from mlkube.operator.pytorchjob.gang import PodGroupAPI, gang_requested
+from mlkube.operator.pytorchjob.planner import HPA, Plan, plan
 from mlkube.operator.pytorchjob.pods import LABEL_JOB_NAME
 from mlkube.operator.pytorchjob.status import invalid_spec_status
 
@@ -155,6 +157,67 @@ async def apply_plan(
     )
 
 
+#: Seconds an answer of API discovery (is a PodGroup API served?) is trusted: a gang
+#: scheduler installed while jobs wait for it is seen this soon.
+DISCOVERY_TTL = 5.0
+
+
+async def served_pod_group_apis(ctx: OperatorContext) -> frozenset[PodGroupAPI]:
+    """The PodGroup APIs the cluster serves, from API discovery, asked at most every
+    :data:`DISCOVERY_TTL` seconds."""
+    served = set()
+    for api in PodGroupAPI:
+        known = ctx.served.get(api.resource)
+        now = time.monotonic()
+        if known is None or now - known[1] >= DISCOVERY_TTL:
+            known = (await ctx.api.serves(api.resource), now)
+            ctx.served[api.resource] = known
+        if known[0]:
+            served.add(api)
+    return frozenset(served)
+
+
+async def apply_extras(ctx: OperatorContext, job: PyTorchJob, todo: Plan) -> list[Event]:
+    """Apply or delete the job's optional children (PodGroup, HPA) where due (see
+    :class:`~mlkube.operator.cache.UnwatchedChildren`), before any pod is created.
+
+    An HPA the API server refuses (its ``metrics`` are passed through as the user wrote
+    them) becomes a Warning Event naming the problem; the job runs on without it.
+    """
+    api, memo, now = ctx.api, ctx.unwatched, clock.now()
+    uid = str(job.metadata.get("uid", ""))
+    events: list[Event] = []
+    planned = set()
+    for extra in todo.extras:
+        key = (extra.resource, job.namespace, extra.name)
+        planned.add(key)
+        if extra.manifest is None:
+            if memo.delete_due(key, probe_unknown=True):
+                await api.delete_owned(extra.resource, job.namespace, extra.name, uid)
+                memo.absent(key, now)
+            continue
+        if not memo.apply_due(key, extra.manifest, now, ctx.config.reconcile_interval):
+            continue
+        try:
+            await api.apply(extra.manifest, resource=extra.resource)
+        except ApiError as exc:
+            if extra.resource != HPA or exc.status not in (400, 422):
+                raise
+            events.append(
+                Event(
+                    "Warning",
+                    f"{KIND}InvalidAutoscaler",
+                    f"elasticPolicy.metrics: the HorizontalPodAutoscaler was refused: {exc}",
+                )
+            )
+        memo.applied(key, extra.manifest, now)
+    for key in memo.present(job.namespace, job.name):
+        if key not in planned:  # no longer wanted at all (elasticPolicy or gang removed)
+            await api.delete_owned(key[0], job.namespace, job.name, uid)
+            memo.absent(key, now)
+    return events
+
+
 async def reconcile(ctx: OperatorContext, namespace: str, name: str) -> float | None:
     """One level-based pass over one job; returns when to look again (seconds)."""
     async with ctx.lock(KIND, namespace, name):
@@ -175,6 +238,7 @@ async def _reconcile_pass(
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             # gone: garbage collection removes the children
             ctx.metrics.forget_pytorchjob(namespace, name)
+            ctx.unwatched.forget(namespace, name)
             outcome.result = metrics.DELETED
             return None
         manager = managed_elsewhere(body)
@@ -204,7 +268,8 @@ async def _reconcile_pass(
         uid = str(job.metadata.get("uid", ""))
         pods = owned(ctx.cache.owned("Pod", namespace, LABEL_JOB_NAME, name), name, uid)
         services = owned(ctx.cache.owned("Service", namespace, LABEL_JOB_NAME, name), name, uid)
-        todo = plan(job, pods, services, clock.now())
+        apis = await served_pod_group_apis(ctx) if gang_requested(job) else frozenset()
+        todo = plan(job, pods, services, clock.now(), apis)
         if log.isEnabledFor(logging.DEBUG):  # the pod list is built only when it is logged
             log.debug(
                 "%s/%s: pass over pods %s: create %s, delete %s, requeue %s",
@@ -222,6 +287,8 @@ async def _reconcile_pass(
                 todo.delete_pods + todo.force_delete_pods,
                 todo.requeue_after,
             )
+        if not todo.delete_job:
+            todo.events += await apply_extras(ctx, job, todo)
         await apply_plan(ctx, job, todo, pods, services)
         if todo.delete_job:
             ctx.metrics.forget_pytorchjob(namespace, name)

@@ -7,22 +7,48 @@ twice on the same inputs gives the same plan; applying a plan and planning again
 (deleted children come back, finished ones are not recreated).
 
 Pods are only created for missing replica slots (``replicas: 0`` creates nothing, #1709),
-never while the job is finished, suspended or restarting, and never under a name that a
-Terminating pod still holds.
+never while the job is finished, suspended or restarting, never under a name that a
+Terminating pod still holds, and never while the gang scheduler the job asks for is not
+installed (:mod:`.gang`). The job's optional children, its PodGroup and its HPA
+(:mod:`.hpa`), are planned as :class:`Extra`: the manifest wanted, or None for "must not
+exist".
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mlkube.api.pytorchjob import CleanPodPolicy, PyTorchJob, PyTorchJobStatus
+from mlkube.api.pytorchjob import KIND, ConditionType, PyTorchJob, PyTorchJobStatus
 from mlkube.operator.events import Event
 from mlkube.operator.pytorchjob.env import replica_name
+from mlkube.operator.pytorchjob.gang import (
+    PodGroupAPI,
+    build_pod_group,
+    gang_pod,
+    gang_requested,
+    unavailable_message,
+    wanted_api,
+)
+from mlkube.operator.pytorchjob.hpa import build_hpa
 from mlkube.operator.pytorchjob.pods import build_pod, build_service
-from mlkube.operator.pytorchjob.status import PodState, assess
+from mlkube.operator.pytorchjob.status import PodState, assess, condition, set_condition
+
+HPA = "HorizontalPodAutoscaler"
+#: Seconds between looks at whether a missing gang scheduler has been installed.
+GANG_RETRY_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Extra:
+    """An optional child of the job: the manifest wanted, or None (must not exist)."""
+
+    resource: str
+    """Its key in :data:`mlkube.operator.kube.RESOURCES`."""
+    name: str
+    manifest: dict[str, Any] | None
 
 
 @dataclass
@@ -36,6 +62,8 @@ class Plan:
     force_delete_pods: list[str] = field(default_factory=list)
     delete_services: list[str] = field(default_factory=list)
     delete_job: bool = False
+    extras: list[Extra] = field(default_factory=list)
+    """Applied before any pod is created (a gang's PodGroup must exist first)."""
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
 
@@ -71,8 +99,10 @@ def plan(
     pods: Sequence[Mapping[str, Any]],
     services: Sequence[Mapping[str, Any]],
     now: datetime,
+    pod_group_apis: Collection[PodGroupAPI] = (),
 ) -> Plan:
-    """The whole reconcile of ``job`` (see the module docstring)."""
+    """The whole reconcile of ``job`` (see the module docstring); ``pod_group_apis`` are
+    the PodGroup APIs the cluster serves (looked up only for jobs that ask for a gang)."""
     verdict = assess(job, pods, now)
     if verdict.delete_job:
         # Garbage collection removes the children with the job.
@@ -84,6 +114,12 @@ def plan(
         events=list(verdict.events),
         requeue_after=verdict.requeue_after,
     )
+    live = not (verdict.finished or verdict.suspended)
+    if job.spec.elastic_policy is not None:
+        out.extras.append(Extra(HPA, job.name, build_hpa(job) if live else None))
+    gang = _gang(job, out, now, pod_group_apis) if live else None
+    if not live:
+        out.extras += [Extra(api.resource, job.name, None) for api in pod_group_apis]
 
     pod_names = {_name(pod) for pod in pods}
     service_names = [_name(svc) for svc in services]
@@ -91,31 +127,73 @@ def plan(
     slots = desired_slots(job)
     slot_names = {replica_name(job.name, rtype, index): (rtype, index) for rtype, index in slots}
 
-    if verdict.finished or verdict.suspended:
-        policy = job.spec.run_policy.clean_pod_policy
+    if not live:
         kept_pods = {
             v.name
             for v in verdict.views
             if v.name not in going and v.state is not PodState.TERMINATING
         }
         for name in service_names:
-            # A headless service is only useful while its pod runs: it goes with its pod,
-            # or with every pod under cleanPodPolicy All/Running and while suspended.
-            if (
-                verdict.suspended
-                or policy is not CleanPodPolicy.NONE
-                or name in going
-                or name not in kept_pods
-            ):
+            # A replica's headless service goes with its pod (cleanPodPolicy, Kubeflow's
+            # rule), and every one while suspended.
+            if verdict.suspended or name in going or name not in kept_pods:
                 out.delete_services.append(name)
         return out
 
+    blocked = gang_requested(job) and gang is None
     for name in service_names:
         if name not in slot_names:
             out.delete_services.append(name)  # scaled down
     for name, (rtype, index) in slot_names.items():
         if name not in service_names:
             out.create_services.append(build_service(job, rtype, index))
-        if verdict.create_pods and name not in pod_names:
-            out.create_pods.append(build_pod(job, rtype, index))
+        if verdict.create_pods and not blocked and name not in pod_names:
+            manifest = build_pod(job, rtype, index)
+            if gang is not None:
+                manifest = gang_pod(manifest, job, rtype, gang)
+            out.create_pods.append(manifest)
     return out
+
+
+def _gang(
+    job: PyTorchJob, out: Plan, now: datetime, served: Collection[PodGroupAPI]
+) -> PodGroupAPI | None:
+    """Plan the PodGroup of a running job; the API its pods join, or None (no gang wanted,
+    or the one wanted is not installed: the job then says so and looks again soon)."""
+    if not gang_requested(job):
+        return None
+    api = wanted_api(job, served)
+    out.extras += [
+        Extra(other.resource, job.name, build_pod_group(job, api) if other is api else None)
+        for other in served
+    ]
+    at = now.replace(microsecond=0)
+    status = out.status
+    if api is None:
+        message = unavailable_message(job)
+        status.conditions, changed = set_condition(
+            status.conditions,
+            ConditionType.GANG_SCHEDULING,
+            "False",
+            f"{KIND}PodGroupUnavailable",
+            message,
+            at,
+        )
+        if changed:
+            out.events.append(Event("Warning", f"{KIND}PodGroupUnavailable", message))
+        if out.requeue_after is None or out.requeue_after > GANG_RETRY_SECONDS:
+            out.requeue_after = GANG_RETRY_SECONDS
+        return None
+    before = condition(status.conditions, ConditionType.GANG_SCHEDULING)
+    if before is not None and before.status != "True":
+        message = f"PodGroup {job.name} ({api.crd}) created; the pods are created now"
+        status.conditions, _ = set_condition(
+            status.conditions,
+            ConditionType.GANG_SCHEDULING,
+            "True",
+            f"{KIND}PodGroupCreated",
+            message,
+            at,
+        )
+        out.events.append(Event("Normal", f"{KIND}PodGroupCreated", message))
+    return api

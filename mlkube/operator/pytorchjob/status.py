@@ -6,25 +6,25 @@ into API calls (pods to restart, stop or force-delete). :func:`job_status` is it
 
 Kubeflow training-operator v1 semantics, in the order they are applied:
 
-1. A finished job (``Succeeded`` or ``Failed`` true) only gets cleaned up (``cleanPodPolicy``)
-   and, ``ttlSecondsAfterFinished`` after ``completionTime``, deleted.
+1. A finished job (``Succeeded`` or ``Failed`` true) only gets cleaned up and, after
+   ``ttlSecondsAfterFinished`` past ``completionTime``, deleted. ``cleanPodPolicy`` is
+   Kubeflow's: ``None`` keeps every pod (running ones too), ``Running`` deletes the Running
+   and Pending pods, ``All`` deletes all; a job failed by ``backoffLimit`` or
+   ``activeDeadlineSeconds`` also stops its running pods.
 2. ``runPolicy.suspend`` deletes every pod, sets ``Suspended`` and ``Running=False``;
    resuming sets ``Suspended=False`` and restarts the ``activeDeadlineSeconds`` clock.
 3. ``activeDeadlineSeconds`` past ``startTime`` fails the job.
 4. A failed pod is retried according to its replica's ``restartPolicy`` (Never: the job
    fails; ExitCode: exit codes >= 128 are retried, 1-127 fail the job; OnFailure/Always:
-   retried), each retry counting towards ``backoffLimit`` together with in-place container
-   restarts; more restarts than ``backoffLimit`` fail the job.
-5. With a Master, the job succeeds when the Master succeeds; without one, when every Worker
+   retried); ``backoffLimit`` bounds the restarts (see :func:`restarts_exhausted`).
+5. With a Master, the job succeeds as soon as the Master succeeds (Workers still running
+   count as succeeded, as in Kubeflow's replica statuses); without one, when every Worker
    has (or, for an elastic job, any Worker has).
 
 Where Kubeflow leaves users stuck (kubeflow/trainer issue numbers), mlkube differs:
 
-* #3419 — every failure path (backoffLimit and deadline included) finishes the job the same
-  way, so ``cleanPodPolicy`` is honoured on all of them (Kubeflow deletes everything there);
-* #1579 / #1982 — pods still running when the job fails or succeeds are stopped whatever
-  ``cleanPodPolicy`` says, and a job with a Master is called Succeeded only once no Worker
-  is running any more;
+* #3419 — a job failed by ``backoffLimit`` or the deadline keeps its finished pods (their
+  logs) under ``cleanPodPolicy`` None/Running; Kubeflow deletes every pod there;
 * #2269 / #2000 — ``runPolicy.restartPolicy: RestartAll`` restarts all pods together;
 * #2072 — a pod Terminating longer than ``terminatingTimeoutSeconds`` past its deletion
   deadline (its node is lost) is force-deleted and counted as a failure of that replica.
@@ -326,21 +326,47 @@ def _finish(p: _Pass, ctype: ConditionType, message: str) -> None:
             rstatus.active = 0
 
 
+def _stops_running_pods(status: PyTorchJobStatus, job: PyTorchJob) -> bool:
+    """Whether the job ended on a limit (backoffLimit, activeDeadlineSeconds): its running
+    pods are then stopped whatever ``cleanPodPolicy`` says, as in Kubeflow (a deadline that
+    left the training running would mean nothing)."""
+    failed = condition(status.conditions, ConditionType.FAILED)
+    return (
+        failed is not None
+        and failed.status == "True"
+        and failed.message in (_backoff_limit_message(job), _deadline_message(job))
+    )
+
+
+def _cleaned_up(policy: CleanPodPolicy, view: PodView, limit_reached: bool) -> bool:
+    """Whether a finished job's pod is deleted (Kubeflow's ``cleanPodPolicy``): All deletes
+    every pod, Running the Running and Pending ones (a Pending pod would run later), None
+    none; a limit that failed the job stops the pods that still run."""
+    if policy is CleanPodPolicy.ALL:
+        return True
+    if view.state is not PodState.ACTIVE:
+        return False
+    return limit_reached or (
+        policy is CleanPodPolicy.RUNNING and view.phase in ("Running", "Pending")
+    )
+
+
 def _cleanup_finished(p: _Pass, views: Sequence[PodView]) -> None:
-    """Mark the pass finished, stop what still runs (always), delete finished pods if
-    ``cleanPodPolicy: All``, honour ``ttlSecondsAfterFinished``."""
+    """Mark the pass finished, delete the pods ``cleanPodPolicy`` names (None: keep them
+    all, running ones included, as Kubeflow does), honour ``ttlSecondsAfterFinished``."""
     p.out.finished = True
     policy = p.job.spec.run_policy
+    limit_reached = _stops_running_pods(p.status, p.job)
     for view in views:
         if view.state is PodState.STUCK:
-            p.out.force_delete.append(view.name)
+            p.out.force_delete.append(view.name)  # finish a deletion already under way
         elif view.state is PodState.TERMINATING:
             assert view.deletion_deadline is not None
             p.out.wake_in(
                 (view.deletion_deadline - p.now).total_seconds()
                 + policy.terminating_timeout_seconds
             )
-        elif view.state is PodState.ACTIVE or policy.clean_pod_policy is CleanPodPolicy.ALL:
+        elif _cleaned_up(policy.clean_pod_policy, view, limit_reached):
             p.out.delete.append(view.name)
     ttl = policy.ttl_seconds_after_finished
     if ttl is not None and p.status.completion_time is not None:
@@ -357,8 +383,29 @@ def _end(p: _Pass, ctype: ConditionType, message: str, views: Sequence[PodView])
     _cleanup_finished(p, views)
 
 
+def restarts_exhausted(backoff_limit: int | None, restarts: int) -> bool:
+    """Whether ``restarts`` reach ``backoffLimit``, so that the job fails.
+
+    ``restarts`` counts the pods the operator recreated (``status.restartCount``: one per
+    retried pod, one per RestartAll cycle), including the recreation a failure now asks
+    for, plus the in-place container restarts of the job's Pending and Running pods of
+    replicas that are not ``Never``. Kubeflow v1 (``PastBackoffLimit``) fails the job when
+    the container restarts reach the limit (``>=``; more than 0 when it is 0), so
+    ``backoffLimit: N`` fails the job at its N-th failure, and 0 and 1 both at the first.
+    The same holds here for recreations, which Kubeflow counts only when the limit is 0
+    (an ``ExitCode`` job retrying exit code 137 never reached its limit there).
+    """
+    if backoff_limit is None:
+        return False
+    return restarts > 0 and restarts >= backoff_limit
+
+
 def _backoff_limit_message(job: PyTorchJob) -> str:
     return f"Job {job.name} has failed because it has reached the specified backoff limit"
+
+
+def _deadline_message(job: PyTorchJob) -> str:
+    return f"Job {job.name} has failed because it was active longer than specified deadline"
 
 
 def assess(job: PyTorchJob, pods: Sequence[Mapping[str, Any]], now: datetime) -> Assessment:
@@ -421,12 +468,7 @@ def _assess(job: PyTorchJob, pods: Sequence[Mapping[str, Any]], now: datetime) -
     if deadline is not None:
         expires = status.start_time + timedelta(seconds=deadline)
         if p.now >= expires:
-            _end(
-                p,
-                ConditionType.FAILED,
-                f"Job {job.name} has failed because it was active longer than specified deadline",
-                views,
-            )
+            _end(p, ConditionType.FAILED, _deadline_message(job), views)
             return p.out
         p.out.wake_in((expires - p.now).total_seconds())
 
@@ -465,30 +507,7 @@ def _running(p: _Pass, views: Sequence[PodView]) -> None:
             v.replica_type == MASTER and v.state is PodState.SUCCEEDED for v in in_range
         )
         if master_done:
-            still = [
-                v
-                for v in in_range
-                if v.replica_type == WORKER
-                and v.state in (PodState.ACTIVE, PodState.TERMINATING, PodState.STUCK)
-            ]
-            for view in still:
-                if view.state is PodState.ACTIVE:
-                    p.out.delete.append(view.name)
-                elif view.state is PodState.STUCK:
-                    p.out.force_delete.append(view.name)
-            if still:
-                # #1982: not Succeeded while a Worker still runs; it is being stopped.
-                stopping = [v for v in still if v.state is PodState.ACTIVE]
-                if stopping:
-                    _event(
-                        p,
-                        "Normal",
-                        "StoppingWorkers",
-                        f"Master of {KIND} {job.name} succeeded; stopping {len(stopping)} "
-                        "Worker(s) still running",
-                    )
-                p.out.wake_in(5)
-                return
+            # Kubeflow: the Master decides. Workers still running are left to cleanPodPolicy.
             _end(p, ConditionType.SUCCEEDED, f"{KIND} {job.name} is successfully completed.", views)
             return
     else:
@@ -532,10 +551,12 @@ def _running(p: _Pass, views: Sequence[PodView]) -> None:
         if view.state is PodState.STUCK:
             p.out.force_delete.append(view.name)
 
+    # Kubeflow counts the container restarts of pods still running; so do we (Pending pods
+    # too: an init container in a restart loop keeps its pod Pending).
     counted = [
         v
         for v in in_range
-        if v.state is not PodState.TERMINATING
+        if v.state is PodState.ACTIVE
         and specs[v.replica_type or WORKER].restart_policy is not RestartPolicy.NEVER
     ]
     container_restarts = sum(v.container_restarts for v in counted)
@@ -555,8 +576,9 @@ def _running(p: _Pass, views: Sequence[PodView]) -> None:
     restart_all = run.restart_policy is JobRestartPolicy.RESTART_ALL
     if retry:
         needed = 1 if restart_all else len(retry)
-        limit = run.backoff_limit
-        if limit is not None and status.restart_count + needed + container_restarts > limit:
+        if restarts_exhausted(
+            run.backoff_limit, status.restart_count + needed + container_restarts
+        ):
             _end(
                 p,
                 ConditionType.FAILED,
@@ -583,8 +605,7 @@ def _running(p: _Pass, views: Sequence[PodView]) -> None:
         # Replacement pods are created once the old ones are gone (next pass).
         return
 
-    limit = run.backoff_limit
-    if limit is not None and status.restart_count + container_restarts > limit:
+    if restarts_exhausted(run.backoff_limit, status.restart_count + container_restarts):
         _end(
             p,
             ConditionType.FAILED,

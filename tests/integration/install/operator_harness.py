@@ -51,6 +51,13 @@ RESOURCES = {
         kind="Pod", namespaced=True, subresources={"status"}, verbs=_ALL_VERBS
     ),
     "v1/events": kmock.ResourceInfo(kind="Event", namespaced=True, verbs=_ALL_VERBS),
+    # Both gang schedulers' PodGroup CRDs, as if installed.
+    "scheduling.x-k8s.io/v1alpha1/podgroups": kmock.ResourceInfo(
+        kind="PodGroup", namespaced=True, verbs=_ALL_VERBS
+    ),
+    "scheduling.volcano.sh/v1beta1/podgroups": kmock.ResourceInfo(
+        kind="PodGroup", namespaced=True, verbs=_ALL_VERBS
+    ),
     "v1/namespaces": kmock.ResourceInfo(kind="Namespace", namespaced=False, verbs=_ALL_VERBS),
     "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
         kind="CustomResourceDefinition", namespaced=False, verbs=_ALL_VERBS

@@ -26,6 +26,7 @@ from mlkube.api.rollout import MetricResult, Verdict
 from mlkube.operator.analysis import AnalysisReport
 from mlkube.operator.builders import BuildSettings, desired_state
 from mlkube.operator.progressive import rollout_spec, with_rollout
+from mlkube.operator.pytorchjob.planner import plan
 from mlkube.operator.pytorchjob.status import job_status
 from mlkube.operator.rollout import (
     RolloutDecision,
@@ -454,6 +455,10 @@ def pytorchjob_states() -> dict[str, tuple[dict[str, Any], str, str, str]]:
     _, failed = advance(never, failed_pods, 30)
     suspended_job = pytorchjob(running, runPolicy={"suspend": True})
     _, suspended = advance(suspended_job, running_pods, 40)
+    gang_job = pytorchjob(created, runPolicy={"schedulingPolicy": {"minAvailable": 3}})
+    gang_blocked = plan(gang_job, [], [], T0, ()).status.model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
 
     return {
         "not reconciled yet": (
@@ -468,6 +473,12 @@ def pytorchjob_states() -> dict[str, tuple[dict[str, Any], str, str, str]]:
         "succeeded": (job_obj(fresh, succeeded), "Healthy", "successfully completed", "Succeeded"),
         "failed": (job_obj(never, failed), "Degraded", "fail", "Failed"),
         "suspended": (job_obj(suspended_job, suspended), "Suspended", "suspend", "Suspended"),
+        "gang scheduler missing": (
+            job_obj(gang_job, gang_blocked),
+            "Degraded",
+            "podgroups.scheduling.x-k8s.io",
+            "",
+        ),
     }
 
 

@@ -360,29 +360,61 @@ async def drive_legacy_finalizers(api: KubeAPI) -> None:
 
 
 async def drive_pytorchjob(api: KubeAPI) -> None:
-    """The PyTorchJob controller's API paths: pods and services appear, run and finish."""
-    container = {"name": "pytorch", "image": "pytorch:2"}
-    replica = {"replicas": 1, "template": {"spec": {"containers": [container]}}}
+    """The PyTorchJob controller's API paths: pods and services appear, run and finish; a
+    gang through each PodGroup API, created while the job runs and deleted when it ends."""
+    await _run_job(api, "mnist", {"Master": 1, "Worker": 1}, {"minAvailable": 2})
+    await _run_job(api, "gang", {"Worker": 1}, {"queue": "training"}, scheduler="volcano")
+
+
+async def _run_job(
+    api: KubeAPI,
+    name: str,
+    replicas: dict[str, int],
+    scheduling: dict[str, Any],
+    scheduler: str | None = None,
+) -> None:
+    pod_spec: dict[str, Any] = {"containers": [{"name": "pytorch", "image": "pytorch:2"}]}
+    if scheduler:
+        pod_spec["schedulerName"] = scheduler
     job = {
         "apiVersion": "mlkube.dev/v1alpha1",
         "kind": "PyTorchJob",
         "metadata": {
-            "name": "mnist",
+            "name": name,
             "namespace": NS,
-            "uid": "uid-mnist",
+            "uid": f"uid-{name}",
             "generation": 1,
             "resourceVersion": "1",
         },
         "spec": {
-            "pytorchReplicaSpecs": {"Master": replica, "Worker": replica},
-            "runPolicy": {"cleanPodPolicy": "All", "ttlSecondsAfterFinished": 2},
+            "pytorchReplicaSpecs": {
+                rtype: {"replicas": n, "template": {"spec": pod_spec}}
+                for rtype, n in replicas.items()
+            },
+            "runPolicy": {
+                "cleanPodPolicy": "All",
+                "ttlSecondsAfterFinished": 2,
+                "schedulingPolicy": scheduling,
+            },
         },
     }
-    await api.request("POST", collection_path("mlkube.dev/v1alpha1", "pytorchjobs", NS), body=job)
-    for pod in ("mnist-master-0", "mnist-worker-0"):
+    group = "scheduling.volcano.sh/v1beta1" if scheduler else "scheduling.x-k8s.io/v1alpha1"
 
-        async def exists(name: str = pod) -> dict[str, Any] | None:
-            return await api.get("Pod", NS, name)
+    async def pod_group() -> dict[str, Any] | None:
+        try:
+            return await api.request("GET", object_path(group, "podgroups", NS, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    await api.request("POST", collection_path("mlkube.dev/v1alpha1", "pytorchjobs", NS), body=job)
+    await eventually(pod_group, what=f"PodGroup {name}")
+    pods = [f"{name}-{rtype.lower()}-0" for rtype in replicas]
+    for pod in pods:
+
+        async def exists(pod: str = pod) -> dict[str, Any] | None:
+            return await api.get("Pod", NS, pod)
 
         await eventually(exists, what=f"pod {pod}")
         await api.request(
@@ -393,27 +425,25 @@ async def drive_pytorchjob(api: KubeAPI) -> None:
         )
 
     async def finished() -> bool:
-        obj = await api.request(
-            "GET", object_path("mlkube.dev/v1alpha1", "pytorchjobs", NS, "mnist")
-        )
+        obj = await api.request("GET", object_path("mlkube.dev/v1alpha1", "pytorchjobs", NS, name))
         conds = (obj.get("status") or {}).get("conditions") or []
         return any(c["type"] == "Succeeded" and c["status"] == "True" for c in conds)
 
-    await eventually(finished, what="PyTorchJob Succeeded")
+    await eventually(finished, what=f"PyTorchJob {name} Succeeded")
 
     async def cleaned_up() -> bool:
         for kind in ("Pod", "Service"):
-            for name in ("mnist-master-0", "mnist-worker-0"):
-                if await api.get(kind, NS, name) is not None:
+            for pod in pods:
+                if await api.get(kind, NS, pod) is not None:
                     return False
-        return True
+        return await pod_group() is None
 
-    await eventually(cleaned_up, what="cleanPodPolicy All: pods and services deleted")
+    await eventually(cleaned_up, what="cleanPodPolicy All: pods, services, PodGroup deleted")
 
     async def deleted_by_ttl() -> bool:
         try:
             obj = await api.request(
-                "GET", object_path("mlkube.dev/v1alpha1", "pytorchjobs", NS, "mnist")
+                "GET", object_path("mlkube.dev/v1alpha1", "pytorchjobs", NS, name)
             )
         except ApiError as exc:
             if exc.status == 404:

@@ -87,13 +87,16 @@ async def test_running_then_succeeded_with_cleanup(operator: Any, cluster: Any) 
     )
     await cluster.set_phase("ddp-cpu-worker-0", "Succeeded", exit_code=0)
     await cluster.set_phase("ddp-cpu-master-0", "Succeeded", exit_code=0)
-    # worker-1 still runs: it is stopped (#1982), then the job succeeds.
-    await cluster.eventually(
-        lambda: "ddp-cpu-worker-1" not in cluster.pods(), what="worker-1 stopped"
-    )
+    # Kubeflow: the Master decides at once; worker-1, still running, counts as succeeded
+    # and goes with cleanPodPolicy Running.
     await cluster.eventually(lambda: cluster.state("ddp-cpu") == "Succeeded", what="Succeeded")
     status = cluster.job("ddp-cpu")["status"]
     assert status["completionTime"]
+    worker = status["replicaStatuses"]["Worker"]
+    assert (worker.get("active", 0), worker["succeeded"]) == (0, 2)
+    await cluster.eventually(
+        lambda: "ddp-cpu-worker-1" not in cluster.pods(), what="worker-1 deleted"
+    )
     assert {c["type"]: c["status"] for c in status["conditions"]}["Running"] == "False"
     # cleanPodPolicy Running keeps the finished pods (for their logs), no new pods appear.
     assert set(cluster.pods()) == {"ddp-cpu-master-0", "ddp-cpu-worker-0"}
@@ -103,7 +106,7 @@ async def test_running_then_succeeded_with_cleanup(operator: Any, cluster: Any) 
 async def test_restart_all_then_backoff_failure(operator: Any, cluster: Any) -> None:
     await operator()
     body = example_job()
-    body["spec"]["runPolicy"]["backoffLimit"] = 1
+    body["spec"]["runPolicy"]["backoffLimit"] = 2
     body["spec"]["runPolicy"]["cleanPodPolicy"] = "None"
     await cluster.create_job(body)
     await cluster.eventually(lambda: set(cluster.pods()) == ALL)
@@ -253,7 +256,7 @@ async def test_a_restarted_operator_carries_on_without_double_counting(
 ) -> None:
     """Level-based: the restart count lives in the status, the pods have fixed names."""
     first = await operator()
-    await cluster.create_job(job_body(name="rs", workers=1, runPolicy={"backoffLimit": 1}))
+    await cluster.create_job(job_body(name="rs", workers=1, runPolicy={"backoffLimit": 2}))
     names = {"rs-master-0", "rs-worker-0"}
     await cluster.eventually(lambda: set(cluster.pods()) == names)
     for pod in names:

@@ -109,6 +109,8 @@ def _succeeded(policy: str, ttl: int | None = None) -> PyTorchJob:
 
 
 def test_finished_job_services_follow_their_pods() -> None:
+    """Kubeflow's cleanPodPolicy: None keeps every pod (a Worker still running too) and its
+    service; Running deletes the running pods and their services; All deletes everything."""
     pods = [
         pod("mnist", "Master", 0, "Succeeded", exit_code=0),
         pod("mnist", "Worker", 0, "Running"),
@@ -119,8 +121,11 @@ def test_finished_job_services_follow_their_pods() -> None:
         service("mnist", "Worker", 1),
     ]
     none = plan(_succeeded("None"), pods, services, at(5))
-    assert none.delete_pods == ["mnist-worker-0"]
-    assert none.delete_services == ["mnist-worker-0", "mnist-worker-1"]
+    assert none.delete_pods == []
+    assert none.delete_services == ["mnist-worker-1"]  # its pod is gone
+    running = plan(_succeeded("Running"), pods, services, at(5))
+    assert running.delete_pods == ["mnist-worker-0"]
+    assert running.delete_services == ["mnist-worker-0", "mnist-worker-1"]
     everything = plan(_succeeded("All"), pods, services, at(5))
     assert everything.delete_pods == ["mnist-master-0", "mnist-worker-0"]
     assert everything.delete_services == ["mnist-master-0", "mnist-worker-0", "mnist-worker-1"]
@@ -184,7 +189,7 @@ class Cluster:
 
 
 def test_restart_all_cycle_converges() -> None:
-    cluster = Cluster(make_job(runPolicy={"restartPolicy": "RestartAll", "backoffLimit": 1}))
+    cluster = Cluster(make_job(runPolicy={"restartPolicy": "RestartAll", "backoffLimit": 2}))
     cluster.reconcile(at(0))
     for name in ALL:
         cluster.set_phase(name, "Running")
@@ -206,7 +211,8 @@ def test_restart_all_cycle_converges() -> None:
     assert cluster.state() == "Running"
     assert cluster.job.status.restart_count == 1
 
-    # A second failure exceeds backoffLimit 1: Failed, running pods stopped, failed kept.
+    # The second failure would be the second restart, reaching backoffLimit 2: Failed,
+    # running pods stopped, the failed one kept.
     cluster.set_phase("mnist-master-0", "Failed", exit_code=1)
     out = cluster.reconcile(at(6))
     assert cluster.state() == "Failed"

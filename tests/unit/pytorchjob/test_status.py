@@ -39,6 +39,9 @@ def running_status(**extra: Any) -> dict[str, Any]:
     }
 
 
+ALL_PODS = ["mnist-master-0", "mnist-worker-0", "mnist-worker-1"]
+
+
 def all_running(job: str = "mnist", workers: int = 2) -> list[dict[str, Any]]:
     return [pod(job, "Master", 0)] + [pod(job, "Worker", i) for i in range(workers)]
 
@@ -99,21 +102,33 @@ def test_succeeded_when_master_and_workers_succeeded() -> None:
     assert [e.reason for e in out.events] == ["PyTorchJobSucceeded"]
 
 
-def test_master_success_stops_running_workers_before_succeeding() -> None:
-    """kubeflow/trainer #1982: not Succeeded while workers still run; they are stopped."""
-    job = make_job(status=running_status())
+@pytest.mark.parametrize(
+    ("policy", "deleted"),
+    [("None", []), ("Running", ["mnist-worker-1"]), ("All", ALL_PODS)],
+)
+def test_master_success_succeeds_the_job_at_once(policy: str, deleted: list[str]) -> None:
+    """Kubeflow: the job is Succeeded as soon as the Master is; the Workers still running
+    count as succeeded (``kubectl get`` shows Worker succeeded 2, active 0) and are kept
+    or deleted as cleanPodPolicy says."""
+    job = make_job(runPolicy={"cleanPodPolicy": policy}, status=running_status())
     pods = [
         pod("mnist", "Master", 0, "Succeeded", exit_code=0),
         pod("mnist", "Worker", 0, "Succeeded", exit_code=0),
         pod("mnist", "Worker", 1, "Running"),
     ]
     out = assess(job, pods, at(100))
-    assert "Succeeded" not in conds(out.status)
-    assert out.delete == ["mnist-worker-1"]
-    assert not out.create_pods
-    # Once the worker is gone, the job succeeds.
-    out = assess(job, pods[:2], at(110))
     assert latest(out.status) == "Succeeded"
+    assert out.status.completion_time == at(100)
+    worker = out.status.replica_statuses["Worker"]
+    assert (worker.active, worker.succeeded, worker.failed) == (0, 2, 0)
+    assert out.status.replica_statuses["Master"].succeeded == 1
+    assert sorted(out.delete) == deleted
+    assert not out.create_pods
+    # The next pass (the Worker still running under None) changes nothing in the status.
+    again = assess(make_job(runPolicy={"cleanPodPolicy": policy}, status=out.status.to_kube()),
+                   pods, at(130))  # fmt: skip
+    assert again.status.replica_statuses == out.status.replica_statuses
+    assert again.events == []
 
 
 def test_worker_only_job_succeeds_when_all_workers_do() -> None:
@@ -127,9 +142,14 @@ def test_worker_only_job_succeeds_when_all_workers_do() -> None:
     assert latest(job_status(job, done, at(60))) == "Succeeded"
 
 
-def test_elastic_job_succeeds_when_any_worker_does_and_stops_the_rest() -> None:
+def test_elastic_job_succeeds_when_any_worker_does() -> None:
+    """Kubeflow: an elastic job is done when any Worker is; the others are cleanPodPolicy's."""
     job = make_job(
-        master=None, workers=3, elasticPolicy={"minReplicas": 1}, status=running_status()
+        master=None,
+        workers=3,
+        elasticPolicy={"minReplicas": 1},
+        runPolicy={"cleanPodPolicy": "Running"},
+        status=running_status(),
     )
     pods = [
         pod("mnist", "Worker", 0, "Succeeded", exit_code=0),
@@ -203,8 +223,8 @@ def test_a_failed_worker_is_restarted_or_fails_the_job(
             == "PyTorchJob mnist is failed because 1 Worker replica(s) failed."
         )
         assert out.status.completion_time == at(30)
-        # #1579: the pods still running are stopped; the failed one stays for its logs.
-        assert out.delete == ["mnist-master-0", "mnist-worker-0"]
+        # Kubeflow: cleanPodPolicy None (the default) keeps every pod, running ones too.
+        assert out.delete == []
 
 
 def test_exit_code_events_name_the_pod() -> None:
@@ -254,9 +274,52 @@ def test_running_again_after_a_restart() -> None:
 # --------------------------------------------------------------------------- backoffLimit
 
 
-def test_backoff_limit_counts_operator_restarts() -> None:
-    """#3419: the backoffLimit failure honours cleanPodPolicy (None keeps the failed pod)."""
-    job = make_job(runPolicy={"backoffLimit": 2}, status=running_status(restartCount=2))
+def _failures_until_failed(restart: str, backoff_limit: int, runs: int = 10) -> int:
+    """Fail Worker 1 again and again, recreating it as the operator says; the number of
+    the failure that fails the job."""
+    status: dict[str, Any] = running_status()
+    for failure in range(1, runs + 1):
+        job = make_job(restart=restart, runPolicy={"backoffLimit": backoff_limit}, status=status)
+        pods = [
+            pod("mnist", "Master", 0),
+            pod("mnist", "Worker", 0),
+            pod("mnist", "Worker", 1, "Failed", exit_code=137),
+        ]
+        out = assess(job, pods, at(failure))
+        if latest(out.status) == "Failed":
+            return failure
+        assert out.delete == ["mnist-worker-1"]  # recreated
+        status = out.status.to_kube()
+    raise AssertionError(f"still not failed after {runs} failures")
+
+
+def _restarts_until_failed(backoff_limit: int, runs: int = 10) -> int:
+    """The kubelet restarts Worker 1's container in place (OnFailure) again and again; the
+    restartCount at which the job fails."""
+    job = make_job(runPolicy={"backoffLimit": backoff_limit}, status=running_status())
+    for restarts in range(runs + 1):
+        pods = [
+            pod("mnist", "Master", 0),
+            pod("mnist", "Worker", 0),
+            pod("mnist", "Worker", 1, restarts=restarts),
+        ]
+        if latest(job_status(job, pods, at(restarts))) == "Failed":
+            return restarts
+    raise AssertionError(f"still not failed after {runs} restarts")
+
+
+@pytest.mark.parametrize(("limit", "fails_at"), [(0, 1), (1, 1), (2, 2), (3, 3)])
+def test_backoff_limit_n_fails_the_job_at_the_nth_failure(limit: int, fails_at: int) -> None:
+    """Kubeflow v1's rule (restarts >= backoffLimit; > 0 when it is 0), the same whether the
+    kubelet restarts the container in place (OnFailure) or the operator recreates the pod
+    (ExitCode retrying 137, which Kubeflow never counts unless the limit is 0)."""
+    assert _restarts_until_failed(limit) == fails_at
+    assert _failures_until_failed("ExitCode", limit) == fails_at
+    assert _failures_until_failed("OnFailure", limit) == fails_at
+
+
+def test_backoff_limit_message_and_the_restart_count() -> None:
+    job = make_job(runPolicy={"backoffLimit": 3}, status=running_status(restartCount=2))
     pods = [
         pod("mnist", "Master", 0),
         pod("mnist", "Worker", 0),
@@ -268,26 +331,39 @@ def test_backoff_limit_counts_operator_restarts() -> None:
         out.status.conditions[-1].message
         == "Job mnist has failed because it has reached the specified backoff limit"
     )
+    assert out.status.restart_count == 2  # the third restart never happened
+    # #3419: the running pods are stopped, the failed one is kept (cleanPodPolicy None).
     assert out.delete == ["mnist-master-0", "mnist-worker-0"]
-    # One restart below the limit, the same failure is retried.
-    job = make_job(runPolicy={"backoffLimit": 3}, status=running_status(restartCount=2))
-    assert latest(job_status(job, pods, at(30))) == "Restarting"
+    # Below the limit, the same failure is retried.
+    job = make_job(runPolicy={"backoffLimit": 4}, status=running_status(restartCount=2))
+    out = assess(job, pods, at(30))
+    assert latest(out.status) == "Restarting"
+    assert out.status.restart_count == 3
 
 
-def test_backoff_limit_zero_fails_on_the_first_failure() -> None:
-    out = _one_worker_fails("OnFailure", 1, runPolicy={"backoffLimit": 0})
-    assert latest(out.status) == "Failed"
+def test_backoff_limit_adds_in_place_restarts_and_recreations() -> None:
+    """One pod recreated before plus two in-place restarts now make three: limit 3 reached."""
+    job = make_job(runPolicy={"backoffLimit": 3}, status=running_status(restartCount=1))
+    pods = [pod("mnist", "Master", 0), pod("mnist", "Worker", 0, restarts=2)]
+    assert latest(job_status(job, pods, at(30))) == "Failed"
+    pods = [pod("mnist", "Master", 0), pod("mnist", "Worker", 0, restarts=1)]
+    assert latest(job_status(job, pods, at(30))) == "Running"
 
 
-@pytest.mark.parametrize(("restarts", "state"), [(2, "Running"), (3, "Failed")])
-def test_backoff_limit_counts_in_place_container_restarts(restarts: int, state: str) -> None:
+def test_backoff_limit_ignores_restarts_of_pods_that_finished() -> None:
+    """As in Kubeflow, a pod's in-place restarts leave the count when it stops running."""
     job = make_job(runPolicy={"backoffLimit": 2}, status=running_status())
     pods = [
         pod("mnist", "Master", 0),
-        pod("mnist", "Worker", 0, restarts=restarts),
-        pod("mnist", "Worker", 1),
+        pod("mnist", "Worker", 0, "Succeeded", exit_code=0, restarts=5),
     ]
-    assert latest(job_status(job, pods, at(30))) == state
+    assert latest(job_status(job, pods, at(30))) == "Running"
+
+
+def test_backoff_limit_ignores_never_replicas() -> None:
+    job = make_job(restart="Never", runPolicy={"backoffLimit": 1}, status=running_status())
+    pods = [pod("mnist", "Master", 0), pod("mnist", "Worker", 0, restarts=4)]
+    assert latest(job_status(job, pods, at(30))) == "Running"
 
 
 @pytest.mark.parametrize(
@@ -387,7 +463,7 @@ FINISHED_PODS = [
 @pytest.mark.parametrize(
     ("policy", "deleted"),
     [
-        ("None", ["mnist-worker-1"]),
+        ("None", []),
         ("Running", ["mnist-worker-1"]),
         ("All", ["mnist-master-0", "mnist-worker-0", "mnist-worker-1"]),
     ],

@@ -3,6 +3,7 @@
 --   Healthy      Succeeded=True
 --   Degraded     Failed=True (backoffLimit, activeDeadlineSeconds, a failed master...)
 --   Suspended    Suspended=True (runPolicy.suspend)
+--   Degraded     GangScheduling=False (the gang scheduler it asks for is not installed)
 --   Progressing  not yet reconciled, Created, Running or Restarting
 -- Kubeflow-style conditions accumulate (a finished job still lists Created and Running,
 -- with Running turned False), so the terminal ones are checked first, by type.
@@ -57,6 +58,16 @@ if c ~= nil then
   hs.status = "Suspended"
   hs.message = text(c, "PyTorchJob is suspended")
   return hs
+end
+
+if status.conditions ~= nil then
+  for _, g in ipairs(status.conditions) do
+    if g.type == "GangScheduling" and g.status == "False" then
+      hs.status = "Degraded"
+      hs.message = text(g, "PyTorchJob waits for a gang scheduler")
+      return hs
+    end
+  end
 end
 
 for _, kind in ipairs({ "Restarting", "Running", "Created" }) do
