@@ -38,7 +38,9 @@ from tests.integration.rollout.test_real_prometheus import free_port, stop, wait
 pytestmark = pytest.mark.slow
 
 PROMETHEUS = shutil.which("prometheus")
-WINDOW = 60
+# Longer than the whole test, even on a loaded machine: the warm-up's baseline stays in the
+# window, so increase() counts every feedback and extrapolates by at most half a scrape.
+WINDOW = 600
 ITEMS = 40_000  # items with feedback per revision
 BATCH = 5_000  # feedback pairs per request
 RATES = {"stable-rev": 0.050, "better-rev": 0.055, "worse-rev": 0.040, "equal-rev": 0.050}
@@ -183,15 +185,18 @@ async def test_reward_rate_promotes_the_better_canary_and_rolls_back_the_worse(
     await warm_up(runtimes, querier)
     await feed_population(runtimes, seed=18)
 
-    # Wait until a scrape has every revision's feedback, then for one more of every pod.
+    # Wait until a scrape of every pod has every revision's feedback: with the baseline in
+    # the window, increase() is never below what was sent (a count short of ITEMS means a
+    # pod's last batch is not scraped yet, and judging then would judge part of the data).
     for revision in RATES:
         items_query, _ = reward_queries(revision, WINDOW)
-        for _ in range(40):
+        for _ in range(120):
             outcome = await asyncio.to_thread(querier.query, items_query)
-            if outcome.status is QueryStatus.OK and (outcome.value or 0) >= ITEMS * 0.95:
+            if outcome.status is QueryStatus.OK and (outcome.value or 0) >= ITEMS:
                 break
             await asyncio.sleep(0.5)
-    await asyncio.sleep(1.5)
+        else:
+            raise AssertionError(f"{revision}: Prometheus never saw all {ITEMS} items")
 
     analysis = Analysis(metrics=[AnalysisMetric(name="rewardRate")], min_sample_count=5)
     decided: dict[str, Verdict] = {}
