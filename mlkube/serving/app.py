@@ -315,6 +315,8 @@ def stamp_parameters(state: ServerState, response: InferenceResponse) -> None:
     """Add the revision and ticket to an OIP v2 answer's parameters (REST and gRPC)."""
     assert state.issuer is not None
     stamp = state.issuer.stamp()
+    if not stamp.ticket:
+        return
     response.parameters = {
         **(response.parameters or {}),
         REVISION_PARAMETER: state.config.revision,

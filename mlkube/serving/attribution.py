@@ -101,6 +101,10 @@ class TicketIssuer:
         self._stamp = Stamp("", {}, b"")
 
     def stamp(self, now: float | None = None) -> Stamp:
+        """This second's stamp; an empty one (no ticket, no headers, nothing spliced) for a
+        runtime without a revision (`mlkube serve` run by hand): nothing to credit."""
+        if not self._revision:
+            return self._stamp
         second = int(clock() if now is None else now)
         if second != self._second:
             ticket = make_ticket(self._model, self._revision, second)

@@ -171,8 +171,9 @@ def inference_handler(state: ServerState) -> grpc.GenericRpcHandler:
                 message = response_from_binary(answer.body, answer.json_length)
                 assert state.issuer is not None
                 ticket = state.issuer.stamp().ticket
-                message.parameters[REVISION_PARAMETER].string_param = state.config.revision
-                message.parameters[TICKET_PARAMETER].string_param = ticket
+                if ticket:
+                    message.parameters[REVISION_PARAMETER].string_param = state.config.revision
+                    message.parameters[TICKET_PARAMETER].string_param = ticket
                 return message
         parsed = decode_infer_request(request, max_items)
         response = await run_infer(state, model, parsed)

@@ -17,8 +17,12 @@ from mlkube.serving.store import FeatureStore
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
-def make_config(native_path: bool = True, **sections: dict[str, Any]) -> ServeConfig:
+def make_config(
+    native_path: bool = True, revision: str = "", **sections: dict[str, Any]
+) -> ServeConfig:
     data: dict[str, Any] = {"bandit": {"seed": 7, "native_path": native_path}}
+    if revision:
+        data["revision"] = revision
     for key, value in sections.items():
         data.setdefault(key, {}).update(value)
     return load_config(data, {})

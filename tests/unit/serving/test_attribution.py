@@ -113,6 +113,22 @@ async def test_every_scoring_answer_carries_the_revision_and_a_ticket(
     assert read_ticket(v1.headers[TICKET_HEADER], "bandit", NOW, 1e12) == "canary-rev"
 
 
+async def test_a_runtime_without_a_revision_hands_out_no_ticket(
+    make_client: Any, native_path: bool
+) -> None:
+    """`mlkube serve` run by hand (`make run`) has no revision to credit: its answers carry
+    neither an empty revision nor a ticket, and its feedback counts as having none."""
+    assert TicketIssuer("ranker", "").stamp(NOW).ticket == ""
+    client = await make_client(_config(native_path, ""))
+    resp = await client.post(INFER, data=orjson.dumps(v2(["a", "b"])))
+    assert resp.status == 200
+    assert REVISION_HEADER not in resp.headers
+    assert TICKET_HEADER not in resp.headers
+    body = orjson.loads(await resp.read())
+    assert "parameters" not in body
+    assert [o["name"] for o in body["outputs"]] == ["scores", "ranking"]
+
+
 async def test_feedback_is_credited_to_the_revision_that_scored_not_the_one_that_received_it(
     make_client: Any, native_path: bool
 ) -> None:

@@ -421,15 +421,15 @@ async def test_plain_raw_requests_take_the_c_path_with_the_python_paths_answer(
     request.parameters["segment"].string_param = "default"  # known: read before ready
     answers = []
     for native in (True, False):
-        h = await start(bandit={"native_path": native})
+        h = await start(bandit={"native_path": native}, revision="rev-a")
         answers.append(await h.stub.ModelInfer(request))
     assert decoded == ["python"]  # only the app with the C path off decoded it in Python
     assert answers[0] == answers[1]
     assert answers[0].id == "r9"
     # Both paths carry the revision and the feedback ticket as response parameters.
     params = answers[0].parameters
-    assert params["mlkube_revision"].string_param == ""
-    assert params["mlkube_ticket"].string_param.startswith(".")
+    assert params["mlkube_revision"].string_param == "rev-a"
+    assert params["mlkube_ticket"].string_param.startswith("rev-a.")
     assert [o.name for o in answers[0].outputs] == ["scores", "ranking"]
     assert len(outputs(answers[0])["ranking"]) == 2
     # Typed contents and requested outputs: the Python path.
