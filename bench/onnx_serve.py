@@ -156,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-delay", type=float, default=0.002)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="mlkube's worker processes (default 1, like the naive server's one process)",
+    )
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--naive-server", nargs=2, metavar=("PORT", "MODEL"))
     args = p.parse_args(argv)
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 port = common.free_port()
                 cmd = [
                     py, "-m", "mlkube", "serve", "--model-format", "onnx", "--model-path", model,
-                    "--model-name", MODEL, "--workers", "1", "--port", str(port),
+                    "--model-name", MODEL, "--workers", str(args.workers), "--port", str(port),
                     "--grpc-port", "0", "--log-level", "WARNING",
                     "--batching" if batching else "--no-batching",
                     "--batch-max-size", str(args.max_batch), "--batch-max-delay", str(args.max_delay),
