@@ -16,8 +16,9 @@ Cases:
   at most ``--max-delay`` seconds of waiting).
 
 Per case: items/s (= requests/s: one row each), p50/p99 latency (wrk's histogram), non-2xx,
-the server's CPU per request, the load average before the case and the CPU that other
-processes used meanwhile ("others", in cores): the machine is shared, so compare ratios
+the server's CPU per request, wrk's own CPU (in cores), the load average before the case
+and the CPU that other processes used meanwhile ("others", in cores: the machine's busy
+time less the server's and wrk's): the machine is shared, so compare ratios
 within one run.
 
     python bench/onnx_serve.py                 # 3 cases x 5 s
@@ -116,6 +117,7 @@ class Run:
     cpu_us: float
     load1: float
     others: float
+    wrk: float  # the load generator's own CPU, in cores
 
 
 def measure(case: str, cmd: list[str], env: dict[str, str], port: int, script: Path,
@@ -142,6 +144,7 @@ def measure(case: str, cmd: list[str], env: dict[str, str], port: int, script: P
         1e6 * cpu / max(1, res["requests"]),
         load1,
         others,
+        res["wrk_cpu"] / wall,
     )
 
 
@@ -153,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-delay", type=float, default=0.002)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="mlkube's worker processes (default 1, like the naive server's one process)",
+    )
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--naive-server", nargs=2, metavar=("PORT", "MODEL"))
     args = p.parse_args(argv)
@@ -178,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 port = common.free_port()
                 cmd = [
                     py, "-m", "mlkube", "serve", "--model-format", "onnx", "--model-path", model,
-                    "--model-name", MODEL, "--workers", "1", "--port", str(port),
+                    "--model-name", MODEL, "--workers", str(args.workers), "--port", str(port),
                     "--grpc-port", "0", "--log-level", "WARNING",
                     "--batching" if batching else "--no-batching",
                     "--batch-max-size", str(args.max_batch), "--batch-max-delay", str(args.max_delay),
@@ -189,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{r.case:22} {r.items_per_s:8.0f} items/s  p50 {r.p50_ms:6.2f} ms  "
                     f"p99 {r.p99_ms:6.2f} ms  non-2xx {r.non_2xx}  cpu {r.cpu_us:6.0f} us/req  "
-                    f"load {r.load1:.2f}  others {r.others:.2f} cores",
+                    f"load {r.load1:.2f}  others {r.others:.2f} cores  wrk {r.wrk:.2f} cores",
                     flush=True,
                 )
     med = statistics.median
@@ -202,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             med(r.cpu_us for r in runs if r.case == c),
             med(r.load1 for r in runs if r.case == c),
             med(r.others for r in runs if r.case == c),
+            med(r.wrk for r in runs if r.case == c),
         )
         for c in cases
     }
@@ -213,13 +223,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['mlkube, batching off'][1]:.2f} ms")  # fmt: skip
     if args.markdown:
         print(
-            "| case | items/s | p50 ms | p99 ms | server CPU µs/req | load avg | others (cores) |"
+            "| case | items/s | p50 ms | p99 ms | server CPU µs/req | wrk (cores) | load avg "
+            "| others (cores) |"
         )
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for c in cases:
-            items, p99, p50, cpu, load, others = summary[c]
+            items, p99, p50, cpu, load, others, wrk = summary[c]
             print(
-                f"| {c} | {items:,.0f} | {p50:.2f} | {p99:.2f} | {cpu:,.0f} | {load:.2f} | {others:.2f} |"
+                f"| {c} | {items:,.0f} | {p50:.2f} | {p99:.2f} | {cpu:,.0f} | {wrk:.2f} "
+                f"| {load:.2f} | {others:.2f} |"
             )
     return 0
 

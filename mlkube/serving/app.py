@@ -30,7 +30,7 @@ from mlkube.serving.attribution import (
     Unattributed,
     read_ticket,
 )
-from mlkube.serving.batcher import DynamicBatcher
+from mlkube.serving.batcher import DynamicBatcher, ThreadedBatcher
 from mlkube.serving.config import ServeConfig
 from mlkube.serving.context import RuntimeContext
 from mlkube.serving.edge import Edge
@@ -40,6 +40,7 @@ from mlkube.serving.model import (
     ModelLoadError,
     SupportsFeedback,
     SupportsRawInfer,
+    SupportsThreadedPredict,
     build_model,
 )
 from mlkube.serving.protocol import (
@@ -238,6 +239,10 @@ async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
     if problem is not None:
         raise ClientError(415, problem)
     try:
+        if request.content.is_eof():
+            # The whole body has arrived (small bodies come with the headers): no wait to
+            # bound, so no timer to arm and cancel.
+            return await request.read()
         async with asyncio.timeout(within):
             return await request.read()
     except TimeoutError:
@@ -532,7 +537,16 @@ async def _lifecycle(app: web.Application) -> Any:
     state.model = model
     if not config.batching.enabled and isinstance(model, SupportsRawInfer):
         state.raw = model
-    if config.batching.enabled:
+    if config.batching.enabled and isinstance(model, SupportsThreadedPredict):
+        # The session runs in the model's thread while the loop gathers the next batch.
+        state.batcher = ThreadedBatcher(
+            model.predict_sync,
+            model.executor,
+            max_batch_size=config.batching.max_batch_size,
+            max_delay=config.batching.max_delay,
+            on_batch=state.metrics.batch_child.observe,
+        )
+    elif config.batching.enabled:
         state.batcher = DynamicBatcher(
             model.predict,
             max_batch_size=config.batching.max_batch_size,

@@ -14,6 +14,7 @@ import importlib
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -123,6 +124,22 @@ class SupportsFeedback(ABC):
     @abstractmethod
     async def feedback(self, request: FeedbackRequest) -> FeedbackResult:
         """Apply rewards durably; raise StoreUnavailable when that cannot be done now."""
+
+
+class SupportsThreadedPredict(ABC):
+    """A model whose batch call is synchronous and releases the GIL while it computes (a
+    native runtime's session): with dynamic batching on, the batcher runs
+    :meth:`predict_sync` in :attr:`executor` directly, so that the event loop gathers the
+    next batch while one runs and each batch's answers come back in one callback."""
+
+    @property
+    @abstractmethod
+    def executor(self) -> Executor:
+        """Where the batches run (their order is the executor's)."""
+
+    @abstractmethod
+    def predict_sync(self, batch: Sequence[Any]) -> Sequence[InferenceResponse | Exception]:
+        """What ``predict`` answers, called in :attr:`executor`'s thread."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,9 @@ that one bad request fails only itself.
 
 Sessions run in one thread per worker next to the event loop (ONNX Runtime releases the GIL
 while it computes): the loop keeps reading and parsing requests meanwhile, which is what a
-batch gathers from. ``intra_op_threads`` (threads of one run) default to the CPUs the pod
+batch gathers from. With batching on, the batcher hands batches to that thread directly
+(:meth:`OnnxModel.predict_sync`, a ``ThreadedBatcher``): one runs while the next waits in
+the thread's queue, and each batch's answers come back to the loop in one callback. ``intra_op_threads`` (threads of one run) default to the CPUs the pod
 may use divided by its worker processes, so that the workers together do not oversubscribe
 the CPU limit.
 
@@ -43,6 +45,7 @@ from mlkube.serving.model import (
     ModelLoadError,
     ModelMetadata,
     ModelSettings,
+    SupportsThreadedPredict,
     TensorSpec,
     settings_from,
 )
@@ -311,7 +314,7 @@ def merge_groups(items: Sequence[OnnxInput]) -> list[list[int]]:
 # ------------------------------------------------------------------------------ the shell
 
 
-class OnnxModel(Model[OnnxInput]):
+class OnnxModel(Model[OnnxInput], SupportsThreadedPredict):
     """An ONNX model served by ONNX Runtime."""
 
     def __init__(
@@ -463,6 +466,13 @@ class OnnxModel(Model[OnnxInput]):
             )
             start = stop
         return answers
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self._pool
+
+    def predict_sync(self, batch: Sequence[OnnxInput]) -> list[InferenceResponse | Exception]:
+        return self._run_batch(batch)
 
     async def predict(self, batch: Sequence[OnnxInput]) -> Sequence[InferenceResponse | Exception]:
         loop = asyncio.get_running_loop()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mlkube.serving.batcher import DynamicBatcher
+from mlkube.serving.batcher import DynamicBatcher, ThreadedBatcher
 
 
 async def test_full_batch_flushes_without_waiting() -> None:
@@ -26,17 +28,86 @@ async def test_full_batch_flushes_without_waiting() -> None:
     assert calls == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
-async def test_partial_batch_waits_at_most_max_delay() -> None:
+async def test_an_idle_model_takes_the_requests_at_once() -> None:
+    """No batch in flight: what arrived together goes together, without waiting max_delay."""
     sizes: list[int] = []
 
     async def echo(batch: Sequence[str]) -> list[str]:
         return list(batch)
 
-    batcher = DynamicBatcher(echo, max_batch_size=100, max_delay=0.02, on_batch=sizes.append)
+    batcher = DynamicBatcher(echo, max_batch_size=100, max_delay=10.0, on_batch=sizes.append)
     start = time.monotonic()
     assert await asyncio.gather(batcher.submit("a"), batcher.submit("b")) == ["a", "b"]
-    assert 0.015 <= time.monotonic() - start < 0.5
-    assert sizes == [2]
+    assert await batcher.submit("c") == "c"
+    assert time.monotonic() - start < 1.0
+    assert sizes == [2, 1]
+
+
+async def test_requests_accumulate_while_a_batch_runs() -> None:
+    """While the model runs, new requests wait and go as one batch when it finishes."""
+    calls: list[list[int]] = []
+    gate, running = asyncio.Event(), asyncio.Event()
+
+    async def fn(batch: Sequence[int]) -> list[int]:
+        calls.append(list(batch))
+        if len(calls) == 1:
+            running.set()
+            await gate.wait()
+        return list(batch)
+
+    batcher = DynamicBatcher(fn, max_batch_size=100, max_delay=10.0)
+    first = asyncio.ensure_future(batcher.submit(0))
+    await running.wait()
+    rest = asyncio.gather(*(batcher.submit(i) for i in (1, 2, 3)))
+    await asyncio.sleep(0.05)
+    assert calls == [[0]]  # the three wait for the running batch
+    start = time.monotonic()
+    gate.set()
+    assert await first == 0
+    assert await rest == [1, 2, 3]
+    assert time.monotonic() - start < 1.0  # sent when the batch finished, not after 10 s
+    assert calls == [[0], [1, 2, 3]]
+
+
+async def test_waiting_is_bounded_by_max_delay_even_while_the_model_runs() -> None:
+    started: list[float] = []
+    gate, running = asyncio.Event(), asyncio.Event()
+
+    async def fn(batch: Sequence[str]) -> list[str]:
+        started.append(time.monotonic())
+        if len(started) == 1:
+            running.set()
+            await gate.wait()
+        return list(batch)
+
+    batcher = DynamicBatcher(fn, max_batch_size=100, max_delay=0.02)
+    first = asyncio.ensure_future(batcher.submit("slow"))
+    await running.wait()
+    submitted = time.monotonic()
+    assert await batcher.submit("next") == "next"  # the first batch is still running
+    assert 0.015 <= started[1] - submitted < 0.5
+    gate.set()
+    assert await first == "slow"
+
+
+async def test_a_full_batch_goes_while_another_runs() -> None:
+    calls: list[list[int]] = []
+    gate, running = asyncio.Event(), asyncio.Event()
+
+    async def fn(batch: Sequence[int]) -> list[int]:
+        calls.append(list(batch))
+        if len(calls) == 1:
+            running.set()
+            await gate.wait()
+        return list(batch)
+
+    batcher = DynamicBatcher(fn, max_batch_size=2, max_delay=10.0)
+    first = asyncio.ensure_future(batcher.submit(0))
+    await running.wait()
+    assert await asyncio.gather(batcher.submit(1), batcher.submit(2)) == [1, 2]
+    assert calls == [[0], [1, 2]]
+    gate.set()
+    assert await first == 0
 
 
 async def test_failing_batch_fails_only_its_callers() -> None:
@@ -92,3 +163,58 @@ def test_bounds_are_validated() -> None:
         DynamicBatcher(fn, max_batch_size=0, max_delay=0.0)
     with pytest.raises(ValueError, match="max_delay"):
         DynamicBatcher(fn, max_batch_size=1, max_delay=-1.0)
+
+
+async def test_threaded_batcher_routes_results_and_isolates_errors() -> None:
+    """The synchronous batch function runs in the executor's thread, not the loop's."""
+    threads: set[str] = set()
+
+    def reciprocal(batch: Sequence[int]) -> list[float | Exception]:
+        threads.add(threading.current_thread().name)
+        return [ValueError(f"item {x}: zero") if x == 0 else 1 / x for x in batch]
+
+    def fails(batch: Sequence[int]) -> list[float]:
+        raise RuntimeError("the session broke")
+
+    with ThreadPoolExecutor(1, thread_name_prefix="batch") as pool:
+        batcher = ThreadedBatcher(reciprocal, pool, max_batch_size=8, max_delay=10.0)
+        results = await asyncio.gather(
+            *(batcher.submit(x) for x in (2, 0, 4)), return_exceptions=True
+        )
+        assert results[0] == 0.5
+        assert results[2] == 0.25
+        assert isinstance(results[1], ValueError)
+        assert threads
+        assert all(name.startswith("batch") for name in threads)
+        await batcher.close()
+
+        broken = ThreadedBatcher(fails, pool, max_batch_size=8, max_delay=10.0)
+        outcome = await asyncio.gather(broken.submit(1), broken.submit(2), return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in outcome)
+
+
+async def test_threaded_batcher_gathers_the_next_batch_while_one_runs() -> None:
+    sizes: list[int] = []
+    release = threading.Event()
+
+    def fn(batch: Sequence[int]) -> list[int]:
+        release.wait(5.0)
+        return list(batch)
+
+    with ThreadPoolExecutor(1) as pool:
+        batcher = ThreadedBatcher(
+            fn, pool, max_batch_size=32, max_delay=10.0, on_batch=sizes.append
+        )
+        first = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0.01)
+        second = asyncio.gather(*(batcher.submit(i) for i in range(1, 4)))  # queued behind
+        await asyncio.sleep(0.01)
+        third = asyncio.gather(*(batcher.submit(i) for i in range(4, 9)))  # accumulate
+        await asyncio.sleep(0.05)
+        assert sizes == [1, 3]
+        release.set()
+        assert await first == 0
+        assert await second == [1, 2, 3]
+        assert await third == [4, 5, 6, 7, 8]
+        assert sizes == [1, 3, 5]
+        await batcher.close()
