@@ -3,10 +3,11 @@
 Two `mlkube serve` processes on loopback (one worker each, in-process store): the stable
 revision and the canary, which receives the stable's shadow copies. Laid out as a cluster
 runs them, on separate CPUs: the stable alone on core 0, the canary and the load generator
-on core 1 (affinity set on the processes this script starts; on a cluster the canary runs in
-its own pods, the clients elsewhere). The load is bench/serve.py's request mix: OIP v2 JSON,
-400 candidate ids, top_k 10. Cases, alternating round by round so that the machine's other
-load falls on all of them alike:
+on core 1 (affinity set on the processes this script starts, the canary at nice 10 so that
+the generator gets the core first; on a cluster the canary runs in its own pods, the clients
+elsewhere). The load is bench/serve.py's request mix: OIP v2 JSON, 400 candidate ids, top_k
+10. Cases, alternating round by round so that the machine's other load falls on all of them
+alike:
 
 * ``off``: no shadow (``MLKUBE_SHADOW_URL`` unset);
 * ``10%``: ``MLKUBE_SHADOW_FRACTION=0.1`` (the documented example);
@@ -169,14 +170,15 @@ async def _generate(port: int, rate: float, duration: float, warmup: float) -> d
         for body in bodies
     ]
     loop = asyncio.get_running_loop()
-    start = time.perf_counter() + 0.2
-    generator = _Generator(requests, start + warmup)
+    generator = _Generator(requests, 0.0)
     for _ in range(GENERATOR_CONNECTIONS):
         transport, protocol = await loop.create_connection(
             lambda: _Connection(generator), "127.0.0.1", port
         )
         protocol.transport = transport
         generator.idle.append(protocol)
+    start = time.perf_counter() + 0.05
+    generator.measure_from = start + warmup
     total = int(rate * (warmup + duration))
     interval = 1.0 / rate
     i = 0
@@ -276,6 +278,9 @@ def main() -> None:
         canary_port = serve.free_port()
         canary_env = {**base, "MLKUBE_PORT": str(canary_port), "MLKUBE_REVISION": "canary"}
         cmd = [sys.executable, "-m", "mlkube", "serve"]
+        # The canary yields core 1 to the load generator: on a cluster they are different
+        # machines, and a canary busy with copies must not slow the clients down here.
+        canary_cmd = ["nice", "-n", "10", *cmd]
         stable_cmd = ["taskset", "-c", str(STABLE_CPU), *cmd]
 
         def stable(fraction: str | None) -> Any:
@@ -286,7 +291,7 @@ def main() -> None:
                 env["MLKUBE_SHADOW_FRACTION"] = fraction
             return port, serve.server(stable_cmd, env, port)
 
-        with serve.server(cmd, canary_env, canary_port):
+        with serve.server(canary_cmd, canary_env, canary_port):
             port, server = stable(None)
             with server:
                 serve.run_wrk(port, script, args.connections, 1, 1)  # warm-up
