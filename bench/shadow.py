@@ -38,6 +38,7 @@ import importlib.util
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -186,7 +187,7 @@ async def _generate(port: int, rate: float, duration: float, warmup: float) -> d
         now = time.perf_counter()
         due = start + i * interval
         if due > now:
-            await asyncio.sleep(due - now)
+            await asyncio.sleep(max(due - now, 0.001))  # the loop's timers: 1 ms grain
             continue
         while i < total and start + i * interval <= now:  # all that are due, in order
             generator.offer(start + i * interval)
@@ -212,10 +213,14 @@ def generate(port: int, rate: float, duration: float, warmup: float = 1.0) -> di
     """Open-loop load at ``rate`` requests/s in a child process (this one's CPU affinity)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--generate", str(port)]
     cmd += ["--rate", str(rate), "--duration", str(duration), "--warmup", str(warmup)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"the generator failed:\n{done.stderr}")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result["generator_cpu_us"] = 1e6 * cpu / max(1, result["sent"])  # its start included
     return result
 
 
@@ -332,6 +337,8 @@ def main() -> None:
                                 "dropped": dropped,
                                 "non_2xx": res["non_2xx"] + res["errors"],
                                 "waited": res.get("waited", 0),
+                                # all requests the stable answered, warm-up included
+                                "total": res.get("sent", res["requests"]),
                             }
                             rows[(case, load)].append(row)
                             print(f"round {round_ + 1} {case} {load}: {row}", file=sys.stderr)
@@ -343,11 +350,12 @@ def main() -> None:
     )
     print(
         "| load | shadow | req/s | p50 ms | p99 ms | p99 vs off | stable CPU us/req "
-        "| copies sent/s | dropped | dropped share | non-2xx |"
+        "| CPU us/copy | copies sent/s | dropped | dropped share | non-2xx |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for load in loads:
         off_p99 = med(r["p99"] for r in rows[("off", load)])
+        off_cpu = med(r["cpu_us"] for r in rows[("off", load)])
         name = "saturated (wrk)" if load == "sat" else f"{load} ({rates[load]:,.0f} req/s)"
         for case in cases:
             rs = rows[(case, load)]
@@ -355,10 +363,16 @@ def main() -> None:
             sent = med(r["sent"] for r in rs)
             dropped = med(r["dropped"] for r in rs)
             share = dropped / (sent + dropped) if sent + dropped else 0.0
+            cpu = med(r["cpu_us"] for r in rs)
+            rps = med(r["rps"] for r in rs)
+            total = med(r["total"] for r in rs)
+            # the stable's extra CPU over off, per copy sent
+            per_copy = f"{(cpu - off_cpu) * total / sent:.0f}" if sent else "-"
+            copies_per_s = sent * rps / total
             print(
-                f"| {name} | {case} | {med(r['rps'] for r in rs):,.0f} "
+                f"| {name} | {case} | {rps:,.0f} "
                 f"| {med(r['p50'] for r in rs):.2f} | {p99:.2f} | {100 * (p99 / off_p99 - 1):+.1f}% "
-                f"| {med(r['cpu_us'] for r in rs):.0f} | {sent / args.duration:,.0f} "
+                f"| {cpu:.0f} | {per_copy} | {copies_per_s:,.0f} "
                 f"| {dropped:,.0f} | {share:.1%} "
                 f"| {sum(r['non_2xx'] for r in rs):.0f} |"
             )
