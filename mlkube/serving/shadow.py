@@ -113,7 +113,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, sender: _Sender) -> None:
         self.sender = sender
         self.transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
-        self.buffer = bytearray()
+        self.pending = b""  # the start of an answer not yet complete
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -125,12 +125,14 @@ class _Connection(asyncio.Protocol):
                 self.sender.shadow._failed(self.sender)
 
     def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        end = buffer.find(b"\r\n\r\n")
+        if self.pending:  # the answer came in pieces (usually it is one)
+            data = self.pending + data
+            self.pending = b""
+        end = data.find(b"\r\n\r\n")
         if end < 0:
+            self.pending = data
             return
-        head = bytes(buffer[:end])
+        head = data[:end]
         lower = head.lower()
         length = _header(head, lower, b"content-length")
         sender, shadow = self.sender, self.sender.shadow
@@ -138,18 +140,18 @@ class _Connection(asyncio.Protocol):
             shadow._failed(sender)  # chunked or malformed: not reusable
             return
         total = end + 4 + int(length)
-        if len(buffer) < total:
+        if len(data) < total:
+            self.pending = data
             return
-        answer = bytes(buffer[end + 4 : total])
-        del buffer[:total]
         parts = head.split(b" ", 2)
         status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-        if sender.copy is None or status == 0 or buffer:  # unasked for, or not HTTP
+        if sender.copy is None or status == 0 or len(data) > total:  # unasked for, not HTTP
             shadow._failed(sender)
             return
         if (_header(head, lower, b"connection") or b"").lower() == b"close":
             sender.close()
         target = _header(head, lower, REVISION_LOWER)
+        answer = data[end + 4 :]
         shadow._answered(sender, status, target.decode("latin-1") if target else "", answer)
 
 
