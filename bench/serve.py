@@ -322,10 +322,10 @@ def _lua_string(data: bytes) -> str:
     return '"' + "".join(chr(b) if b in plain else f"\\{b:03d}" for b in data) + '"'
 
 
-def write_wrk_script(
-    path: Path, items_per_request: int, seed: int = 1, binary: bool = False
-) -> None:
-    """64 request bodies for wrk to cycle through: JSON, or binary tensors."""
+def request_bodies(
+    items_per_request: int, seed: int = 1, binary: bool = False
+) -> tuple[list[bytes], list[int]]:
+    """The 64 request bodies of the load (and, for binary ones, their JSON header lengths)."""
     rnd = random.Random(seed)
     bodies: list[bytes] = []
     lengths: list[int] = []
@@ -345,6 +345,14 @@ def write_wrk_script(
                 separators=(",", ":"),
             ).encode()
         bodies.append(body)
+    return bodies, lengths
+
+
+def write_wrk_script(
+    path: Path, items_per_request: int, seed: int = 1, binary: bool = False
+) -> None:
+    """64 request bodies for wrk to cycle through: JSON, or binary tensors."""
+    bodies, lengths = request_bodies(items_per_request, seed, binary)
     lua = ["local bodies = {"]
     lua += [f"  {_lua_string(b)}," for b in bodies]
     lua += ["}", "local headers = {"]

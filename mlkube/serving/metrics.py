@@ -65,6 +65,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 FLUSH_INTERVAL = 0.25  # seconds between writes of the per-request tallies
 # Upper bounds of the latency histogram's buckets, +Inf included (as prometheus-client has them).
 _LATENCY_BOUNDS = (*LATENCY_BUCKETS, math.inf)
+_SHARE_BOUNDS = (*SHARE_BUCKETS, math.inf)
 
 
 def multiprocess_dir() -> str | None:
@@ -240,6 +241,11 @@ class Metrics:
         self._requests_tally: dict[tuple[str, int], int] = {}
         self._latency_tally: dict[str, list[float]] = {}
         self._items_tally = 0
+        # Shadow copies since the last flush, by target: see observe_shadow().
+        self._shadow_tally: dict[str, _ShadowTally] = {}
+        self._shadow_dropped_tally = 0
+        # Cached children per (series, target): the copies' targets are few.
+        self._shadow_children: dict[tuple[str, str], Any] = {}
         self.inflight_now = 0  # requests being processed now (published by flush())
         self.inflight_child = self.inflight.labels(model, revision)
         self.items_child = self.items_scored.labels(model, version, revision)
@@ -302,6 +308,12 @@ class Metrics:
         if self._items_tally:
             self.items_child.inc(self._items_tally)
             self._items_tally = 0
+        if self._shadow_dropped_tally:
+            self.shadow_dropped_child.inc(self._shadow_dropped_tally)
+            self._shadow_dropped_tally = 0
+        shadow, self._shadow_tally = self._shadow_tally, {}
+        for target, tally in shadow.items():
+            self._flush_shadow(target, tally)
         self.inflight_child.set(self.inflight_now)
 
     def observe_store(self, operation: str, seconds: float | None) -> None:
@@ -319,16 +331,65 @@ class Metrics:
     def count_unattributed(self, reason: str, items: int) -> None:
         self.unattributed.labels(self.model, reason).inc(items)
 
-    def observe_shadow(self, target: str, ok: bool, seconds: float, comparison: Any) -> None:
-        """One shadow copy's outcome, latency and comparison (None when it failed)."""
-        labels = (self.model, self.revision, target)
-        self.shadow_requests.labels(*labels, "ok" if ok else "error").inc()
-        self.shadow_duration.labels(*labels).observe(seconds)
-        if comparison is not None:
-            if comparison.overlap is not None:
-                self.shadow_overlap.labels(*labels).observe(comparison.overlap)
-            if comparison.drift is not None:
-                self.shadow_drift.labels(*labels).observe(comparison.drift)
+    def count_shadow_dropped(self) -> None:
+        """One shadow copy dropped: the queue was full (written out by flush())."""
+        self._shadow_dropped_tally += 1
+
+    def observe_shadow(
+        self, target: str, ok: bool, seconds: float, overlap: float | None, drift: float | None
+    ) -> None:
+        """One shadow copy's outcome, latency and comparison (None: not comparable, or the
+        copy failed); tallied like the requests and written out by flush()."""
+        tally = self._shadow_tally.get(target)
+        if tally is None:
+            tally = self._shadow_tally[target] = _ShadowTally()
+        if ok:
+            tally.ok += 1
+        else:
+            tally.error += 1
+        tally.duration[bisect_left(_LATENCY_BOUNDS, seconds)] += 1
+        tally.duration[-1] += seconds
+        if overlap is not None:
+            tally.overlap[bisect_left(_SHARE_BOUNDS, overlap)] += 1
+            tally.overlap[-1] += overlap
+        if drift is not None:
+            tally.drift[bisect_left(_SHARE_BOUNDS, drift)] += 1
+            tally.drift[-1] += drift
+
+    def _shadow_child(self, series: str, target: str) -> Any:
+        child = self._shadow_children.get((series, target))
+        if child is None:
+            labels = (self.model, self.revision, target)
+            if series == "ok" or series == "error":
+                child = self.shadow_requests.labels(*labels, series)
+            else:
+                hist = {
+                    "duration": self.shadow_duration,
+                    "overlap": self.shadow_overlap,
+                    "drift": self.shadow_drift,
+                }[series]
+                n_bounds = len(_LATENCY_BOUNDS if series == "duration" else _SHARE_BOUNDS)
+                child = _histogram_cells(hist.labels(*labels), n_bounds)
+            self._shadow_children[(series, target)] = child
+        return child
+
+    def _flush_shadow(self, target: str, tally: _ShadowTally) -> None:
+        # Series are created on their first observation, as observe() would.
+        for outcome, n in (("ok", tally.ok), ("error", tally.error)):
+            if n:
+                self._shadow_child(outcome, target).inc(n)
+        for series, counts in (
+            ("duration", tally.duration),
+            ("overlap", tally.overlap),
+            ("drift", tally.drift),
+        ):
+            if not any(counts[:-1]):
+                continue
+            buckets, total = self._shadow_child(series, target)
+            for value, count in zip(buckets, counts, strict=False):
+                if count:
+                    value.inc(count)
+            total.inc(counts[-1])
 
     def mark_degraded(self, reason: str) -> None:
         self.degraded.labels(self.model, self.version, self.revision, reason).inc()
@@ -348,6 +409,19 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+class _ShadowTally:
+    """One target's shadow copies since the last flush: outcomes, and per histogram the
+    count of each bucket (one per bound, +Inf included) then the sum."""
+
+    __slots__ = ("drift", "duration", "error", "ok", "overlap")
+
+    def __init__(self) -> None:
+        self.ok = self.error = 0
+        self.duration = [0.0] * (len(_LATENCY_BOUNDS) + 1)
+        self.overlap = [0.0] * (len(_SHARE_BOUNDS) + 1)
+        self.drift = [0.0] * (len(_SHARE_BOUNDS) + 1)
 
 
 def _histogram_cells(child: Histogram, n_bounds: int) -> tuple[list[Any], Any]:

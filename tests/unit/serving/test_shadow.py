@@ -203,3 +203,97 @@ async def test_an_unreachable_canary_counts_errors(make_client: Any, native_path
 def test_a_shadow_url_must_be_http() -> None:
     with pytest.raises(ConfigError, match=r"shadow\.url .*must start with http://"):
         _config(True, "r", url="canary:8080", fraction=0.1)
+
+
+async def test_a_canary_that_does_not_answer_in_time_counts_errors_and_the_next_copies_go(
+    make_client: Any, native_path: bool
+) -> None:
+    calls = 0
+    release = asyncio.Event()
+
+    async def first_hangs(request: web.Request) -> web.Response:
+        nonlocal calls
+        await request.read()
+        calls += 1
+        if calls == 1:
+            await release.wait()  # past the copy's timeout: the stable gives up on it
+        return web.json_response({"outputs": []}, headers={"Mlkube-Revision": "canary-rev"})
+
+    app = web.Application()
+    app.router.add_post(INFER, first_hangs)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        stable = await make_client(
+            _config(native_path, "stable-rev", url=url, fraction=1.0, concurrency=1, timeout=0.2)
+        )
+        for _ in range(3):
+            assert (await stable.post(INFER, data=v2(["a", "b"]))).status == 200
+
+        async def settled() -> bool:
+            text = await _metrics(stable)
+            errors = series(text, "mlkube_shadow_requests_total", outcome="error", target="unknown")
+            ok = series(text, "mlkube_shadow_requests_total", outcome="ok", target="canary-rev")
+            return errors == 1 and ok == 2
+
+        await _eventually(settled)
+        text = await _metrics(stable)
+        timed_out = series(text, "mlkube_shadow_duration_seconds_sum", target="unknown")
+        assert 0.2 <= timed_out < 1.0  # failed at its timeout (the check runs every 0.05 s)
+    finally:
+        release.set()
+        await server.close()
+
+
+async def test_answers_that_arrive_in_pieces_are_put_together(
+    make_client: Any, native_path: bool
+) -> None:
+    """A canary whose answers come in several TCP segments, over one kept-alive connection."""
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            body = b'{"outputs":[{"name":"ranking","datatype":"BYTES","shape":[1],"data":["a"]}]}'
+            answer = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Mlkube-Revision: piece-rev\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            for start in range(0, len(answer), 40):
+                writer.write(answer[start : start + 40])
+                await writer.drain()
+                await asyncio.sleep(0.005)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        stable = await make_client(
+            _config(
+                native_path, "stable-rev", url=f"http://127.0.0.1:{port}", fraction=1.0,
+                concurrency=1,
+            )
+        )  # fmt: skip
+        for _ in range(3):
+            assert (await stable.post(INFER, data=v2(["a", "b"]))).status == 200
+
+        async def answered() -> bool:
+            text = await _metrics(stable)
+            return series(text, "mlkube_shadow_requests_total", target="piece-rev") == 3
+
+        await _eventually(answered)
+        text = await _metrics(stable)
+        assert series(text, "mlkube_shadow_requests_total", outcome="error") == 0
+        assert series(text, "mlkube_shadow_ranking_overlap_count", target="piece-rev") == 3
+        assert connections == 1
+    finally:
+        server.close()
+        await server.wait_closed()
