@@ -30,7 +30,7 @@ from mlkube.serving.attribution import (
     Unattributed,
     read_ticket,
 )
-from mlkube.serving.batcher import DynamicBatcher, ThreadedBatcher
+from mlkube.serving.batcher import Batcher, DynamicBatcher, ThreadedBatcher
 from mlkube.serving.config import ServeConfig
 from mlkube.serving.context import RuntimeContext
 from mlkube.serving.edge import Edge
@@ -77,7 +77,7 @@ class ServerState:
     config: ServeConfig
     metrics: Metrics
     model: Model[Any] | None = None
-    batcher: DynamicBatcher[Any, InferenceResponse] | None = None
+    batcher: Batcher[Any, InferenceResponse] | None = None
     # The model's raw path, when it has one and batching is off.
     raw: SupportsRawInfer | None = None
     draining: bool = False

@@ -27,6 +27,7 @@ Whether it pays depends on the model: see docs/benchmarks.md.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from concurrent.futures import Future as ThreadFuture
@@ -38,10 +39,11 @@ R = TypeVar("R")
 Results = Sequence[R | Exception]
 
 
-class DynamicBatcher(Generic[T, R]):
+class Batcher(ABC, Generic[T, R]):
+    """The queue and its flush rules; subclasses say how a batch runs (:meth:`_start`)."""
+
     def __init__(
         self,
-        fn: Callable[[Sequence[T]], Awaitable[Sequence[R | Exception]]],
         *,
         max_batch_size: int,
         max_delay: float,
@@ -54,7 +56,6 @@ class DynamicBatcher(Generic[T, R]):
             raise ValueError("max_delay must be >= 0")
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be >= 1")
-        self._fn = fn
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
         self.max_concurrent = max_concurrent
@@ -68,7 +69,6 @@ class DynamicBatcher(Generic[T, R]):
         self._running = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
         loop = asyncio.get_running_loop()
@@ -101,21 +101,9 @@ class DynamicBatcher(Generic[T, R]):
             self._on_batch(len(items))
         self._start(items, futures)
 
+    @abstractmethod
     def _start(self, items: list[T], futures: list[asyncio.Future[R]]) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(items, futures))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, items: list[T], futures: list[asyncio.Future[R]]) -> None:
-        try:
-            results = await self._fn(items)
-        except Exception as exc:
-            self._finish(len(items), futures, exc)
-            return
-        except BaseException:
-            self._finish(len(items), futures, None)
-            raise
-        self._finish(len(items), futures, results)
+        """Run one batch; it must end in :meth:`_finish`."""
 
     def _finish(
         self,
@@ -154,7 +142,45 @@ class DynamicBatcher(Generic[T, R]):
             await self._idle.wait()
 
 
-class ThreadedBatcher(DynamicBatcher[T, R]):
+class DynamicBatcher(Batcher[T, R]):
+    """A batcher whose batch function is a coroutine function, run as a task."""
+
+    def __init__(
+        self,
+        fn: Callable[[Sequence[T]], Awaitable[Sequence[R | Exception]]],
+        *,
+        max_batch_size: int,
+        max_delay: float,
+        on_batch: Callable[[int], None] | None = None,
+        max_concurrent: int = 1,
+    ) -> None:
+        super().__init__(
+            max_batch_size=max_batch_size,
+            max_delay=max_delay,
+            on_batch=on_batch,
+            max_concurrent=max_concurrent,
+        )
+        self._fn = fn
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _start(self, items: list[T], futures: list[asyncio.Future[R]]) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(items, futures))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, items: list[T], futures: list[asyncio.Future[R]]) -> None:
+        try:
+            results = await self._fn(items)
+        except Exception as exc:
+            self._finish(len(items), futures, exc)
+            return
+        except BaseException:
+            self._finish(len(items), futures, None)
+            raise
+        self._finish(len(items), futures, results)
+
+
+class ThreadedBatcher(Batcher[T, R]):
     """A batcher whose batch function is synchronous and runs in ``executor``."""
 
     def __init__(
@@ -167,11 +193,7 @@ class ThreadedBatcher(DynamicBatcher[T, R]):
         on_batch: Callable[[int], None] | None = None,
         max_concurrent: int = 2,
     ) -> None:
-        async def unused(items: Sequence[T]) -> Sequence[R | Exception]:
-            raise NotImplementedError  # _start submits to the executor instead
-
         super().__init__(
-            unused,
             max_batch_size=max_batch_size,
             max_delay=max_delay,
             on_batch=on_batch,
