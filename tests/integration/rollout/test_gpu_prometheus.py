@@ -18,7 +18,6 @@ the same namespace and an unallocated GPU; none of them may count.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -38,7 +37,7 @@ from mlkube.operator.analysis import (
 )
 from mlkube.operator.autoscaler import desired_replicas, load_query
 
-from .test_real_prometheus import PROMETHEUS, free_port, stop, wait_http
+from .test_real_prometheus import run_prometheus
 
 pytestmark = pytest.mark.slow
 
@@ -117,37 +116,17 @@ def exporter() -> Iterator[int]:
 
 @pytest.fixture
 def prometheus_url(tmp_path: Path, exporter: int) -> Iterator[str]:
-    assert PROMETHEUS is not None, "prometheus is not installed: run `make debs`"
-    port = free_port()
     target = f"'127.0.0.1:{exporter}'"
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n"
+    with run_prometheus(
+        tmp_path,
         "  - job_name: dcgm-honor-labels\n    honor_labels: true\n    metrics_path: /gpu-1\n"
         f"    static_configs:\n      - targets: [{target}]\n"
         "  - job_name: dcgm-servicemonitor\n    metrics_path: /gpu-2\n"
         f"    static_configs:\n      - targets: [{target}]\n"
         "        labels: {namespace: gpu-operator, pod: nvidia-dcgm-exporter-x7k2p,"
-        " container: nvidia-dcgm-exporter}\n"
-    )
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--storage.tsdb.retention.time=1h",
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/-/ready", proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+        " container: nvidia-dcgm-exporter}\n",
+    ) as url:
+        yield url
 
 
 async def scraped(querier: PrometheusQuerier) -> None:

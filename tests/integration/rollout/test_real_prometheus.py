@@ -10,6 +10,7 @@ apart, per revision, with the values the load actually had.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -122,17 +123,17 @@ def runtimes(tmp_path: Path) -> Iterator[dict[str, int]]:
             stop(proc)
 
 
-@pytest.fixture
-def prometheus_url(tmp_path: Path, runtimes: dict[str, int]) -> Iterator[str]:
+@contextlib.contextmanager
+def run_prometheus(tmp_path: Path, scrape_configs: str) -> Iterator[str]:
+    """Debian's prometheus on loopback, scraping every second: its base URL, until exit.
+    ``scrape_configs`` is the YAML list under ``scrape_configs:``."""
     # A missing binary is a missing install step, never a skip: `make test` installs it.
     assert PROMETHEUS is not None, "prometheus is not installed: run `make debs`"
     port = free_port()
-    targets = ", ".join(f"'127.0.0.1:{p}'" for p in runtimes.values())
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: mlkube\n    scrape_interval: 1s\n"
-        f"    static_configs:\n      - targets: [{targets}]\n"
+        "scrape_configs:\n" + scrape_configs
     )
     log = (tmp_path / "prometheus.log").open("wb")
     proc = subprocess.Popen(
@@ -151,6 +152,21 @@ def prometheus_url(tmp_path: Path, runtimes: dict[str, int]) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
+
+
+def scrape_runtimes(runtimes: dict[str, int]) -> str:
+    """One job scraping every runtime's port each second."""
+    targets = ", ".join(f"'127.0.0.1:{p}'" for p in runtimes.values())
+    return (
+        "  - job_name: mlkube\n    scrape_interval: 1s\n"
+        f"    static_configs:\n      - targets: [{targets}]\n"
+    )
+
+
+@pytest.fixture
+def prometheus_url(tmp_path: Path, runtimes: dict[str, int]) -> Iterator[str]:
+    with run_prometheus(tmp_path, scrape_runtimes(runtimes)) as url:
+        yield url
 
 
 async def send(session: aiohttp.ClientSession, port: int, parameters: dict[str, object]) -> int:

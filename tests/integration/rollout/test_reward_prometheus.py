@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,11 +32,16 @@ from mlkube.operator.analysis import (
     plan_queries,
     reward_queries,
 )
-from tests.integration.rollout.test_real_prometheus import free_port, stop, wait_http
+from tests.integration.rollout.test_real_prometheus import (
+    free_port,
+    run_prometheus,
+    scrape_runtimes,
+    stop,
+    wait_http,
+)
 
 pytestmark = pytest.mark.slow
 
-PROMETHEUS = shutil.which("prometheus")
 # Longer than the whole test, even on a loaded machine: the warm-up's baseline stays in the
 # window, so increase() counts every feedback and extrapolates by at most half a scrape.
 WINDOW = 600
@@ -87,31 +91,8 @@ def runtimes(tmp_path: Path) -> Iterator[dict[str, int]]:
 
 @pytest.fixture
 def prometheus_url(tmp_path: Path, runtimes: dict[str, int]) -> Iterator[str]:
-    assert PROMETHEUS is not None, "prometheus is not installed: run `make debs`"
-    port = free_port()
-    targets = ", ".join(f"'127.0.0.1:{p}'" for p in runtimes.values())
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n"
-        "scrape_configs:\n  - job_name: mlkube\n    scrape_interval: 1s\n"
-        f"    static_configs:\n      - targets: [{targets}]\n"
-    )
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/-/ready", proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+    with run_prometheus(tmp_path, scrape_runtimes(runtimes)) as url:
+        yield url
 
 
 async def score(session: aiohttp.ClientSession, port: int, items: list[str]) -> str:
