@@ -8,6 +8,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages the tests and benchmarks start for real.
 DEBS   := gcc make redis-server prometheus wrk lua5.1 valgrind
+# The shells whose completion scripts `kubectl mlkube completion` writes (tests/e2e/test_cli.py).
+DEBS   += zsh
 # The request path's fuzz target (native/fuzz): clang, its libFuzzer and sanitizer runtimes
 # (compiler-rt), and llvm-symbolizer for readable reports.
 DEBS   += clang libclang-rt-14-dev llvm

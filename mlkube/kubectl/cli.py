@@ -441,26 +441,49 @@ _FLAGS = {
 }
 
 
+# Options that take a value (the next word), for every command.
+_VALUED = frozenset(
+    {"-n", "--namespace", "--kubeconfig", "--request-timeout", "-o", "--output", "-l",
+     "--selector", "--timeout", "--to-revision", "--revision", "--tail"}
+)  # fmt: skip
+
+
+def _positionals(words: list[str]) -> list[str]:
+    """The words that are neither options nor an option's value."""
+    out: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word.startswith("-"):
+            skip = word in _VALUED and "=" not in word
+        else:
+            out.append(word)
+    return out
+
+
 async def candidates(words: list[str], names: Callable[[str], Awaitable[list[str]]]) -> list[str]:
     """Completions for the last of ``words`` (the words after the command's own name)."""
     if not words:
         words = [""]
-    current = words[-1]
-    if len(words) == 1:
-        options = list(RELEASE_COMMANDS)
+    current, before = words[-1], words[:-1]
+    if before and before[-1] in _VALUED:
+        return []  # a namespace, an output format, a selector: nothing to offer
+    args = _positionals(before)
+    if not args:
+        options = list(_GLOBAL_OPTIONS) if current.startswith("-") else list(RELEASE_COMMANDS)
     elif current.startswith("-"):
-        options = _FLAGS.get(words[0], ["-n", "--wait"])
-    elif words[0] == "completion":
-        options = ["bash", "zsh"] if len(words) == 2 else []
-    elif words[0] == "get" and len(words) == 2:
-        options = ["msvc", "ptj"]
-    elif words[-2] in ("-n", "--namespace", "-o", "--output", "-l", "--selector"):
-        options = []
-    elif words[0] == "get":
-        options = await names(KIND_NAMES.get(words[1], "ModelService")) if len(words) == 3 else []
+        options = _FLAGS.get(args[0], ["-n", "--wait"])
+    elif args[0] == "completion":
+        options = ["bash", "zsh"] if len(args) == 1 else []
+    elif args[0] == "get":
+        if len(args) == 1:
+            options = ["msvc", "ptj"]
+        else:
+            kind = KIND_NAMES.get(args[1], "ModelService")
+            options = await names(kind) if len(args) == 2 else []
     else:
-        positional = [w for w in words[1:-1] if not w.startswith("-")]
-        options = await names("ModelService") if not positional else []
+        options = await names("ModelService") if len(args) == 1 else []
     return [o for o in options if o.startswith(current)]
 
 
@@ -478,7 +501,7 @@ ZSH = """\
 # zsh completion for kubectl-mlkube and mlkube: source <(kubectl mlkube completion zsh)
 _kubectl_mlkube() {
     local -a found
-    found=("${(@f)$("${words[1]}" __complete "${(@)words[2,CURRENT]}" 2>/dev/null)}")
+    found=(${(f)"$("${words[1]}" __complete "${(@)words[2,CURRENT]}" 2>/dev/null)"})
     compadd -a found
 }
 compdef _kubectl_mlkube kubectl-mlkube mlkube

@@ -353,3 +353,66 @@ def service_account_kubeconfig(
     path = tmp_path / f"{name}.kubeconfig"
     path.write_text(cluster.token_kubeconfig(token))
     return path
+
+
+def test_shell_completion_in_bash_zsh_and_kubectl(
+    cluster: Any, crds_installed: list[str], namespace: str, tmp_path: Path
+) -> None:
+    """The completion scripts in the real bash and zsh, and kubectl's own completion of a
+    plugin (kubectl >= 1.26 runs ``kubectl_complete-mlkube``): commands, flags, and the names
+    of the namespace's ModelServices read from the API server."""
+    apply_from_git(cluster, namespace, "v1")
+    plugin = Plugin(cluster, namespace, tmp_path)
+    hook = tmp_path / "kubectl_complete-mlkube"
+    hook.write_text(
+        f'#!/bin/sh\nexec "{sys.executable}" -c '
+        "'import sys; from mlkube.kubectl.cli import complete_main; sys.exit(complete_main())' "
+        '"$@"\n'
+    )
+    hook.chmod(0o755)
+
+    def shell(argv: list[str], script: str) -> list[str]:
+        proc = subprocess.run(
+            [*argv, script], capture_output=True, text=True, env=plugin.env, cwd=ROOT,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, (argv, proc.stdout, proc.stderr)
+        lines = proc.stdout.splitlines()
+        assert all(line.startswith("[") and line.endswith("]") for line in lines), lines
+        return [line[1:-1] for line in lines]  # an empty candidate would be ""
+
+    def bash(*words: str) -> list[str]:
+        quoted = " ".join(f"'{w}'" for w in words)
+        return shell(
+            ["bash", "-c"],
+            "source <(kubectl-mlkube completion bash)\n"
+            f"COMP_WORDS=(kubectl-mlkube {quoted}); COMP_CWORD={len(words)}\n"
+            "_kubectl_mlkube\n"
+            'for w in "${COMPREPLY[@]}"; do printf "[%s]\\n" "$w"; done\n',
+        )
+
+    def zsh(*words: str) -> list[str]:
+        quoted = " ".join(f"'{w}'" for w in words)
+        return shell(
+            ["zsh", "-f", "-c"],
+            "autoload -U compinit && compinit -u -D\n"
+            "source <(kubectl-mlkube completion zsh)\n"
+            # what the widget would offer
+            'compadd() { local w; for w in "${(@P)2}"; do print -r -- "[$w]"; done }\n'
+            f"words=(kubectl-mlkube {quoted}); CURRENT={len(words) + 1}\n"
+            "_kubectl_mlkube\n",
+        )
+
+    for complete in (bash, zsh):
+        assert complete("pro") == ["promote"], complete
+        assert complete("promote", "--f") == ["--full"], complete
+        assert complete("status", "-n", namespace, "r") == ["recs"], complete
+        assert complete("get", "msvc", "-n", namespace, "") == ["recs"], complete
+        assert complete("status", "recs", "") == [], complete
+    # kubectl's own: `kubectl mlkube st<TAB>` asks the hook, which ends with cobra's directive
+    kubectl = [str(cluster.kubectl_path), "__complete", "mlkube", "status", "-n", namespace, "r"]
+    proc = subprocess.run(
+        kubectl, capture_output=True, text=True, env=plugin.env, cwd=ROOT, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["recs", ":4"], proc.stdout

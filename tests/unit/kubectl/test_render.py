@@ -323,6 +323,14 @@ def test_completion_candidates() -> None:
     assert run("status", "-n", "") == []
     assert run("promote", "--f") == ["--full"]
     assert run("completion", "") == ["bash", "zsh"]
+    # option values are not the command's arguments, wherever the options stand
+    assert run("status", "-n", "ml", "re") == ["recs"]
+    assert run("-n", "ml", "st") == ["status"]
+    assert run("logs", "--tail=5", "--revision", "r2", "") == ["recs", "rank"]
+    assert run("get", "ptj", "-n", "ml", "") == ["ddp"]
+    assert run("get", "msvc", "recs", "") == []
+    assert run("get", "-o", "") == []
+    assert run("--k") == ["--kubeconfig"]
 
 
 def test_completion_scripts_and_help(capsys: pytest.CaptureFixture[str]) -> None:
