@@ -59,8 +59,21 @@ def test_master_and_workers_meet_and_the_job_succeeds(cluster: Any, namespace: s
         assert condition(done, "Succeeded")["reason"] == "PyTorchJobSucceeded"
 
     # cleanPodPolicy Running: the finished Master stays; a Worker still running when the
-    # Master succeeded is deleted, one that had finished stays.
-    kept = {p["metadata"]["name"]: p for p in pods(cluster, namespace, f"{JOB_LABEL}=meet")}
+    # Master succeeded is deleted (its pod shows Running until the kubelet has stopped it),
+    # one that had finished stays.
+    def meet_pods() -> dict[str, dict[str, Any]]:
+        return {p["metadata"]["name"]: p for p in pods(cluster, namespace, f"{JOB_LABEL}=meet")}
+
+    def settled() -> dict[str, dict[str, Any]] | None:
+        now = meet_pods()
+        return now if all(p["status"]["phase"] != "Running" for p in now.values()) else None
+
+    kept = wait_until(
+        settled,
+        timeout=90,
+        interval=0.5,
+        what="meet's running Workers deleted (cleanPodPolicy Running)",
+    )
     assert "meet-master-0" in kept, sorted(kept)
     assert {p["status"]["phase"] for p in kept.values()} == {"Succeeded"}, kept
 
