@@ -129,9 +129,39 @@ def test_bandit_example_serves_rest_and_grpc_through_its_service(
     followed = io.StringIO()
     with contextlib.suppress(TimeoutError):
         asyncio.run(asyncio.wait_for(cli.run(args, followed), 5))
-    assert {
-        line.split("]", 1)[0].removeprefix("[pod/") for line in followed.getvalue().splitlines()
-    } == names
+    assert prefixes(followed) == names
+
+    # -f follows pods that start later: a deleted pod's replacement joins the stream.
+    async def follow_through_a_replacement() -> set[str]:
+        out = io.StringIO()
+        task = asyncio.create_task(cli.run(args, out))
+        try:
+            for _ in range(40):  # every current pod is streaming
+                if prefixes(out) == names:
+                    break
+                await asyncio.sleep(0.25)
+            await asyncio.to_thread(
+                cluster.kubectl, "-n", namespace, "delete", "pod", min(names), "--wait=false"
+            )
+            for _ in range(180):  # the ReplicaSet's new pod starts, and logs
+                if prefixes(out) - names:
+                    break
+                await asyncio.sleep(0.5)
+            return prefixes(out)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    seen = asyncio.run(follow_through_a_replacement())
+    now = {p["metadata"]["name"] for p in pods(cluster, namespace, f"{MS}={name}")}
+    assert seen - names, seen  # a pod that did not exist when logs -f started
+    assert seen - names <= now, (seen, now)
+
+
+def prefixes(out: io.StringIO) -> set[str]:
+    """The pods whose lines ``kubectl mlkube logs`` printed (``[pod/NAME] line``)."""
+    return {line.split("]", 1)[0].removeprefix("[pod/") for line in out.getvalue().splitlines()}
 
 
 def kubectl_mlkube(cluster: Any, *args: str) -> tuple[int, str, str]:
