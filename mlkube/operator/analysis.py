@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -168,18 +169,21 @@ def gpu_query(name: str, ctx: QueryContext, pods: tuple[str, ...], *, total: boo
 
 
 def reward_queries(revision: str, window_seconds: int) -> tuple[str, str]:
-    """PromQL for a revision's (items with feedback, sum of their rewards) in the window.
+    """PromQL for a revision's (items with feedback, their mean reward) in the window.
 
     Summed over every pod: a feedback request may reach any pod, which counts it under the
     revision that scored the items (the runtime's ticket), so one revision's counts are
     spread over the pods of both tracks.
+
+    The rate is one query, the rewards' sum over the items' sum, so both come from the
+    same scrapes: a scrape committed between two separate queries moves one counter's
+    ``increase()`` and not the other's (by its share of the window, over 10% for the
+    young series of a new canary). The item count only sets the posterior's width.
     """
     window = format_duration(window_seconds)
     selector = revision_selector(revision)
-    return (
-        f"sum(increase({REWARD_ITEMS}{selector}[{window}]))",
-        f"sum(increase({REWARDS}{selector}[{window}]))",
-    )
+    items = f"sum(increase({REWARD_ITEMS}{selector}[{window}]))"
+    return items, f"sum(increase({REWARDS}{selector}[{window}])) / {items}"
 
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z]+)\s*\}\}")
@@ -232,11 +236,11 @@ def stable_key(metric: AnalysisMetric) -> str:
     return f"{metric.name}/stable"
 
 
-REWARD_PARTS = ("canary/items", "canary/rewards", "stable/items", "stable/rewards")
+REWARD_PARTS = ("canary/items", "canary/rate", "stable/items", "stable/rate")
 
 
 def reward_keys(metric: AnalysisMetric) -> tuple[str, ...]:
-    """The four counts rewardRate needs, in :data:`REWARD_PARTS` order."""
+    """The four values rewardRate needs, in :data:`REWARD_PARTS` order."""
     return tuple(f"{metric.name}/{part}" for part in REWARD_PARTS)
 
 
@@ -452,7 +456,8 @@ def judge_reward_metric(
     canary_weight: int | None = None,
 ) -> MetricResult:
     """rewardRate: the Beta-Binomial rule of :mod:`mlkube.operator.reward` on the window's
-    feedback counts (``outcomes`` in :data:`REWARD_PARTS` order).
+    feedback (``outcomes`` in :data:`REWARD_PARTS` order: each revision's item count and
+    mean reward, whose product is the rewards' sum).
 
     At weight 0 (a shadowed canary) nobody sees the canary's answers, so nothing can be
     rewarded: the metric is not judged there (the last step is above 0, so it is judged
@@ -489,9 +494,11 @@ def judge_reward_metric(
         return result(
             Verdict.WAIT, f"canary served {samples} requests in the window, needs {min_samples}"
         )
-    # A counter with no series in the window had no feedback: zero is what it counted.
-    n_c, s_c, n_s, s_s = (o.value or 0.0 for o in outcomes)
-    canary, stable = RewardCounts(n_c, s_c).clamped(), RewardCounts(n_s, s_s).clamped()
+    # A counter with no series in the window had no feedback: zero is what it counted (and
+    # a rate over zero items is no series either).
+    n_c, r_c, n_s, r_s = (o.value or 0.0 for o in outcomes)
+    canary = RewardCounts(n_c, r_c * n_c).clamped()
+    stable = RewardCounts(n_s, r_s * n_s).clamped()
     if canary.items < 1 or stable.items < 1:
         which = "canary" if canary.items < 1 else "stable"
         return result(
@@ -610,16 +617,16 @@ class PrometheusQuerier:
             timeout=timeout_seconds,
         )
 
-    def query(self, promql: str) -> QueryOutcome:
+    def query(self, promql: str, at: float | None = None) -> QueryOutcome:
+        """One instant query, evaluated at ``at`` (a Unix time; Prometheus' now if None)."""
         from prometheus_api_client.exceptions import PrometheusApiClientException
         from requests import RequestException
 
+        params = {"timeout": f"{max(1, int(self.timeout_seconds))}s"}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
         try:
-            result = self._client.custom_query(
-                promql,
-                params={"timeout": f"{max(1, int(self.timeout_seconds))}s"},
-                timeout=self.timeout_seconds,
-            )
+            result = self._client.custom_query(promql, params=params, timeout=self.timeout_seconds)
         except PrometheusApiClientException as exc:
             text = str(exc)
             match = re.search(r"HTTP Status Code (\d+)", text)
@@ -635,13 +642,21 @@ class PrometheusQuerier:
         return parse_vector(result)
 
     async def run(self, plan: Mapping[str, str]) -> dict[str, QueryOutcome]:
-        """Run a plan; stop at the first unreachable answer (the rest would time out too)."""
+        """Run a plan; stop at the first unreachable answer (the rest would time out too).
+
+        Every query of the plan is evaluated at one instant, so the canary and the stable
+        are measured over the same window however long the queries take. (A scrape that
+        began before that instant may still be committed between two queries: values
+        that are divided come from one query, as in :func:`reward_queries`.) The instant is
+        the operator's clock: a skew of seconds only shifts the window.
+        """
+        at = time.time()
         outcomes: dict[str, QueryOutcome] = {}
         for key, promql in plan.items():
             if promql == NO_PODS:
                 outcomes[key] = QueryOutcome(QueryStatus.EMPTY, error="no pods to measure")
                 continue
-            outcome = await asyncio.to_thread(self.query, promql)
+            outcome = await asyncio.to_thread(self.query, promql, at)
             outcomes[key] = outcome
             if outcome.status is QueryStatus.UNAVAILABLE:
                 break

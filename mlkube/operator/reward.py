@@ -43,8 +43,8 @@ class RewardCounts:
     rewards: float
 
     def clamped(self) -> RewardCounts:
-        """Counts a Beta posterior accepts: ``increase()`` extrapolates each counter on its
-        own, so the rewards can come out a hair above the items (or either below zero)."""
+        """Counts a Beta posterior accepts: ``increase()`` extrapolates, so neither count
+        may be trusted to be at least zero, nor the rewards at most the items."""
         items = max(0.0, self.items)
         return RewardCounts(items, min(max(0.0, self.rewards), items))
 

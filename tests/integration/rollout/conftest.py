@@ -41,6 +41,7 @@ class MockPrometheus:
     url: str = ""
     answers: list[tuple[str, float | str | Error | None]] = field(default_factory=list)
     queries: list[str] = field(default_factory=list)
+    times: list[str | None] = field(default_factory=list)  # each query's evaluation time
     delay: float = 0.0
 
     def answer(self, contains: str, value: float | str | Error | None) -> None:
@@ -62,9 +63,12 @@ async def _handle(request: web.Request) -> web.Response:
     if request.method == "POST":
         form = await request.post()
         query = str(form.get("query", ""))
+        at = form.get("time")
     else:
         query = request.query.get("query", "")
+        at = request.query.get("time")
     mock.queries.append(query)
+    mock.times.append(None if at is None else str(at))
     if mock.delay:
         await asyncio.sleep(mock.delay)
     value = mock.lookup(query)

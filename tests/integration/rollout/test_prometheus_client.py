@@ -102,3 +102,22 @@ async def test_full_analysis_against_the_http_api(prometheus: MockPrometheus) ->
     assert report.samples == 1234
     assert report.message == "metric latencyP99 342ms > 200ms"
     assert all('revision="canary-rev"' in q for q in prometheus.queries)
+
+
+async def test_one_check_evaluates_every_query_at_one_instant(prometheus: MockPrometheus) -> None:
+    """rewardRate divides two counters and compares two revisions: all four queries are
+    evaluated at the same time, so no scrape can land between them."""
+    analysis = Analysis(metrics=[AnalysisMetric(name="rewardRate")])
+    prometheus.answer("increase(", 100.0)
+    querier = PrometheusQuerier(prometheus.url, 1.0)
+    before = time.time()
+    await querier.run(plan_queries(analysis, CTX))
+    first = prometheus.times[:]
+    await asyncio.sleep(0.01)
+    await querier.run(plan_queries(analysis, CTX))
+    after = time.time()
+    assert len(first) >= 4, prometheus.queries  # samples + items and rewards of both
+    assert len(set(first)) == 1, first
+    assert first[0] is not None
+    assert before - 0.001 <= float(first[0]) <= after  # sent in milliseconds
+    assert prometheus.times[len(first) :] != first  # the next check, the next instant

@@ -124,27 +124,31 @@ def reward_analysis(**fields: float) -> Analysis:
     return Analysis(metrics=[AnalysisMetric(name="rewardRate", **fields)], min_sample_count=10)
 
 
-def outcomes(*counts: float | None) -> dict[str, QueryOutcome]:
+def outcomes(
+    n_c: float | None, s_c: float | None, n_s: float | None, s_s: float | None
+) -> dict[str, QueryOutcome]:
+    """What Prometheus answers for these counts: each revision's items and mean reward
+    (no series for a rate over no items)."""
+
+    def rate(n: float | None, s: float | None) -> float | None:
+        return None if not n or s is None else s / n
+
     metric = reward_analysis().metrics[0]
+    values = (n_c, rate(n_c, s_c), n_s, rate(n_s, s_s))
     out = {SAMPLES_KEY: QueryOutcome.of(500)}
-    out.update(zip(reward_keys(metric), (QueryOutcome.of(c) for c in counts), strict=True))
+    out.update(zip(reward_keys(metric), (QueryOutcome.of(v) for v in values), strict=True))
     return out
 
 
 def test_plan_sums_each_revisions_feedback_counters_over_the_window() -> None:
+    """Per revision: the item count, and the mean reward as one query (both counters from
+    the same scrapes)."""
     plan = plan_queries(reward_analysis(), CTX)
-    assert plan["rewardRate/canary/items"] == (
-        'sum(increase(mlkube_reward_items_total{revision="canary-rev"}[60s]))'
-    )
-    assert plan["rewardRate/canary/rewards"] == (
-        'sum(increase(mlkube_rewards_total{revision="canary-rev"}[60s]))'
-    )
-    assert plan["rewardRate/stable/items"] == (
-        'sum(increase(mlkube_reward_items_total{revision="stable-rev"}[60s]))'
-    )
-    assert plan["rewardRate/stable/rewards"] == (
-        'sum(increase(mlkube_rewards_total{revision="stable-rev"}[60s]))'
-    )
+    for track in ("canary", "stable"):
+        items = f'sum(increase(mlkube_reward_items_total{{revision="{track}-rev"}}[60s]))'
+        rewards = f'sum(increase(mlkube_rewards_total{{revision="{track}-rev"}}[60s]))'
+        assert plan[f"rewardRate/{track}/items"] == items
+        assert plan[f"rewardRate/{track}/rate"] == f"{rewards} / {items}"
 
 
 def test_status_shows_the_posterior_means_the_probability_and_the_decision() -> None:
@@ -195,7 +199,7 @@ def test_too_few_requests_wait_and_prometheus_trouble_is_never_a_verdict() -> No
     few[SAMPLES_KEY] = QueryOutcome.of(3)
     assert evaluate(reward_analysis(), few).verdict is Verdict.WAIT
     down = outcomes(40_000, 2200, 40_000, 2000)
-    down["rewardRate/stable/rewards"] = QueryOutcome(QueryStatus.UNAVAILABLE, error="timeout")
+    down["rewardRate/stable/rate"] = QueryOutcome(QueryStatus.UNAVAILABLE, error="timeout")
     assert evaluate(reward_analysis(), down).verdict is Verdict.WAIT
     bad = outcomes(40_000, 2200, 40_000, 2000)
     bad["rewardRate/canary/items"] = QueryOutcome(QueryStatus.REJECTED, error="2 series")
