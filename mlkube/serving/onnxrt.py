@@ -115,8 +115,18 @@ def dims(shape: Sequence[Any] | None) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape or ())
 
 
+#: The OIP datatype of each numpy dtype that has one (native byte order): a dict look-up per
+#: output of every answer instead of a comparison per datatype.
+_NUMPY_DATATYPES: dict[np.dtype[Any], str] = {
+    dtype: name for name, dtype in DATATYPES.items() if dtype is not None
+}
+
+
 def numpy_datatype(array: np.ndarray[Any, Any]) -> str:
     """The OIP datatype of an output array (strings come back as an object array)."""
+    datatype = _NUMPY_DATATYPES.get(array.dtype)
+    if datatype is not None:
+        return datatype
     if array.dtype == object or array.dtype.kind in "US":
         return "BYTES"
     for name, dtype in DATATYPES.items():

@@ -81,11 +81,29 @@ class Tensor:
         dtype = DATATYPES[self.datatype]
         if dtype is None:
             raise bad_request(f"{label}.datatype: BYTES data cannot be read as numbers")
+        return numeric_array(self.data, dtype, self.shape, f"{label}.data", self.datatype)
+
+
+def numeric_array(
+    data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], where: str, datatype: str
+) -> np.ndarray[Any, Any]:
+    """Tensor data (a flat list, or an array) as an array of ``dtype`` and ``shape``; a 400
+    naming ``where`` when they are not values of ``datatype``.
+
+    A flat list (JSON ``data`` after flattening) is filled in by ``np.fromiter`` in one C
+    loop, without the pass over the list's nesting and element types that ``np.asarray``
+    makes first. Anything that ``fromiter`` refuses goes to ``np.asarray``, whose
+    conversions and error messages are the reference."""
+    if type(data) is list:
         try:
-            array = np.asarray(self.data, dtype=dtype)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise bad_request(f"{label}.data: not valid {self.datatype} values ({exc})") from exc
-        return array.reshape(self.shape)
+            return np.fromiter(data, dtype, len(data)).reshape(shape)
+        except (TypeError, ValueError, OverflowError):
+            pass  # nested lists, or elements that are not numbers: np.asarray says which
+    try:
+        array = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise bad_request(f"{where}: not valid {datatype} values ({exc})") from exc
+    return array.reshape(shape)
 
 
 @dataclass(slots=True)

@@ -39,12 +39,15 @@ from mlkube.serving.onnxrt import (
     gpu_visible,
     intra_op_threads,
     merge_groups,
+    numpy_datatype,
     prepare_request,
     shape_problem,
 )
 from mlkube.serving.protocol import (
     BINARY_HEADER,
+    DATATYPES,
     ClientError,
+    numeric_array,
     parse_v1_predict,
     parse_v2_infer,
     tensor_from_raw,
@@ -167,6 +170,50 @@ def test_prepare_names_the_tensor_of_every_mismatch() -> None:
     assert prepared.rows == 1
     assert prepared.signature == ((4,),)
     assert prepared.feeds["x"].dtype == np.float32
+
+
+def test_numeric_data_decode_to_the_declared_type_and_shape() -> None:
+    f32 = np.dtype(np.float32)
+    got = numeric_array([1, 2.5, True, "4"], f32, (2, 2), "inputs[0].data", "FP32")
+    assert got.dtype == np.float32
+    assert got.shape == (2, 2)
+    assert got.tolist() == [[1.0, 2.5], [1.0, 4.0]]
+    # Nested lists and arrays (other models' tensors) convert as np.asarray does.
+    nested = numeric_array([[1, 2], [3, 4]], f32, (4,), "w", "FP32")
+    assert nested.tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert numeric_array(np.arange(4), f32, (2, 2), "w", "FP32").dtype == np.float32
+    assert numeric_array([], f32, (0, 3), "w", "FP32").shape == (0, 3)
+    for data, datatype, why in [
+        ([1.0, "abc"], "FP32", "could not convert string to float: 'abc'"),
+        ([1, 300], "UINT8", "out of bounds for uint8"),
+        ([1, [2, 3]], "INT64", "sequence"),
+        ([{"a": 1}], "FP64", "dict"),
+    ]:
+        dtype = DATATYPES[datatype]
+        assert dtype is not None
+        with pytest.raises(ClientError) as info:
+            numeric_array(data, dtype, (len(data),), "inputs[2].data", datatype)
+        assert info.value.status == 400
+        assert info.value.message.startswith(f"inputs[2].data: not valid {datatype} values (")
+        assert why in info.value.message
+
+
+def test_a_request_with_non_numbers_is_a_400_naming_the_tensor() -> None:
+    x = {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, "three", 4]}
+    with pytest.raises(ClientError) as info:
+        prepare_request(parse_v2_infer(_v2(x), 1 << 20), MLP_INPUTS, True)
+    assert info.value.status == 400
+    assert info.value.message.startswith("inputs[0].data: not valid FP32 values (")
+
+
+def test_output_arrays_carry_their_oip_datatype() -> None:
+    for name, dtype in DATATYPES.items():
+        if dtype is not None:
+            assert numpy_datatype(np.zeros(2, dtype=dtype)) == name
+    assert numpy_datatype(np.array(["a", "b"], dtype=object)) == "BYTES"
+    assert numpy_datatype(np.array(["a", "b"])) == "BYTES"
+    with pytest.raises(TypeError, match="complex128"):
+        numpy_datatype(np.zeros(2, dtype=np.complex128))
 
 
 def test_v1_instances_are_rows_checked_against_the_first_input() -> None:
