@@ -59,14 +59,19 @@ def test_master_and_workers_meet_and_the_job_succeeds(cluster: Any, namespace: s
         assert condition(done, "Succeeded")["reason"] == "PyTorchJobSucceeded"
 
     # cleanPodPolicy Running: the finished Master stays; a Worker still running when the
-    # Master succeeded is deleted (its pod shows Running until the kubelet has stopped it),
-    # one that had finished stays.
+    # Master succeeded is deleted (its pod shows Running until the kubelet has stopped it,
+    # then its final phase until it is gone), one that had finished stays.
     def meet_pods() -> dict[str, dict[str, Any]]:
         return {p["metadata"]["name"]: p for p in pods(cluster, namespace, f"{JOB_LABEL}=meet")}
 
     def settled() -> dict[str, dict[str, Any]] | None:
         now = meet_pods()
-        return now if all(p["status"]["phase"] != "Running" for p in now.values()) else None
+        going = [
+            name
+            for name, p in now.items()
+            if p["status"]["phase"] == "Running" or p["metadata"].get("deletionTimestamp")
+        ]
+        return None if going else now
 
     kept = wait_until(
         settled,
