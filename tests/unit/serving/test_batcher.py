@@ -13,6 +13,24 @@ import pytest
 from mlkube.serving.batcher import DynamicBatcher, ThreadedBatcher
 
 
+class FirstBatchHeld:
+    """A batch function that records each batch and holds the first one until ``gate`` is
+    set (``running`` says it has started): a model busy with a batch."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[object]] = []
+        self.started: list[float] = []
+        self.gate, self.running = asyncio.Event(), asyncio.Event()
+
+    async def __call__(self, batch: Sequence[object]) -> list[object]:
+        self.calls.append(list(batch))
+        self.started.append(time.monotonic())
+        if len(self.calls) == 1:
+            self.running.set()
+            await self.gate.wait()
+        return list(batch)
+
+
 async def test_full_batch_flushes_without_waiting() -> None:
     calls: list[list[int]] = []
 
@@ -45,16 +63,8 @@ async def test_an_idle_model_takes_the_requests_at_once() -> None:
 
 async def test_requests_accumulate_while_a_batch_runs() -> None:
     """While the model runs, new requests wait and go as one batch when it finishes."""
-    calls: list[list[int]] = []
-    gate, running = asyncio.Event(), asyncio.Event()
-
-    async def fn(batch: Sequence[int]) -> list[int]:
-        calls.append(list(batch))
-        if len(calls) == 1:
-            running.set()
-            await gate.wait()
-        return list(batch)
-
+    fn = FirstBatchHeld()
+    calls, gate, running = fn.calls, fn.gate, fn.running
     batcher = DynamicBatcher(fn, max_batch_size=100, max_delay=10.0)
     first = asyncio.ensure_future(batcher.submit(0))
     await running.wait()
@@ -70,16 +80,8 @@ async def test_requests_accumulate_while_a_batch_runs() -> None:
 
 
 async def test_waiting_is_bounded_by_max_delay_even_while_the_model_runs() -> None:
-    started: list[float] = []
-    gate, running = asyncio.Event(), asyncio.Event()
-
-    async def fn(batch: Sequence[str]) -> list[str]:
-        started.append(time.monotonic())
-        if len(started) == 1:
-            running.set()
-            await gate.wait()
-        return list(batch)
-
+    fn = FirstBatchHeld()
+    started, gate, running = fn.started, fn.gate, fn.running
     batcher = DynamicBatcher(fn, max_batch_size=100, max_delay=0.02)
     first = asyncio.ensure_future(batcher.submit("slow"))
     await running.wait()
@@ -91,16 +93,8 @@ async def test_waiting_is_bounded_by_max_delay_even_while_the_model_runs() -> No
 
 
 async def test_a_full_batch_goes_while_another_runs() -> None:
-    calls: list[list[int]] = []
-    gate, running = asyncio.Event(), asyncio.Event()
-
-    async def fn(batch: Sequence[int]) -> list[int]:
-        calls.append(list(batch))
-        if len(calls) == 1:
-            running.set()
-            await gate.wait()
-        return list(batch)
-
+    fn = FirstBatchHeld()
+    calls, gate, running = fn.calls, fn.gate, fn.running
     batcher = DynamicBatcher(fn, max_batch_size=2, max_delay=10.0)
     first = asyncio.ensure_future(batcher.submit(0))
     await running.wait()
